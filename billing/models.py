@@ -1,0 +1,101 @@
+from django.db import models
+from django.db.models import F, Q
+
+
+class CreditAccount(models.Model):
+    """A team's prepaid balance. Written only by billing.services.ledger_post."""
+
+    team = models.OneToOneField("teams.Team", on_delete=models.PROTECT, related_name="account")
+    # Micro-credits; equals the sum of the account's ledger entries' amount_micros.
+    balance_micros = models.BigIntegerField(default=0)
+    # Micro-credits an invoiced customer may go below zero; 0 for prepaid.
+    overdraft_limit_micros = models.BigIntegerField(default=0)
+    # Micro-credits of usage in the current budget period (reset at the period boundary).
+    period_spend_micros = models.BigIntegerField(default=0)
+    period_started_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(overdraft_limit_micros__gte=0), name="overdraft_limit_non_negative"
+            ),
+            # The last line of defence: no code path may take a balance past its overdraft.
+            models.CheckConstraint(
+                condition=Q(balance_micros__gte=-F("overdraft_limit_micros")),
+                name="balance_within_overdraft",
+            ),
+        ]
+
+    def __str__(self):
+        return f"account of team {self.team_id}"
+
+
+class LedgerEntry(models.Model):
+    """Append-only (a database trigger refuses UPDATE and DELETE): corrections are new entries."""
+
+    class Kind(models.TextChoices):
+        GRANT = "grant"
+        USAGE = "usage"
+        REFUND = "refund"
+        ADJUSTMENT = "adjustment"
+        ALLOWANCE = "allowance"
+        EXPIRY = "expiry"
+
+    account = models.ForeignKey(CreditAccount, on_delete=models.PROTECT, related_name="entries")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    # Micro-credits, signed: positive credits the account, negative debits it.
+    amount_micros = models.BigIntegerField()
+    # Micro-credits: the account balance right after this entry.
+    balance_after_micros = models.BigIntegerField()
+    # Micro-USD the provider charged us for this usage (null for non-usage entries).
+    cost_micros = models.BigIntegerField(null=True, blank=True)
+    # Unique across the ledger: a retried grant or a re-delivered usage record posts once.
+    idempotency_key = models.CharField(max_length=200, unique=True)
+    actor = models.CharField(max_length=200)
+    reason = models.CharField(max_length=500, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["account", "-id"])]
+
+    def __str__(self):
+        return f"{self.kind} {self.amount_micros} ({self.idempotency_key})"
+
+
+class UsageRecord(models.Model):
+    """One metered gateway call: the raw record behind the usage API and usage entries."""
+
+    class Status(models.TextChoices):
+        OK = "ok"
+        ERROR = "error"
+
+    request_id = models.CharField(max_length=64, unique=True)
+    organization = models.ForeignKey(
+        "orgs.Organization", on_delete=models.PROTECT, related_name="+"
+    )
+    team = models.ForeignKey("teams.Team", on_delete=models.PROTECT, related_name="usage")
+    key = models.ForeignKey(
+        "teams.VirtualKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="usage"
+    )
+    model = models.CharField(max_length=200)  # the model that served the call
+    model_group = models.CharField(max_length=200, blank=True)
+    input_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    cost_micros = models.BigIntegerField(default=0)  # micro-USD paid to the provider
+    price_micros = models.BigIntegerField(default=0)  # micro-credits charged to the team
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.OK)
+    latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [
+            models.Index(fields=["team", "created_at"]),
+            models.Index(fields=["organization", "created_at"]),
+        ]
+
+    def __str__(self):
+        return self.request_id

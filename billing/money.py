@@ -1,0 +1,44 @@
+"""The only place that converts between decimal strings and integer micro-units. Never float."""
+
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+
+MICROS = 1_000_000
+# A bound well inside BIGINT so sums over many entries cannot overflow: 10^12 credits.
+MAX_MICROS = 10**18
+
+
+class MoneyError(ValueError):
+    pass
+
+
+def parse_micros(value: str | int | Decimal, *, allow_negative: bool = False) -> int:
+    """Parse "12.5" into 12_500_000 micro-units; at most 6 decimal places."""
+    if isinstance(value, float):
+        raise MoneyError('Send amounts as decimal strings such as "12.50", not floats.')
+    try:
+        amount = Decimal(str(value).strip())
+    except InvalidOperation as exc:
+        raise MoneyError(f'{value!r} is not a decimal amount such as "12.50".') from exc
+    if not amount.is_finite():
+        raise MoneyError("Amounts must be finite numbers.")
+    micros = amount * MICROS
+    if micros != micros.to_integral_value():
+        raise MoneyError("Amounts have at most 6 decimal places.")
+    micros_int = int(micros)
+    if micros_int < 0 and not allow_negative:
+        raise MoneyError("The amount must not be negative.")
+    if abs(micros_int) >= MAX_MICROS:
+        raise MoneyError("The amount is too large.")
+    return micros_int
+
+
+def format_micros(micros: int | None) -> str | None:
+    """12_500_000 -> "12.500000": exact, fixed 6 places, as a string so JSON keeps it exact."""
+    if micros is None:
+        return None
+    return str((Decimal(micros) / MICROS).quantize(Decimal("0.000001")))
+
+
+def price_for_tokens(tokens: int, per_million_micros: int) -> int:
+    """Micro-units for `tokens` at a price per 1M tokens, rounded half up to the micro-unit."""
+    return int((Decimal(tokens) * per_million_micros / MICROS).quantize(0, ROUND_HALF_UP))

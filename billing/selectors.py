@@ -1,0 +1,62 @@
+"""Reads over credits and usage, always scoped by the caller."""
+
+from django.db.models import Count, Q, Sum
+from django.db.models.functions import TruncDay
+from django.utils import timezone
+
+from billing.models import UsageRecord
+from billing.periods import next_period_start
+
+
+def credits_summary(*, team) -> dict:
+    account = team.account
+    limit = team.budget_limit_micros
+    spend = account.period_spend_micros
+    if limit is None or team.budget_period == "none":
+        state = "no_budget"
+    elif spend >= limit:
+        state = "exceeded"
+    elif team.alert_thresholds and spend * 100 >= min(team.alert_thresholds) * limit:
+        state = "warning"
+    else:
+        state = "ok"
+    return {
+        "team": team.public_id,
+        "balance_micros": account.balance_micros,
+        "overdraft_limit_micros": account.overdraft_limit_micros,
+        "available_micros": account.balance_micros + account.overdraft_limit_micros,
+        "budget_period": team.budget_period,
+        "budget_mode": team.budget_mode,
+        "budget_limit_micros": limit,
+        "period_spend_micros": spend,
+        "budget_remaining_micros": None if limit is None else max(limit - spend, 0),
+        "budget_state": state,
+        "period_started_at": account.period_started_at,
+        "next_reset_at": next_period_start(timezone.now(), team.budget_period),
+    }
+
+
+GROUPINGS = {"day": "day", "model": "model", "key": "key__public_id"}
+
+
+def usage_summary(*, scope: dict, start, end, group_by: str) -> dict:
+    """Totals and rows for usage in [start, end), grouped by day, model or key."""
+    qs = UsageRecord.objects.filter(created_at__gte=start, created_at__lt=end, **scope)
+    aggregates = {
+        "requests": Count("id"),
+        "errors": Count("id", filter=Q(status=UsageRecord.Status.ERROR)),
+        "input_tokens": Sum("input_tokens", default=0),
+        "output_tokens": Sum("output_tokens", default=0),
+        "cost_micros": Sum("cost_micros", default=0),
+        "price_micros": Sum("price_micros", default=0),
+    }
+    column = GROUPINGS[group_by]
+    if group_by == "day":
+        qs_grouped = qs.annotate(day=TruncDay("created_at")).values("day")
+    else:
+        qs_grouped = qs.values(column)
+    rows = []
+    for row in qs_grouped.annotate(**aggregates).order_by(column):
+        value = row.pop(column)
+        rows.append({group_by: value.date().isoformat() if group_by == "day" else value, **row})
+    return {"totals": qs.aggregate(**aggregates), "rows": rows}

@@ -1,0 +1,284 @@
+"""Admin API: upstreams, models and model groups (the shared catalog)."""
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.response import Response
+
+from modelgroups import services
+from modelgroups.models import Model, ModelGroup, Upstream
+from orgs.auth import IsPlatformAdmin, PlatformWritesOnly
+from saas.api import AdminView
+from saas.fields import MoneyField, PublicIdRelatedField
+
+
+class UpstreamOutput(serializers.ModelSerializer):
+    id = serializers.CharField(source="public_id")
+    has_api_key = serializers.BooleanField(read_only=True)
+
+    class Meta:
+        model = Upstream
+        fields = [
+            "id",
+            "name",
+            "kind",
+            "base_url",
+            "has_api_key",
+            "connect_timeout_seconds",
+            "read_timeout_seconds",
+            "enabled",
+            "created_at",
+            "updated_at",
+        ]
+
+
+class UpstreamInput(serializers.Serializer):
+    name = serializers.CharField(max_length=200)
+    kind = serializers.ChoiceField(choices=Upstream.Kind.choices, required=False)
+    base_url = serializers.URLField(max_length=500)
+    api_key = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        write_only=True,
+        trim_whitespace=True,
+        help_text="Write-only; stored encrypted, never returned.",
+    )
+    connect_timeout_seconds = serializers.FloatField(min_value=0.1, max_value=60, required=False)
+    read_timeout_seconds = serializers.FloatField(min_value=0.1, max_value=3600, required=False)
+    enabled = serializers.BooleanField(required=False)
+
+
+class UpstreamBase(AdminView):
+    permission_classes = [IsPlatformAdmin]
+    serializer_class = UpstreamOutput
+    filterset_fields = ["kind", "enabled"]
+
+    def get_queryset(self):
+        return Upstream.objects.all()
+
+
+class UpstreamList(UpstreamBase):
+    filterset_fields = ["kind", "enabled"]
+
+    @extend_schema(responses=UpstreamOutput(many=True))
+    def get(self, request):
+        return self.paginated(self.get_queryset(), UpstreamOutput)
+
+    @extend_schema(request=UpstreamInput, responses={201: UpstreamOutput})
+    def post(self, request):
+        data = UpstreamInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        upstream = services.upstream_create(actor=self.actor, **data.validated_data)
+        return Response(UpstreamOutput(upstream).data, status=status.HTTP_201_CREATED)
+
+
+class UpstreamDetail(UpstreamBase):
+    @extend_schema(responses=UpstreamOutput)
+    def get(self, request, id):
+        return Response(UpstreamOutput(self.get_object()).data)
+
+    @extend_schema(request=UpstreamInput(partial=True), responses=UpstreamOutput)
+    def patch(self, request, id):
+        upstream = self.get_object()
+        data = UpstreamInput(data=request.data, partial=True)
+        data.is_valid(raise_exception=True)
+        services.upstream_update(
+            actor=self.actor, upstream=upstream, data=dict(data.validated_data)
+        )
+        return Response(UpstreamOutput(upstream).data)
+
+    @extend_schema(responses={204: None})
+    def delete(self, request, id):
+        services.upstream_delete(actor=self.actor, upstream=self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class ModelOutput(serializers.ModelSerializer):
+    id = serializers.CharField(source="public_id")
+    upstream = serializers.CharField(source="upstream.public_id")
+    input_cost_per_mtok = MoneyField(
+        source="input_cost_micros", help_text="Provider cost, USD per 1M input tokens."
+    )
+    output_cost_per_mtok = MoneyField(source="output_cost_micros")
+    input_price_per_mtok = MoneyField(
+        source="input_price_micros", help_text="Price, credits per 1M input tokens."
+    )
+    output_price_per_mtok = MoneyField(source="output_price_micros")
+
+    class Meta:
+        model = Model
+        fields = [
+            "id",
+            "name",
+            "upstream",
+            "upstream_model",
+            "mode",
+            "input_cost_per_mtok",
+            "output_cost_per_mtok",
+            "input_price_per_mtok",
+            "output_price_per_mtok",
+            "context_window",
+            "max_output_tokens",
+            "enabled",
+            "created_at",
+            "updated_at",
+        ]
+
+
+class ModelInput(serializers.Serializer):
+    name = serializers.CharField(max_length=200)
+    upstream = PublicIdRelatedField(
+        kind="upstream", name_field="name", queryset=Upstream.objects.all()
+    )
+    upstream_model = serializers.CharField(max_length=200)
+    mode = serializers.ChoiceField(choices=Model.Mode.choices, required=False)
+    input_cost_per_mtok = MoneyField(source="input_cost_micros", required=False)
+    output_cost_per_mtok = MoneyField(source="output_cost_micros", required=False)
+    input_price_per_mtok = MoneyField(
+        source="input_price_micros",
+        required=False,
+        allow_null=True,
+        help_text="Omit or null: provider cost times the operator's markup.",
+    )
+    output_price_per_mtok = MoneyField(
+        source="output_price_micros", required=False, allow_null=True
+    )
+    context_window = serializers.IntegerField(min_value=1, required=False, allow_null=True)
+    max_output_tokens = serializers.IntegerField(min_value=1, required=False)
+    enabled = serializers.BooleanField(required=False)
+
+
+class ModelBase(AdminView):
+    permission_classes = [PlatformWritesOnly]
+    serializer_class = ModelOutput
+    filterset_fields = ["mode", "enabled"]
+
+    def get_queryset(self):
+        return Model.objects.select_related("upstream")
+
+
+class ModelList(ModelBase):
+    filterset_fields = ["mode", "enabled"]
+
+    @extend_schema(responses=ModelOutput(many=True))
+    def get(self, request):
+        return self.paginated(self.get_queryset(), ModelOutput)
+
+    @extend_schema(request=ModelInput, responses={201: ModelOutput})
+    def post(self, request):
+        data = ModelInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        model = services.model_create(actor=self.actor, **data.validated_data)
+        return Response(ModelOutput(model).data, status=status.HTTP_201_CREATED)
+
+
+class ModelDetail(ModelBase):
+    @extend_schema(responses=ModelOutput)
+    def get(self, request, id):
+        return Response(ModelOutput(self.get_object()).data)
+
+    @extend_schema(request=ModelInput(partial=True), responses=ModelOutput)
+    def patch(self, request, id):
+        model = self.get_object()
+        data = ModelInput(data=request.data, partial=True)
+        data.is_valid(raise_exception=True)
+        services.model_update(actor=self.actor, model=model, data=dict(data.validated_data))
+        return Response(ModelOutput(model).data)
+
+    @extend_schema(responses={204: None})
+    def delete(self, request, id):
+        services.model_delete(actor=self.actor, model=self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class MemberSerializer(serializers.Serializer):
+    model = PublicIdRelatedField(kind="model", name_field="name", queryset=Model.objects.all())
+    priority = serializers.IntegerField(
+        min_value=0, required=False, help_text="Lower is tried first; default: list order."
+    )
+    weight = serializers.IntegerField(
+        min_value=1,
+        max_value=1000,
+        required=False,
+        help_text="Share of traffic among equal priorities.",
+    )
+
+
+class MemberOutput(serializers.Serializer):
+    model = serializers.CharField(source="model.name")
+    model_id = serializers.CharField(source="model.public_id")
+    priority = serializers.IntegerField()
+    weight = serializers.IntegerField()
+
+
+class ModelGroupOutput(serializers.ModelSerializer):
+    id = serializers.CharField(source="public_id")
+    models = MemberOutput(source="members", many=True)
+
+    class Meta:
+        model = ModelGroup
+        fields = ["id", "name", "display_name", "description", "models", "created_at", "updated_at"]
+
+
+class ModelGroupInput(serializers.Serializer):
+    name = serializers.SlugField(
+        max_length=200, help_text="What customers put in `model`; letters, digits, - _"
+    )
+    display_name = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    description = serializers.CharField(required=False, allow_blank=True)
+    models = MemberSerializer(many=True, allow_empty=False)
+
+    def validate_models(self, members):
+        seen = set()
+        for m in members:
+            if m["model"].pk in seen:
+                raise serializers.ValidationError(f"{m['model'].name} is listed twice.")
+            seen.add(m["model"].pk)
+        return members
+
+
+class ModelGroupBase(AdminView):
+    permission_classes = [PlatformWritesOnly]
+    serializer_class = ModelGroupOutput
+
+    def get_queryset(self):
+        return ModelGroup.objects.prefetch_related("members__model")
+
+
+class ModelGroupList(ModelGroupBase):
+    @extend_schema(responses=ModelGroupOutput(many=True))
+    def get(self, request):
+        return self.paginated(self.get_queryset(), ModelGroupOutput)
+
+    @extend_schema(request=ModelGroupInput, responses={201: ModelGroupOutput})
+    def post(self, request):
+        data = ModelGroupInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        fields = dict(data.validated_data)
+        group = services.model_group_create(
+            actor=self.actor, members=fields.pop("models"), **fields
+        )
+        return Response(
+            ModelGroupOutput(self.get_queryset().get(pk=group.pk)).data,
+            status=status.HTTP_201_CREATED,
+        )
+
+
+class ModelGroupDetail(ModelGroupBase):
+    @extend_schema(responses=ModelGroupOutput)
+    def get(self, request, id):
+        return Response(ModelGroupOutput(self.get_object()).data)
+
+    @extend_schema(request=ModelGroupInput(partial=True), responses=ModelGroupOutput)
+    def patch(self, request, id):
+        group = self.get_object()
+        data = ModelGroupInput(data=request.data, partial=True)
+        data.is_valid(raise_exception=True)
+        fields = dict(data.validated_data)
+        members = fields.pop("models", None)
+        services.model_group_update(actor=self.actor, group=group, data=fields, members=members)
+        return Response(ModelGroupOutput(self.get_queryset().get(pk=group.pk)).data)
+
+    @extend_schema(responses={204: None})
+    def delete(self, request, id):
+        services.model_group_delete(actor=self.actor, group=self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)

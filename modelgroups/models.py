@@ -1,0 +1,116 @@
+from django.db import models
+from django.db.models import Q
+
+from saas.ids import PublicIdField
+
+
+class Upstream(models.Model):
+    """Where calls go: any OpenAI-compatible base URL (OpenAI, vLLM, Ollama, LiteLLM, …)."""
+
+    class Kind(models.TextChoices):
+        OPENAI = "openai", "OpenAI-compatible"
+        LITELLM = "litellm", "LiteLLM proxy"
+        MOCK = "mock", "Built-in mock (development and tests only)"
+
+    public_id = PublicIdField(prefix="ups")
+    name = models.CharField(max_length=200, unique=True)
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.OPENAI)
+    base_url = models.URLField(max_length=500)
+    # Fernet token (saas.secrets.encrypt); write-only through every API.
+    api_key_encrypted = models.TextField(blank=True)
+    connect_timeout_seconds = models.FloatField(default=5.0)
+    # Applies between bytes, so long streams are fine while tokens keep coming.
+    read_timeout_seconds = models.FloatField(default=120.0)
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(connect_timeout_seconds__gt=0) & Q(read_timeout_seconds__gt=0),
+                name="upstream_timeouts_positive",
+            ),
+        ]
+
+    def __str__(self):
+        return self.name
+
+    @property
+    def has_api_key(self) -> bool:
+        return bool(self.api_key_encrypted)
+
+
+class Model(models.Model):
+    class Mode(models.TextChoices):
+        CHAT = "chat"
+        COMPLETION = "completion"
+        EMBEDDING = "embedding"
+
+    public_id = PublicIdField(prefix="mdl")
+    name = models.CharField(max_length=200, unique=True)  # what customers put in `model`
+    upstream = models.ForeignKey(Upstream, on_delete=models.PROTECT, related_name="models")
+    upstream_model = models.CharField(max_length=200)  # the provider's id, substituted on the way
+    mode = models.CharField(max_length=16, choices=Mode.choices, default=Mode.CHAT)
+    # Provider cost in micro-USD per 1M tokens (what we pay).
+    input_cost_micros = models.BigIntegerField(default=0)
+    output_cost_micros = models.BigIntegerField(default=0)
+    # Price in micro-credits per 1M tokens (what the customer pays).
+    input_price_micros = models.BigIntegerField(default=0)
+    output_price_micros = models.BigIntegerField(default=0)
+    context_window = models.PositiveIntegerField(null=True, blank=True)
+    # Output cap used to reserve credits when a request sets no max_tokens.
+    max_output_tokens = models.PositiveIntegerField(default=4096)
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(input_cost_micros__gte=0)
+                & Q(output_cost_micros__gte=0)
+                & Q(input_price_micros__gte=0)
+                & Q(output_price_micros__gte=0),
+                name="model_prices_non_negative",
+            ),
+        ]
+
+    def __str__(self):
+        return self.name
+
+
+class ModelGroup(models.Model):
+    """A named, ordered bundle of models: priority order is fallback order."""
+
+    public_id = PublicIdField(prefix="mg")
+    name = models.SlugField(max_length=200, unique=True)  # what customers may put in `model`
+    display_name = models.CharField(max_length=200, blank=True)
+    description = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self):
+        return self.name
+
+
+class ModelGroupMember(models.Model):
+    group = models.ForeignKey(ModelGroup, on_delete=models.CASCADE, related_name="members")
+    model = models.ForeignKey(Model, on_delete=models.PROTECT, related_name="+")
+    priority = models.PositiveIntegerField(default=0)  # lower is tried first
+    weight = models.PositiveIntegerField(default=1)  # share among members of equal priority
+
+    class Meta:
+        ordering = ["priority", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["group", "model"], name="model_once_per_group"),
+            models.CheckConstraint(condition=Q(weight__gte=1), name="member_weight_positive"),
+        ]
+
+    def __str__(self):
+        return f"{self.group_id}:{self.model_id}@{self.priority}"

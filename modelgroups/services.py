@@ -1,0 +1,190 @@
+"""Upstreams, models and model groups: the catalog customers' calls are routed through."""
+
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+
+from modelgroups.models import Model, ModelGroup, ModelGroupMember, Upstream
+from orgs.services import apply_changes, audit_record
+from saas.errors import Conflict
+from saas.secrets import encrypt
+
+
+def _conflict(exc: IntegrityError, what: str, name: str) -> Conflict:
+    return Conflict(f"A {what} named {name!r} already exists.", fields={"name": ["Already used."]})
+
+
+def upstream_create(*, actor: str, name: str, api_key: str = "", **fields) -> Upstream:
+    """Register an upstream; its API key is encrypted before it touches the database."""
+    try:
+        with transaction.atomic(durable=True):
+            upstream = Upstream.objects.create(
+                name=name, api_key_encrypted=encrypt(api_key), **fields
+            )
+            audit_record(
+                actor=actor,
+                action="upstream.create",
+                obj=upstream,
+                changes={"name": [None, name], "base_url": [None, upstream.base_url]},
+            )
+    except IntegrityError as exc:
+        raise _conflict(exc, "upstream", name) from exc
+    return upstream
+
+
+def upstream_update(*, actor: str, upstream: Upstream, data: dict) -> Upstream:
+    """Change an upstream; an api_key of "" clears the stored key, None leaves it."""
+    api_key = data.pop("api_key", None)
+    if api_key is not None:
+        data["api_key_encrypted"] = encrypt(api_key)
+    try:
+        with transaction.atomic(durable=True):
+            apply_changes(
+                obj=upstream, actor=actor, action="upstream.update", organization_id=None, data=data
+            )
+    except IntegrityError as exc:
+        raise _conflict(exc, "upstream", data.get("name", upstream.name)) from exc
+    return upstream
+
+
+def upstream_delete(*, actor: str, upstream: Upstream) -> None:
+    """Delete an upstream no model uses."""
+    with transaction.atomic(durable=True):
+        if upstream.models.exists():
+            raise Conflict(f"{upstream.public_id} still serves models; move or delete them first.")
+        audit_record(
+            actor=actor,
+            action="upstream.delete",
+            obj=upstream,
+            changes={"name": [upstream.name, None]},
+        )
+        upstream.delete()
+
+
+def default_price(cost_micros: int) -> int:
+    """The operator's markup applied to a provider cost, rounded to the micro-credit."""
+    return int((Decimal(cost_micros) * Decimal(str(settings.DEFAULT_PRICE_MARKUP))).to_integral())
+
+
+def _fill_prices(fields: dict, model: Model | None = None) -> None:
+    """A price left out on create, or set to null, follows the cost times the markup."""
+    for side in ("input", "output"):
+        price, cost = f"{side}_price_micros", f"{side}_cost_micros"
+        if (model is None and fields.get(price) is None) or (
+            price in fields and fields[price] is None
+        ):
+            fields[price] = default_price(fields.get(cost, getattr(model, cost, 0)))
+
+
+def model_create(*, actor: str, name: str, upstream: Upstream, **fields) -> Model:
+    """Add a model; prices default to the provider cost times the operator's markup."""
+    _fill_prices(fields)
+    try:
+        with transaction.atomic(durable=True):
+            model = Model.objects.create(name=name, upstream=upstream, **fields)
+            audit_record(
+                actor=actor, action="model.create", obj=model, changes={"name": [None, name]}
+            )
+    except IntegrityError as exc:
+        raise _conflict(exc, "model", name) from exc
+    return model
+
+
+def model_update(*, actor: str, model: Model, data: dict) -> Model:
+    """Change a model's routing, prices or limits."""
+    _fill_prices(data, model)
+    try:
+        with transaction.atomic(durable=True):
+            apply_changes(
+                obj=model, actor=actor, action="model.update", organization_id=None, data=data
+            )
+    except IntegrityError as exc:
+        raise _conflict(exc, "model", data.get("name", model.name)) from exc
+    return model
+
+
+def model_delete(*, actor: str, model: Model) -> None:
+    """Delete a model that no model group lists."""
+    with transaction.atomic(durable=True):
+        if ModelGroupMember.objects.filter(model=model).exists():
+            raise Conflict(f"{model.public_id} is in model groups; remove it from them first.")
+        audit_record(
+            actor=actor, action="model.delete", obj=model, changes={"name": [model.name, None]}
+        )
+        model.delete()
+
+
+def _set_members(group: ModelGroup, members: list[dict]) -> None:
+    group.members.all().delete()
+    ModelGroupMember.objects.bulk_create(
+        ModelGroupMember(
+            group=group, model=m["model"], priority=m.get("priority", i), weight=m.get("weight", 1)
+        )
+        for i, m in enumerate(members)
+    )
+
+
+def _describe(members: list[dict]) -> list[str]:
+    return [
+        f"{m['model'].name}@{m.get('priority', i)}x{m.get('weight', 1)}"
+        for i, m in enumerate(members)
+    ]
+
+
+def model_group_create(*, actor: str, name: str, members: list[dict], **fields) -> ModelGroup:
+    """Create a model group from an ordered list of {model, priority?, weight?}."""
+    try:
+        with transaction.atomic(durable=True):
+            group = ModelGroup.objects.create(name=name, **fields)
+            _set_members(group, members)
+            audit_record(
+                actor=actor,
+                action="model_group.create",
+                obj=group,
+                changes={"name": [None, name], "models": [None, _describe(members)]},
+            )
+    except IntegrityError as exc:
+        raise _conflict(exc, "model group", name) from exc
+    return group
+
+
+def model_group_update(*, actor: str, group: ModelGroup, data: dict, members=None) -> ModelGroup:
+    """Rename or describe a group, or replace its ordered models."""
+    try:
+        with transaction.atomic(durable=True):
+            extra = {}
+            if members is not None:
+                before = [
+                    f"{m.model.name}@{m.priority}x{m.weight}"
+                    for m in group.members.select_related("model")
+                ]
+                _set_members(group, members)
+                after = _describe(members)
+                if before != after:
+                    extra["models"] = [before, after]
+            apply_changes(
+                obj=group,
+                actor=actor,
+                action="model_group.update",
+                organization_id=None,
+                data=data,
+                extra_changes=extra,
+            )
+    except IntegrityError as exc:
+        raise _conflict(exc, "model group", data.get("name", group.name)) from exc
+    return group
+
+
+def model_group_delete(*, actor: str, group: ModelGroup) -> None:
+    """Delete a model group that no team uses."""
+    with transaction.atomic(durable=True):
+        if group.teams.exists():
+            raise Conflict(f"{group.public_id} is assigned to teams; unassign it first.")
+        audit_record(
+            actor=actor,
+            action="model_group.delete",
+            obj=group,
+            changes={"name": [group.name, None]},
+        )
+        group.delete()

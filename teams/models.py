@@ -1,0 +1,116 @@
+from django.db import models
+from django.db.models import Q
+
+from saas.ids import PublicIdField
+
+
+class Team(models.Model):
+    class Status(models.TextChoices):
+        ACTIVE = "active"
+        SUSPENDED = "suspended"  # blocked by the operator (e.g. unpaid): 403 at the gateway
+        PAUSED = "paused"  # stopped on purpose by the customer or operator: 403, own error type
+
+    class BudgetPeriod(models.TextChoices):
+        NONE = "none"
+        DAILY = "daily"  # resets at 00:00 UTC
+        WEEKLY = "weekly"  # resets Monday 00:00 UTC
+        MONTHLY = "monthly"  # resets on the 1st, 00:00 UTC
+
+    class LimitMode(models.TextChoices):
+        HARD = "hard"  # calls past the period budget are refused
+        SOFT = "soft"  # calls go through; the thresholds alert
+
+    organization = models.ForeignKey(
+        "orgs.Organization", on_delete=models.PROTECT, related_name="teams"
+    )
+    public_id = PublicIdField(prefix="team")
+    name = models.CharField(max_length=200)
+    external_id = models.CharField(max_length=200, unique=True, null=True, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    model_groups = models.ManyToManyField(
+        "modelgroups.ModelGroup", blank=True, related_name="teams"
+    )
+
+    # Rate limits; null = unlimited.
+    rpm_limit = models.PositiveIntegerField(null=True, blank=True)
+    tpm_limit = models.PositiveIntegerField(null=True, blank=True)
+    max_parallel_requests = models.PositiveIntegerField(null=True, blank=True)
+
+    budget_period = models.CharField(
+        max_length=16, choices=BudgetPeriod.choices, default=BudgetPeriod.NONE
+    )
+    # Micro-credits a team may spend per period; null = no period budget.
+    budget_limit_micros = models.BigIntegerField(null=True, blank=True)
+    budget_mode = models.CharField(max_length=8, choices=LimitMode.choices, default=LimitMode.HARD)
+    # Percentages of the period budget that alert once per period each.
+    alert_thresholds = models.JSONField(default=list, blank=True)
+    # Micro-credits credited at each period start; null = no allowance.
+    allowance_micros = models.BigIntegerField(null=True, blank=True)
+    # False: unused allowance expires at the period end (an `expiry` ledger entry).
+    allowance_rollover = models.BooleanField(default=False)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "name"], name="team_name_unique_in_org"
+            ),
+            models.CheckConstraint(
+                condition=Q(budget_limit_micros__isnull=True) | Q(budget_limit_micros__gte=0),
+                name="team_budget_limit_non_negative",
+            ),
+            models.CheckConstraint(
+                condition=Q(allowance_micros__isnull=True) | Q(allowance_micros__gte=0),
+                name="team_allowance_non_negative",
+            ),
+        ]
+
+    def __str__(self):
+        return self.name
+
+
+class VirtualKey(models.Model):
+    """A customer's gateway credential. Only its hash is stored; the secret is shown once."""
+
+    class Status(models.TextChoices):
+        ACTIVE = "active"
+        REVOKED = "revoked"
+        EXPIRED = "expired"
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="keys")
+    public_id = PublicIdField(prefix="key")
+    name = models.CharField(max_length=200)
+    key_prefix = models.CharField(max_length=16, unique=True)
+    key_hash = models.CharField(max_length=64, unique=True)
+    # After a rotation the previous secret keeps working until previous_valid_until.
+    previous_key_hash = models.CharField(max_length=64, null=True, blank=True, unique=True)
+    previous_valid_until = models.DateTimeField(null=True, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    # Restriction to a subset of the team's model groups; empty = everything the team may use.
+    model_groups = models.ManyToManyField("modelgroups.ModelGroup", blank=True, related_name="+")
+    rpm_limit = models.PositiveIntegerField(null=True, blank=True)
+    tpm_limit = models.PositiveIntegerField(null=True, blank=True)
+    # Lifetime micro-credits this key may spend; null = bounded only by the team.
+    budget_limit_micros = models.BigIntegerField(null=True, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(budget_limit_micros__isnull=True) | Q(budget_limit_micros__gte=0),
+                name="key_budget_limit_non_negative",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.name} ({self.key_prefix}…)"

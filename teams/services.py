@@ -1,0 +1,257 @@
+"""Teams and their virtual keys."""
+
+from datetime import timedelta
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from billing.services import account_create
+from orgs.services import apply_changes, audit_record
+from saas.errors import Conflict, ValidationFailed
+from saas.secrets import generate_secret, hash_secret, lookup_prefix
+from teams.models import Team, VirtualKey
+
+VIRTUAL_KEY_PREFIX = "sk-"
+# Fields that live on the credit account but are set through the team.
+ACCOUNT_FIELDS = ("overdraft_limit_micros",)
+
+
+def _check_budget(data: dict, team: Team | None = None) -> None:
+    period = data.get("budget_period", team.budget_period if team else Team.BudgetPeriod.NONE)
+    allowance = data.get("allowance_micros", team.allowance_micros if team else None)
+    if allowance and period == Team.BudgetPeriod.NONE:
+        raise ValidationFailed(
+            "A recurring allowance needs a budget period to recur on.",
+            fields={"allowance": ["Set budget_period to daily, weekly or monthly."]},
+        )
+    thresholds = data.get("alert_thresholds")
+    if thresholds is not None and any(not (0 < t <= 1000) for t in thresholds):
+        raise ValidationFailed(
+            "Alert thresholds are percentages between 1 and 1000.",
+            fields={"alert_thresholds": ["Out of range."]},
+        )
+
+
+def team_create(*, actor: str, organization, name: str, model_groups=(), **fields) -> Team:
+    """Create a team and its credit account."""
+    if fields.get("external_id"):
+        existing = Team.objects.filter(external_id=fields["external_id"]).first()
+        if existing is not None:
+            raise Conflict(
+                f"external_id {fields['external_id']!r} already belongs to {existing.public_id}.",
+                fields={"external_id": ["Already used by another team."]},
+            )
+    _check_budget(fields)
+    account_fields = {f: fields.pop(f) for f in ACCOUNT_FIELDS if f in fields}
+    fields.setdefault("alert_thresholds", [80, 100])
+    try:
+        with transaction.atomic(durable=True):
+            team = Team.objects.create(organization=organization, name=name, **fields)
+            team.model_groups.set(model_groups)
+            account = account_create(team=team)
+            if account_fields:
+                for k, v in account_fields.items():
+                    setattr(account, k, v)
+                account.save(update_fields=list(account_fields))
+            audit_record(
+                actor=actor,
+                action="team.create",
+                obj=team,
+                organization_id=organization.pk,
+                changes={
+                    "name": [None, name],
+                    "model_groups": [None, sorted(g.name for g in model_groups)],
+                },
+            )
+    except IntegrityError as exc:
+        raise _team_conflict(exc, name, organization) from exc
+    return team
+
+
+def team_update(*, actor: str, team: Team, data: dict, model_groups=None) -> Team:
+    """Change a team's settings; model groups and account limits included."""
+    _check_budget(data, team)
+    account_data = {f: data.pop(f) for f in ACCOUNT_FIELDS if f in data}
+    try:
+        with transaction.atomic(durable=True):
+            extra = {}
+            if model_groups is not None:
+                before = sorted(team.model_groups.values_list("name", flat=True))
+                after = sorted(g.name for g in model_groups)
+                if before != after:
+                    team.model_groups.set(model_groups)
+                    extra["model_groups"] = [before, after]
+            if account_data:
+                account = team.account
+                for field, value in account_data.items():
+                    before_value = getattr(account, field)
+                    if before_value != value:
+                        setattr(account, field, value)
+                        extra[field] = [before_value, value]
+                account.save(update_fields=[*account_data, "updated_at"])
+            apply_changes(
+                obj=team,
+                actor=actor,
+                action="team.update",
+                organization_id=team.organization_id,
+                data=data,
+                extra_changes=extra,
+            )
+    except IntegrityError as exc:
+        if "balance_within_overdraft" in str(exc):
+            raise ValidationFailed(
+                "The balance is already below minus that overdraft limit; grant credits first.",
+                fields={"overdraft_limit": ["Lower than the current debt."]},
+            ) from exc
+        raise _team_conflict(exc, data.get("name", team.name), team.organization) from exc
+    return team
+
+
+def team_set_status(*, actor: str, team: Team, status: str) -> Team:
+    """Suspend, pause or resume a team: its keys stop (or start) working at the gateway."""
+    with transaction.atomic(durable=True):
+        apply_changes(
+            obj=team,
+            actor=actor,
+            action=f"team.{status}",
+            organization_id=team.organization_id,
+            data={"status": status},
+        )
+    return team
+
+
+def team_delete(*, actor: str, team: Team) -> None:
+    """Delete a team that never had credit history; otherwise it can only be suspended."""
+    with transaction.atomic(durable=True):
+        if team.account.entries.exists() or team.usage.exists():
+            raise Conflict(
+                f"{team.public_id} has credit or usage history, which must be kept; "
+                "suspend the team instead."
+            )
+        audit_record(
+            actor=actor,
+            action="team.delete",
+            obj=team,
+            organization_id=team.organization_id,
+            changes={"name": [team.name, None]},
+        )
+        team.account.delete()
+        team.delete()
+
+
+def _team_conflict(exc, name, organization) -> Conflict:
+    if "external_id" in str(exc):
+        return Conflict(
+            "That external_id is already used by another team.",
+            fields={"external_id": ["Already used."]},
+        )
+    return Conflict(
+        f"{organization.public_id} already has a team named {name!r}.",
+        fields={"name": ["Already used in this organization."]},
+    )
+
+
+def _check_key_groups(team: Team, model_groups) -> None:
+    allowed = set(team.model_groups.values_list("pk", flat=True))
+    outside = [g.name for g in model_groups if g.pk not in allowed]
+    if outside:
+        raise ValidationFailed(
+            "A key can only be restricted to model groups its team has: "
+            + ", ".join(sorted(outside))
+            + " not assigned to the team.",
+            fields={"model_groups": ["Not assigned to the team."]},
+        )
+
+
+def _new_secret() -> tuple[str, str, str]:
+    secret = generate_secret(VIRTUAL_KEY_PREFIX)
+    return secret, lookup_prefix(secret), hash_secret(secret)
+
+
+def key_create(*, actor: str, team: Team, name: str, model_groups=(), **fields):
+    """Mint a virtual key. Returns (key, secret); the secret is never retrievable again."""
+    _check_key_groups(team, model_groups)
+    if fields.get("expires_at") and fields["expires_at"] <= timezone.now():
+        raise ValidationFailed(
+            "expires_at is in the past.", fields={"expires_at": ["In the past."]}
+        )
+    secret, prefix, digest = _new_secret()
+    with transaction.atomic(durable=True):
+        key = VirtualKey.objects.create(
+            team=team, name=name, key_prefix=prefix, key_hash=digest, **fields
+        )
+        key.model_groups.set(model_groups)
+        audit_record(
+            actor=actor,
+            action="key.create",
+            obj=key,
+            organization_id=team.organization_id,
+            changes={"name": [None, name]},
+        )
+    return key, secret
+
+
+def key_update(*, actor: str, key: VirtualKey, data: dict, model_groups=None) -> VirtualKey:
+    """Rename a key, change its limits, expiry or model restriction."""
+    if key.status == VirtualKey.Status.REVOKED:
+        raise Conflict(f"{key.public_id} is revoked; revoked keys cannot be changed.")
+    if model_groups is not None:
+        _check_key_groups(key.team, model_groups)
+    with transaction.atomic(durable=True):
+        extra = {}
+        if model_groups is not None:
+            before = sorted(key.model_groups.values_list("name", flat=True))
+            after = sorted(g.name for g in model_groups)
+            if before != after:
+                key.model_groups.set(model_groups)
+                extra["model_groups"] = [before, after]
+        apply_changes(
+            obj=key,
+            actor=actor,
+            action="key.update",
+            organization_id=key.team.organization_id,
+            data=data,
+            extra_changes=extra,
+        )
+    return key
+
+
+def key_revoke(*, actor: str, key: VirtualKey) -> VirtualKey:
+    """Revoke a key now; any previous secret in its grace period stops too."""
+    with transaction.atomic(durable=True):
+        apply_changes(
+            obj=key,
+            actor=actor,
+            action="key.revoke",
+            organization_id=key.team.organization_id,
+            data={
+                "status": VirtualKey.Status.REVOKED,
+                "revoked_at": timezone.now(),
+                "previous_valid_until": None,
+            },
+        )
+    return key
+
+
+def key_rotate(*, actor: str, key: VirtualKey, grace_seconds: int):
+    """Issue a new secret; the old one keeps working for grace_seconds. Returns (key, secret)."""
+    if key.status != VirtualKey.Status.ACTIVE:
+        raise Conflict(f"{key.public_id} is {key.status}; only active keys can be rotated.")
+    secret, prefix, digest = _new_secret()
+    with transaction.atomic(durable=True):
+        locked = VirtualKey.objects.select_for_update().get(pk=key.pk)
+        grace_until = timezone.now() + timedelta(seconds=grace_seconds) if grace_seconds else None
+        apply_changes(
+            obj=locked,
+            actor=actor,
+            action="key.rotate",
+            organization_id=key.team.organization_id,
+            data={
+                "previous_key_hash": locked.key_hash if grace_until else None,
+                "previous_valid_until": grace_until,
+                "key_prefix": prefix,
+                "key_hash": digest,
+            },
+        )
+    locked.team = key.team
+    return locked, secret
