@@ -13,6 +13,9 @@ class CreditAccount(models.Model):
     # Micro-credits of usage in the current budget period (reset at the period boundary).
     period_spend_micros = models.BigIntegerField(default=0)
     period_started_at = models.DateTimeField(null=True, blank=True)
+    # Bumped on every change to the row, so the gateway's Redis copy only moves forward
+    # (an older snapshot arriving late can never overwrite a newer one).
+    version = models.BigIntegerField(default=0)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

@@ -42,3 +42,12 @@ def format_micros(micros: int | None) -> str | None:
 def price_for_tokens(tokens: int, per_million_micros: int) -> int:
     """Micro-units for `tokens` at a price per 1M tokens, rounded half up to the micro-unit."""
     return int((Decimal(tokens) * per_million_micros / MICROS).quantize(0, ROUND_HALF_UP))
+
+
+def tokens_price(tokens: int, per_million_micros: int, *, round_up: bool = False) -> int:
+    """Integer-only version of price_for_tokens for the gateway's hot path (same rounding,
+    or rounded up when reserving, so a reservation is never below the price it covers)."""
+    numerator = tokens * per_million_micros
+    if round_up:
+        return -(-numerator // MICROS)
+    return (numerator + MICROS // 2) // MICROS

@@ -6,6 +6,7 @@ from django.db import transaction
 
 from billing.models import CreditAccount, LedgerEntry
 from orgs.services import audit_record
+from proxy import state as gateway_state
 from saas.errors import InsufficientCredits, ValidationFailed
 
 
@@ -64,11 +65,14 @@ def ledger_post(
             reason=reason,
             metadata=metadata or {},
         )
-        fields = {"balance_micros": new_balance}
+        account.balance_micros = new_balance
+        account.version += 1
+        fields = {"balance_micros": new_balance, "version": account.version}
         if kind == LedgerEntry.Kind.USAGE:
             account.period_spend_micros -= amount_micros
             fields["period_spend_micros"] = account.period_spend_micros
         CreditAccount.objects.filter(pk=account.pk).update(**fields)
+        transaction.on_commit(lambda: gateway_state.publish_account(account))
     return PostResult(entry, created=True)
 
 
@@ -121,3 +125,62 @@ def _post_with_audit(team, kind, amount_micros, reason, actor, idempotency_key):
                 },
             )
     return result
+
+
+@dataclass(frozen=True)
+class UsageCharge:
+    idempotency_key: str  # "usage:<request id>"
+    amount_micros: int  # micro-credits to debit (>= 0), as capped by the gateway
+    cost_micros: int  # micro-USD the provider charged
+    metadata: dict
+
+
+def ledger_post_usage_batch(*, account_id: int, charges: list[UsageCharge]) -> int:
+    """Debit many usage charges from one account under one lock; returns how many posted.
+
+    Already-posted idempotency keys are skipped. A charge is never allowed to break the
+    balance constraint: what does not fit is recorded as uncollected instead of failing the
+    batch (the gateway's admission makes this an edge case, not a path)."""
+    with transaction.atomic():
+        account = CreditAccount.objects.select_for_update(no_key=True).get(pk=account_id)
+        seen = set(
+            LedgerEntry.objects.filter(
+                idempotency_key__in=[c.idempotency_key for c in charges]
+            ).values_list("idempotency_key", flat=True)
+        )
+        balance, spend = account.balance_micros, account.period_spend_micros
+        entries = []
+        for charge in charges:
+            if charge.idempotency_key in seen or charge.amount_micros <= 0:
+                continue
+            seen.add(charge.idempotency_key)
+            amount = min(charge.amount_micros, balance + account.overdraft_limit_micros)
+            amount = max(amount, 0)
+            metadata = dict(charge.metadata)
+            if amount < charge.amount_micros:
+                metadata["uncollected_micros"] = charge.amount_micros - amount
+            balance -= amount
+            spend += amount
+            entries.append(
+                LedgerEntry(
+                    account=account,
+                    kind=LedgerEntry.Kind.USAGE,
+                    amount_micros=-amount,
+                    balance_after_micros=balance,
+                    cost_micros=charge.cost_micros,
+                    idempotency_key=charge.idempotency_key,
+                    actor="gateway",
+                    reason="usage",
+                    metadata=metadata,
+                )
+            )
+        if not entries:
+            return 0
+        LedgerEntry.objects.bulk_create(entries)
+        account.balance_micros, account.period_spend_micros = balance, spend
+        account.version += 1
+        CreditAccount.objects.filter(pk=account.pk).update(
+            balance_micros=balance, period_spend_micros=spend, version=account.version
+        )
+        transaction.on_commit(lambda: gateway_state.publish_account(account))
+    return len(entries)

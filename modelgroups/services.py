@@ -7,6 +7,7 @@ from django.db import IntegrityError, transaction
 
 from modelgroups.models import Model, ModelGroup, ModelGroupMember, Upstream
 from orgs.services import apply_changes, audit_record
+from proxy import state as gateway_state
 from saas.errors import Conflict
 from saas.secrets import encrypt
 
@@ -19,6 +20,7 @@ def upstream_create(*, actor: str, name: str, api_key: str = "", **fields) -> Up
     """Register an upstream; its API key is encrypted before it touches the database."""
     try:
         with transaction.atomic(durable=True):
+            transaction.on_commit(gateway_state.publish_catalog)
             upstream = Upstream.objects.create(
                 name=name, api_key_encrypted=encrypt(api_key), **fields
             )
@@ -40,6 +42,7 @@ def upstream_update(*, actor: str, upstream: Upstream, data: dict) -> Upstream:
         data["api_key_encrypted"] = encrypt(api_key)
     try:
         with transaction.atomic(durable=True):
+            transaction.on_commit(gateway_state.publish_catalog)
             apply_changes(
                 obj=upstream, actor=actor, action="upstream.update", organization_id=None, data=data
             )
@@ -51,6 +54,7 @@ def upstream_update(*, actor: str, upstream: Upstream, data: dict) -> Upstream:
 def upstream_delete(*, actor: str, upstream: Upstream) -> None:
     """Delete an upstream no model uses."""
     with transaction.atomic(durable=True):
+        transaction.on_commit(gateway_state.publish_catalog)
         if upstream.models.exists():
             raise Conflict(f"{upstream.public_id} still serves models; move or delete them first.")
         audit_record(
@@ -82,6 +86,7 @@ def model_create(*, actor: str, name: str, upstream: Upstream, **fields) -> Mode
     _fill_prices(fields)
     try:
         with transaction.atomic(durable=True):
+            transaction.on_commit(gateway_state.publish_catalog)
             model = Model.objects.create(name=name, upstream=upstream, **fields)
             audit_record(
                 actor=actor, action="model.create", obj=model, changes={"name": [None, name]}
@@ -96,6 +101,7 @@ def model_update(*, actor: str, model: Model, data: dict) -> Model:
     _fill_prices(data, model)
     try:
         with transaction.atomic(durable=True):
+            transaction.on_commit(gateway_state.publish_catalog)
             apply_changes(
                 obj=model, actor=actor, action="model.update", organization_id=None, data=data
             )
@@ -107,6 +113,7 @@ def model_update(*, actor: str, model: Model, data: dict) -> Model:
 def model_delete(*, actor: str, model: Model) -> None:
     """Delete a model that no model group lists."""
     with transaction.atomic(durable=True):
+        transaction.on_commit(gateway_state.publish_catalog)
         if ModelGroupMember.objects.filter(model=model).exists():
             raise Conflict(f"{model.public_id} is in model groups; remove it from them first.")
         audit_record(
@@ -136,6 +143,7 @@ def model_group_create(*, actor: str, name: str, members: list[dict], **fields) 
     """Create a model group from an ordered list of {model, priority?, weight?}."""
     try:
         with transaction.atomic(durable=True):
+            transaction.on_commit(gateway_state.publish_catalog)
             group = ModelGroup.objects.create(name=name, **fields)
             _set_members(group, members)
             audit_record(
@@ -153,6 +161,7 @@ def model_group_update(*, actor: str, group: ModelGroup, data: dict, members=Non
     """Rename or describe a group, or replace its ordered models."""
     try:
         with transaction.atomic(durable=True):
+            transaction.on_commit(gateway_state.publish_catalog)
             extra = {}
             if members is not None:
                 before = [
@@ -179,6 +188,7 @@ def model_group_update(*, actor: str, group: ModelGroup, data: dict, members=Non
 def model_group_delete(*, actor: str, group: ModelGroup) -> None:
     """Delete a model group that no team uses."""
     with transaction.atomic(durable=True):
+        transaction.on_commit(gateway_state.publish_catalog)
         if group.teams.exists():
             raise Conflict(f"{group.public_id} is assigned to teams; unassign it first.")
         audit_record(

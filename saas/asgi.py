@@ -1,4 +1,5 @@
-"""One ASGI entry point: the gateway (/v1) and the mock upstream on a fast path, Django for the rest."""
+"""One ASGI entry point: the gateway (/v1) and the dev mock upstream (/mock) on a raw fast path,
+Django (admin API, panel, health) for everything else."""
 
 import os
 
@@ -7,4 +8,17 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "saas.settings")
 django_app = get_asgi_application()
 
-application = django_app
+from proxy.gateway import gateway  # noqa: E402 - needs Django set up first
+from proxy.mock_upstream import app as mock_upstream  # noqa: E402
+
+
+async def application(scope, receive, send):
+    if scope["type"] == "lifespan":
+        # Django does not speak lifespan; the gateway opens its Redis and HTTP pools here.
+        return await gateway(scope, receive, send)
+    path = scope.get("path", "")
+    if path.startswith("/v1/") or path == "/v1":
+        return await gateway(scope, receive, send)
+    if path.startswith("/mock/"):
+        return await mock_upstream(scope, receive, send)
+    return await django_app(scope, receive, send)

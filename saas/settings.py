@@ -137,6 +137,11 @@ SPECTACULAR_SETTINGS = {
 # 1 credit is priced like 1 USD by default, so a markup of 1.25 is a 25% margin.
 DEFAULT_PRICE_MARKUP = env.float("DEFAULT_PRICE_MARKUP", default=1.25)
 
+# Gateway (the /v1 hot path).
+GATEWAY_MAX_BODY_BYTES = env.int("GATEWAY_MAX_BODY_BYTES", default=4 * 1024 * 1024)
+# How often each gateway process follows control-plane changes (revocations, suspensions…).
+GATEWAY_REFRESH_SECONDS = env.float("GATEWAY_REFRESH_SECONDS", default=0.2)
+
 # Celery: Redis broker; tasks ack late and are idempotent (see STYLE.md).
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default=REDIS_URL)
 CELERY_RESULT_BACKEND = None
@@ -149,6 +154,18 @@ CELERY_TIMEZONE = "UTC"
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_BEAT_SCHEDULE: dict = {
     "heartbeat": {"task": "saas.celery.heartbeat", "schedule": crontab(minute="*")},
+    # Usage from the gateway's Redis stream into the Postgres ledger: seconds of lag.
+    "settle-usage": {
+        "task": "billing.tasks.settle_usage",
+        "schedule": 1.0,
+        "options": {"expires": 5},
+    },
+    # Full republish of gateway state: repairs anything a failed after-commit publish missed.
+    "publish-gateway-state": {
+        "task": "proxy.tasks.publish_gateway_state",
+        "schedule": 300.0,
+        "options": {"expires": 60},
+    },
 }
 
 LOG_LEVEL = env("LOG_LEVEL", default="INFO")

@@ -3,9 +3,9 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from billing import api as billing_api
-from saas import health
 from modelgroups import api as mg_api
 from orgs import api as orgs_api
+from saas import health
 from teams import api as teams_api
 
 api_patterns = [

@@ -20,7 +20,7 @@ def wait(what: str, check, seconds: float = 15.0) -> None:
         try:
             check()
             return
-        except Exception as exc:  # noqa: BLE001 - any failure means "not up yet"
+        except Exception as exc:  # any failure means "not up yet"
             if time.monotonic() > deadline:
                 sys.exit(f"{what} is not reachable: {exc}\nStart it, or set its URL in .env.")
             time.sleep(0.5)

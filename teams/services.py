@@ -7,6 +7,7 @@ from django.utils import timezone
 
 from billing.services import account_create
 from orgs.services import apply_changes, audit_record
+from proxy import state as gateway_state
 from saas.errors import Conflict, ValidationFailed
 from saas.secrets import generate_secret, hash_secret, lookup_prefix
 from teams.models import Team, VirtualKey
@@ -63,6 +64,7 @@ def team_create(*, actor: str, organization, name: str, model_groups=(), **field
                     "model_groups": [None, sorted(g.name for g in model_groups)],
                 },
             )
+            transaction.on_commit(lambda: gateway_state.publish_team(team.pk))
     except IntegrityError as exc:
         raise _team_conflict(exc, name, organization) from exc
     return team
@@ -74,6 +76,7 @@ def team_update(*, actor: str, team: Team, data: dict, model_groups=None) -> Tea
     account_data = {f: data.pop(f) for f in ACCOUNT_FIELDS if f in data}
     try:
         with transaction.atomic(durable=True):
+            transaction.on_commit(lambda: gateway_state.publish_team(team.pk))
             extra = {}
             if model_groups is not None:
                 before = sorted(team.model_groups.values_list("name", flat=True))
@@ -110,6 +113,7 @@ def team_update(*, actor: str, team: Team, data: dict, model_groups=None) -> Tea
 def team_set_status(*, actor: str, team: Team, status: str) -> Team:
     """Suspend, pause or resume a team: its keys stop (or start) working at the gateway."""
     with transaction.atomic(durable=True):
+        transaction.on_commit(lambda: gateway_state.publish_team(team.pk))
         apply_changes(
             obj=team,
             actor=actor,
@@ -123,6 +127,8 @@ def team_set_status(*, actor: str, team: Team, status: str) -> Team:
 def team_delete(*, actor: str, team: Team) -> None:
     """Delete a team that never had credit history; otherwise it can only be suspended."""
     with transaction.atomic(durable=True):
+        team_pk = team.pk  # gone from the instance once deleted
+        transaction.on_commit(lambda: gateway_state.unpublish_team(team_pk))
         if team.account.entries.exists() or team.usage.exists():
             raise Conflict(
                 f"{team.public_id} has credit or usage history, which must be kept; "
@@ -188,6 +194,7 @@ def key_create(*, actor: str, team: Team, name: str, model_groups=(), **fields):
             organization_id=team.organization_id,
             changes={"name": [None, name]},
         )
+        transaction.on_commit(lambda: gateway_state.publish_key(key.pk))
     return key, secret
 
 
@@ -198,6 +205,7 @@ def key_update(*, actor: str, key: VirtualKey, data: dict, model_groups=None) ->
     if model_groups is not None:
         _check_key_groups(key.team, model_groups)
     with transaction.atomic(durable=True):
+        transaction.on_commit(lambda: gateway_state.publish_key(key.pk))
         extra = {}
         if model_groups is not None:
             before = sorted(key.model_groups.values_list("name", flat=True))
@@ -219,6 +227,7 @@ def key_update(*, actor: str, key: VirtualKey, data: dict, model_groups=None) ->
 def key_revoke(*, actor: str, key: VirtualKey) -> VirtualKey:
     """Revoke a key now; any previous secret in its grace period stops too."""
     with transaction.atomic(durable=True):
+        transaction.on_commit(lambda: gateway_state.publish_key(key.pk))
         apply_changes(
             obj=key,
             actor=actor,
@@ -240,6 +249,7 @@ def key_rotate(*, actor: str, key: VirtualKey, grace_seconds: int):
     secret, prefix, digest = _new_secret()
     with transaction.atomic(durable=True):
         locked = VirtualKey.objects.select_for_update().get(pk=key.pk)
+        transaction.on_commit(lambda: gateway_state.publish_key(key.pk))
         grace_until = timezone.now() + timedelta(seconds=grace_seconds) if grace_seconds else None
         apply_changes(
             obj=locked,

@@ -45,28 +45,48 @@ class Command(BaseCommand):
             ("mock-embed", Model.Mode.EMBEDDING, 20_000, 0),
         ):
             model = Model.objects.filter(name=name).first() or catalog.model_create(
-                actor=ACTOR, name=name, upstream=upstream, upstream_model=name, mode=mode,
-                input_cost_micros=cost_in, output_cost_micros=cost_out, context_window=128_000,
+                actor=ACTOR,
+                name=name,
+                upstream=upstream,
+                upstream_model=name,
+                mode=mode,
+                input_cost_micros=cost_in,
+                output_cost_micros=cost_out,
+                context_window=128_000,
             )
             models.append(model)
         group = ModelGroup.objects.filter(name="demo").first() or catalog.model_group_create(
-            actor=ACTOR, name="demo", display_name="Demo chat",
+            actor=ACTOR,
+            name="demo",
+            display_name="Demo chat",
             description="The mock model, falling back to its smaller sibling.",
             members=[{"model": models[0]}, {"model": models[1]}],
         )
         embed_group = ModelGroup.objects.filter(name="demo-embed").first() or (
-            catalog.model_group_create(actor=ACTOR, name="demo-embed",
-                                       display_name="Demo embeddings",
-                                       members=[{"model": models[2]}])
+            catalog.model_group_create(
+                actor=ACTOR,
+                name="demo-embed",
+                display_name="Demo embeddings",
+                members=[{"model": models[2]}],
+            )
         )
         org, _ = organization_create(actor=ACTOR, name="Demo Org", external_id="demo")
         team = Team.objects.filter(organization=org, name="Demo Team").first() or team_create(
-            actor=ACTOR, organization=org, name="Demo Team", model_groups=[group, embed_group],
-            rpm_limit=600, budget_period=Team.BudgetPeriod.MONTHLY,
+            actor=ACTOR,
+            organization=org,
+            name="Demo Team",
+            model_groups=[group, embed_group],
+            rpm_limit=600,
+            budget_period=Team.BudgetPeriod.MONTHLY,
             budget_limit_micros=50_000_000,
         )
-        credits_grant(team=team, amount_micros=100_000_000, reason="Demo starting credits",
-                      actor=ACTOR, idempotency_key="demo-seed")
+        credits_grant(
+            team=team,
+            amount_micros=100_000_000,
+            reason="Demo starting credits",
+            actor=ACTOR,
+            idempotency_key="demo-seed",
+        )
 
         secret = getattr(settings, "DEMO_API_KEY", "") or _read_env("DEMO_API_KEY")
         key = VirtualKey.objects.filter(team=team, name="demo", status="active").first()

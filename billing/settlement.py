@@ -1,0 +1,152 @@
+"""Drain the gateway's usage stream (Redis) into Postgres: usage records and ledger entries.
+
+Delivery is at-least-once (a consumer group; a message is acknowledged only after its rows
+are committed), and posting is idempotent (unique request id and idempotency key), so a
+record delivered twice posts once. Messages left unacknowledged by a crashed worker are
+claimed again after CLAIM_IDLE_MS.
+"""
+
+import logging
+import os
+import socket
+from collections import defaultdict
+from datetime import UTC, datetime
+
+import orjson
+import redis
+from django.db import transaction
+
+from billing.models import CreditAccount, UsageRecord
+from billing.services import UsageCharge, ledger_post_usage_batch
+from proxy import lua, state
+from teams.models import Team, VirtualKey
+
+logger = logging.getLogger(__name__)
+
+GROUP = "settlers"
+CLAIM_IDLE_MS = 60_000
+
+
+def _consumer() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def ensure_group(client) -> None:
+    try:
+        # From id 0: records written before the group existed are settled too.
+        client.xgroup_create(lua.USAGE_STREAM, GROUP, id="0", mkstream=True)
+    except redis.ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+def settle_usage(*, batch_size: int = 1000, max_batches: int = 20) -> int:
+    """Settle what is waiting, in batches; returns how many records were processed."""
+    client = state.client()
+    ensure_group(client)
+    consumer = _consumer()
+    total = 0
+    # Records a crashed settler took but never acknowledged.
+    _, claimed, *_ = client.xautoclaim(
+        lua.USAGE_STREAM, GROUP, consumer, min_idle_time=CLAIM_IDLE_MS, count=batch_size
+    )
+    if claimed:
+        total += settle_messages(client, claimed)
+    for _ in range(max_batches):
+        result = client.xreadgroup(GROUP, consumer, {lua.USAGE_STREAM: ">"}, count=batch_size)
+        if not result or not result[0][1]:
+            break
+        total += settle_messages(client, result[0][1])
+    return total
+
+
+def settle_messages(client, messages) -> int:
+    records = []
+    for msg_id, fields in messages:
+        if not fields:  # trimmed or deleted entry
+            client.xack(lua.USAGE_STREAM, GROUP, msg_id)
+            continue
+        rec = orjson.loads(fields[b"rec"])
+        rec["charged"] = int(fields[b"charged"])
+        rec["msg_id"] = msg_id
+        records.append(rec)
+    if not records:
+        return 0
+    teams = set(
+        Team.objects.filter(pk__in={r["team"] for r in records}).values_list("pk", flat=True)
+    )
+    orphans = [r for r in records if r["team"] not in teams]
+    for r in orphans:
+        logger.error("usage %s belongs to deleted team %s; not billable", r["rid"], r["team"])
+    records = [r for r in records if r["team"] in teams]
+    keys = set(
+        VirtualKey.objects.filter(pk__in={r["key"] for r in records}).values_list("pk", flat=True)
+    )
+    accounts = dict(CreditAccount.objects.filter(team_id__in=teams).values_list("team_id", "pk"))
+
+    with transaction.atomic():
+        UsageRecord.objects.bulk_create(
+            [
+                UsageRecord(
+                    request_id=r["rid"],
+                    organization_id=r["org"],
+                    team_id=r["team"],
+                    key_id=r["key"] if r["key"] in keys else None,
+                    model=r["model"],
+                    model_group=r["group"] if r["group"] != r["model"] else "",
+                    input_tokens=r["in"],
+                    output_tokens=r["out"],
+                    cost_micros=r["cost"],
+                    price_micros=r["charged"],
+                    status=r["status"],
+                    latency_ms=r["lat"],
+                    created_at=datetime.fromtimestamp(r["ts"], tz=UTC),
+                )
+                for r in records
+            ],
+            ignore_conflicts=True,  # a redelivered record is already there
+        )
+        by_team = defaultdict(list)
+        for r in records:
+            if r["charged"] > 0:
+                by_team[r["team"]].append(r)
+        # Accounts in primary-key order: concurrent settlers cannot deadlock.
+        for team_id in sorted(by_team, key=lambda t: accounts[t]):
+            ledger_post_usage_batch(
+                account_id=accounts[team_id],
+                charges=[
+                    UsageCharge(
+                        idempotency_key=f"usage:{r['rid']}",
+                        amount_micros=r["charged"],
+                        cost_micros=r["cost"],
+                        metadata={
+                            "request_id": r["rid"],
+                            "model": r["model"],
+                            "input_tokens": r["in"],
+                            "output_tokens": r["out"],
+                            **(
+                                {"uncollected_micros": r["price"] - r["charged"]}
+                                if r["price"] > r["charged"]
+                                else {}
+                            ),
+                        },
+                    )
+                    for r in by_team[team_id]
+                ],
+            )
+        last_used = {}
+        for r in records:
+            if r["key"] in keys:
+                last_used[r["key"]] = max(last_used.get(r["key"], 0), r["ts"])
+        for key_id, ts in last_used.items():
+            when = datetime.fromtimestamp(ts, tz=UTC)
+            VirtualKey.objects.filter(pk=key_id).exclude(last_used_at__gte=when).update(
+                last_used_at=when
+            )
+
+    # After commit: acknowledge and release `pend` together (see lua.ACK_SETTLED).
+    args = [GROUP]
+    for r in [*records, *orphans]:
+        args += [r["msg_id"], state.acct_key(r["team"]), r["charged"]]
+    client.eval(lua.ACK_SETTLED, 1, lua.USAGE_STREAM, *args)
+    return len(records) + len(orphans)

@@ -1,0 +1,9 @@
+from celery import shared_task
+
+from billing import settlement
+
+
+@shared_task(ignore_result=True, acks_late=True, soft_time_limit=50, time_limit=60)
+def settle_usage():
+    """Settle the gateway's usage stream into the ledger (idempotent; safe to overlap)."""
+    return settlement.settle_usage()

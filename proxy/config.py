@@ -1,0 +1,249 @@
+"""The gateway's in-process copy of keys, teams and the catalog, kept fresh from Redis.
+
+Loaded whole at start-up, then updated by following the `tg:changes` stream every
+GATEWAY_REFRESH_SECONDS. A key or team not yet in memory (minted a moment ago) is fetched
+from Redis on first use, so a newly created key works immediately.
+"""
+
+import asyncio
+import logging
+import random
+from dataclasses import dataclass, field
+
+import orjson
+from redis.asyncio import Redis
+
+from proxy import state
+from saas.secrets import decrypt
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Route:
+    """One model as the gateway calls it."""
+
+    id: str
+    name: str
+    mode: str
+    url_base: str
+    upstream_model: str
+    auth: str | None  # "Bearer …" header value, decrypted once at load
+    secret: str  # the provider key itself, to redact it from any upstream message
+    connect_timeout: float
+    read_timeout: float
+    in_price: int
+    out_price: int
+    in_cost: int
+    out_cost: int
+    max_out: int
+    created: int
+
+
+@dataclass(slots=True)
+class Group:
+    id: str
+    name: str
+    tiers: list[tuple[list[Route], list[int]]]  # priority tiers: (routes, weights)
+    model_ids: frozenset[str]
+    created: int
+
+    def ordered(self) -> list[Route]:
+        """Fallback order: by priority; within a priority, a weighted random order."""
+        out: list[Route] = []
+        for routes, weights in self.tiers:
+            if len(routes) == 1:
+                out.append(routes[0])
+                continue
+            pool, w = list(routes), list(weights)
+            while pool:
+                i = random.choices(range(len(pool)), weights=w)[0]
+                out.append(pool.pop(i))
+                w.pop(i)
+        return out
+
+
+@dataclass(slots=True)
+class Catalog:
+    groups_by_name: dict[str, Group] = field(default_factory=dict)
+    groups_by_id: dict[str, Group] = field(default_factory=dict)
+    routes_by_name: dict[str, Route] = field(default_factory=dict)
+
+
+def build_catalog(raw: dict) -> Catalog:
+    upstreams = raw.get("upstreams", {})
+    routes: dict[str, Route] = {}
+    for mid, m in raw.get("models", {}).items():
+        up = upstreams.get(m["upstream"])
+        if up is None or not up["enabled"] or not m["enabled"]:
+            continue
+        secret = decrypt(up["api_key_enc"]) if up["api_key_enc"] else ""
+        routes[mid] = Route(
+            id=mid,
+            name=m["name"],
+            mode=m["mode"],
+            url_base=up["base_url"],
+            upstream_model=m["upstream_model"],
+            auth=f"Bearer {secret}" if secret else None,
+            secret=secret,
+            connect_timeout=up["connect_timeout"],
+            read_timeout=up["read_timeout"],
+            in_price=m["in_price"],
+            out_price=m["out_price"],
+            in_cost=m["in_cost"],
+            out_cost=m["out_cost"],
+            max_out=m["max_out"],
+            created=m.get("created", 0),
+        )
+    catalog = Catalog(routes_by_name={r.name: r for r in routes.values()})
+    for gid, g in raw.get("groups", {}).items():
+        tiers: dict[int, tuple[list[Route], list[int]]] = {}
+        for member in g["members"]:
+            route = routes.get(member["model"])
+            if route is None:
+                continue  # disabled model or upstream: skipped, the rest still serve
+            bucket = tiers.setdefault(member["priority"], ([], []))
+            bucket[0].append(route)
+            bucket[1].append(member["weight"])
+        group = Group(
+            id=gid,
+            name=g["name"],
+            tiers=[tiers[p] for p in sorted(tiers)],
+            model_ids=frozenset(m["model"] for m in g["members"]),
+            created=g.get("created", 0),
+        )
+        catalog.groups_by_name[group.name] = group
+        catalog.groups_by_id[gid] = group
+    return catalog
+
+
+class GatewayConfig:
+    def __init__(self, redis: Redis, refresh_seconds: float = 0.2):
+        self.redis = redis
+        self.refresh_seconds = refresh_seconds
+        self.keys: dict[str, dict] = {}
+        self.teams: dict[int, dict] = {}
+        self.catalog = Catalog()
+        self._last_id = b"0-0"
+        self._task: asyncio.Task | None = None
+        self._loaded = asyncio.Event()
+
+    async def start(self) -> None:
+        if self._task is None:
+            await self.load_all()
+            self._task = asyncio.create_task(self._follow(), name="gateway-config-refresh")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    async def load_all(self) -> None:
+        last = await self.redis.xrevrange(state.CHANGES, count=1)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hgetall(state.KEYS)
+        pipe.hgetall(state.TEAMS)
+        pipe.get(state.CATALOG)
+        keys, teams, catalog = await pipe.execute()
+        self.keys = {h.decode(): _key(v) for h, v in keys.items()}
+        self.teams = {int(t): _team(v) for t, v in teams.items()}
+        self.catalog = build_catalog(orjson.loads(catalog)) if catalog else Catalog()
+        self._last_id = last[0][0] if last else b"0-0"
+        self._loaded.set()
+
+    async def _follow(self) -> None:
+        while True:
+            try:
+                await asyncio.sleep(self.refresh_seconds)
+                await self.apply_changes()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Redis hiccup: keep serving from memory and try again next tick.
+                logger.exception("gateway config refresh failed")
+
+    async def apply_changes(self) -> None:
+        result = await self.redis.xread({state.CHANGES: self._last_id}, count=10_000)
+        if not result:
+            return
+        entries = result[0][1]
+        self._last_id = entries[-1][0]
+        kinds = {e[1][b"kind"] for e in entries}
+        if b"all" in kinds:
+            await self.load_all()
+            return
+        if b"catalog" in kinds:
+            raw = await self.redis.get(state.CATALOG)
+            self.catalog = build_catalog(orjson.loads(raw)) if raw else Catalog()
+        hashes = {
+            h
+            for e in entries
+            if e[1][b"kind"] == b"key"
+            for h in e[1][b"hashes"].decode().split(",")
+            if h
+        }
+        team_ids = {int(e[1][b"id"]) for e in entries if e[1][b"kind"] == b"team"}
+        if hashes:
+            hashes_list = sorted(hashes)
+            for h, raw in zip(
+                hashes_list, await self.redis.hmget(state.KEYS, hashes_list), strict=True
+            ):
+                if raw is None:
+                    self.keys.pop(h, None)
+                else:
+                    self.keys[h] = _key(raw)
+        if team_ids:
+            ids = sorted(team_ids)
+            for t, raw in zip(
+                ids, await self.redis.hmget(state.TEAMS, [str(i) for i in ids]), strict=True
+            ):
+                if raw is None:
+                    self.teams.pop(t, None)
+                else:
+                    self.teams[t] = _team(raw)
+
+    async def key(self, key_hash: str) -> dict | None:
+        found = self.keys.get(key_hash)
+        if found is None:
+            raw = await self.redis.hget(state.KEYS, key_hash)
+            if raw is not None:
+                found = self.keys[key_hash] = _key(raw)
+        return found
+
+    async def team(self, team_id: int) -> dict | None:
+        found = self.teams.get(team_id)
+        if found is None:
+            raw = await self.redis.hget(state.TEAMS, str(team_id))
+            if raw is not None:
+                found = self.teams[team_id] = _team(raw)
+        return found
+
+
+def _limit(value) -> int:
+    return -1 if value is None else int(value)
+
+
+def _key(raw: bytes) -> dict:
+    k = orjson.loads(raw)
+    # Redis key names used by every admission, computed once per snapshot.
+    kid = k["id"]
+    k["_kacct"] = f"tg:kacct:{kid}"
+    k["_rpm_key"] = f"tg:rl:k:{kid}:r"
+    k["_tpm_key"] = f"tg:rl:k:{kid}:t"
+    k["_rpm"], k["_tpm"], k["_budget"] = _limit(k["rpm"]), _limit(k["tpm"]), _limit(k["budget"])
+    k["_groups"] = frozenset(k["groups"])
+    return k
+
+
+def _team(raw: bytes) -> dict:
+    t = orjson.loads(raw)
+    tid = t["id"]
+    t["_acct"] = state.acct_key(tid)
+    t["_par_key"] = f"tg:par:{tid}"
+    t["_rpm_key"] = f"tg:rl:t:{tid}:r"
+    t["_tpm_key"] = f"tg:rl:t:{tid}:t"
+    t["_rpm"], t["_tpm"], t["_par"] = _limit(t["rpm"]), _limit(t["tpm"]), _limit(t["par"])
+    t["_budget"] = _limit(t["budget"])
+    t["_hard"] = "1" if t["budget_mode"] == "hard" else "0"
+    t["_groups"] = frozenset(t["groups"])
+    return t

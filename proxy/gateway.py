@@ -1,0 +1,893 @@
+"""The OpenAI-compatible gateway: a raw ASGI app, because this is the hot path.
+
+Per request: one in-memory key/team/catalog lookup, one atomic Redis admission (rate limits,
+parallelism, credit and budget reservation), the upstream call with fallbacks, and one atomic
+Redis settlement that releases the reservation, charges the actual price and appends the
+usage record to the `tg:usage` stream, which workers settle into the Postgres ledger. No ORM,
+no Postgres. The settlement runs before the client receives the end of the response, so a
+crash after that point cannot lose the record; see proxy/lua.py for the money invariant.
+"""
+
+import asyncio
+import hashlib
+import logging
+import os
+import re
+import time
+
+import aiohttp
+import orjson
+from django.conf import settings
+from redis.asyncio import Redis
+
+from billing.money import tokens_price
+from proxy import lua, state
+from proxy.config import GatewayConfig, Route
+from proxy.tokens import estimate_prompt_tokens, estimate_text_tokens, reserve_input_tokens
+
+logger = logging.getLogger(__name__)
+
+# path -> (mode the model must have, path on the upstream)
+ENDPOINTS = {
+    "/v1/chat/completions": ("chat", "/chat/completions"),
+    "/v1/completions": ("completion", "/completions"),
+    "/v1/embeddings": ("embedding", "/embeddings"),
+}
+REQUIRED_FIELD = {"chat": "messages", "completion": "prompt", "embedding": "input"}
+RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 520, 521, 522, 524, 529})
+JSON_HEADERS = [(b"content-type", b"application/json")]
+SSE_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+SECRET_PATTERN = re.compile(r"(sk|tga|tgm)-[A-Za-z0-9_\-]{8,}")
+
+
+class GatewayError(Exception):
+    """An answer in OpenAI's error shape."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        type_: str,
+        code: str | None = None,
+        param: str | None = None,
+        headers: list | None = None,
+    ):
+        super().__init__(message)
+        self.status, self.message, self.type, self.code = status, message, type_, code
+        self.param, self.headers = param, headers or []
+
+    def body(self) -> bytes:
+        return orjson.dumps(
+            {
+                "error": {
+                    "message": self.message,
+                    "type": self.type,
+                    "param": self.param,
+                    "code": self.code,
+                }
+            }
+        )
+
+
+def redact(text: str, route: Route | None = None) -> str:
+    """Upstream messages reach clients: never with a provider or Tollgate secret in them."""
+    if route is not None and route.secret:
+        text = text.replace(route.secret, "[redacted]")
+    return SECRET_PATTERN.sub("[redacted]", text)
+
+
+def _error_message(raw: bytes, status: int) -> str:
+    try:
+        parsed = orjson.loads(raw)
+        err = parsed.get("error", parsed) if isinstance(parsed, dict) else parsed
+        message = err.get("message") if isinstance(err, dict) else None
+        return str(message or err)[:500]
+    except orjson.JSONDecodeError:
+        return raw[:200].decode(errors="replace") or f"HTTP {status}"
+
+
+class ClientGone(Exception):
+    """The client hung up before we answered."""
+
+
+class Attempt:
+    """Why one upstream attempt failed, for the error after all fallbacks."""
+
+    __slots__ = ("message", "route", "timeout")
+
+    def __init__(self, route: Route, message: str, timeout: bool = False):
+        self.route, self.message, self.timeout = route, message, timeout
+
+
+class Gateway:
+    def __init__(self):
+        self.redis: Redis | None = None
+        self.session: aiohttp.ClientSession | None = None
+        self.config: GatewayConfig | None = None
+        self.max_body = settings.GATEWAY_MAX_BODY_BYTES
+        self._started = asyncio.Lock()
+
+    async def startup(self) -> None:
+        async with self._started:
+            if self.config is not None:
+                return
+            self.redis = Redis.from_url(
+                settings.REDIS_URL, socket_timeout=5, health_check_interval=30
+            )
+            self.admit = self.redis.register_script(lua.ADMIT)
+            self.settle = self.redis.register_script(lua.SETTLE)
+            if not await self.redis.exists(state.CATALOG):
+                # Empty Redis (first start, or flushed): rebuild it from Postgres once.
+                await asyncio.to_thread(state.publish_all)
+            connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60)
+            self.session = aiohttp.ClientSession(
+                connector=connector,
+                auto_decompress=True,
+                skip_auto_headers=("User-Agent", "Accept-Encoding"),
+            )
+            config = GatewayConfig(self.redis, settings.GATEWAY_REFRESH_SECONDS)
+            await config.start()
+            self.config = config
+
+    async def shutdown(self) -> None:
+        if self.config is not None:
+            await self.config.stop()
+        if self.session is not None:
+            await self.session.close()
+        if self.redis is not None:
+            await self.redis.aclose()
+        self.config = self.session = self.redis = None
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "lifespan":
+            return await self._lifespan(receive, send)
+        if self.config is None:
+            await self.startup()
+        rid = "req_" + os.urandom(12).hex()
+        try:
+            await self._handle(scope, receive, send, rid)
+        except GatewayError as exc:
+            await self._send_error(send, exc, rid)
+        except ClientGone:
+            return
+        except Exception:
+            logger.exception("gateway error on %s (%s)", scope.get("path"), rid)
+            await self._send_error(
+                send,
+                GatewayError(
+                    500,
+                    f"Internal error in the gateway; quote request id {rid} to support.",
+                    "server_error",
+                ),
+                rid,
+            )
+
+    async def _lifespan(self, receive, send):
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    @staticmethod
+    async def _send_json(send, status: int, body: bytes, rid: str, extra: list | None = None):
+        headers = [*JSON_HEADERS, (b"x-request-id", rid.encode())]
+        if extra:
+            headers.extend(extra)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _send_error(self, send, exc: GatewayError, rid: str):
+        await self._send_json(send, exc.status, exc.body(), rid, exc.headers)
+
+    # --- request handling ---------------------------------------------------------------
+
+    async def _handle(self, scope, receive, send, rid: str):
+        path, method = scope["path"], scope["method"]
+        if path == "/v1/models" or path.startswith("/v1/models/"):
+            if method != "GET":
+                raise GatewayError(
+                    405, f"Use GET for {path}.", "invalid_request_error", "method_not_allowed"
+                )
+            key, team = await self._authenticate(scope)
+            return await self._models(send, rid, key, team, path[len("/v1/models/") :])
+        endpoint = ENDPOINTS.get(path)
+        if endpoint is None:
+            raise GatewayError(
+                404, f"Unknown endpoint {method} {path}.", "invalid_request_error", "unknown_url"
+            )
+        if method != "POST":
+            raise GatewayError(
+                405, f"Use POST for {path}.", "invalid_request_error", "method_not_allowed"
+            )
+        key, team = await self._authenticate(scope)
+        body = await self._read_body(receive)
+        try:
+            request = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise GatewayError(
+                400, "The request body is not valid JSON.", "invalid_request_error", "invalid_json"
+            ) from None
+        if not isinstance(request, dict):
+            raise GatewayError(
+                400,
+                "The request body must be a JSON object.",
+                "invalid_request_error",
+                "invalid_json",
+            )
+        mode, upstream_path = endpoint
+        routes = self._resolve(request, key, team, mode)
+        required = REQUIRED_FIELD[mode]
+        if request.get(required) in (None, "", []):
+            raise GatewayError(
+                400,
+                f"'{required}' is required.",
+                "invalid_request_error",
+                "missing_required_parameter",
+                required,
+            )
+        if mode == "chat" and not isinstance(request["messages"], list):
+            raise GatewayError(
+                400,
+                "'messages' must be an array of message objects.",
+                "invalid_request_error",
+                "invalid_type",
+                "messages",
+            )
+        await self._proxy(
+            scope, receive, send, rid, key, team, request, body, routes, mode, upstream_path
+        )
+
+    async def _authenticate(self, scope) -> tuple[dict, dict]:
+        secret = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                if value[:7].lower() == b"bearer ":
+                    secret = value[7:].strip()
+                break
+            if name == b"x-api-key":
+                secret = value.strip()
+        if not secret:
+            raise GatewayError(
+                401,
+                "Send your API key as 'Authorization: Bearer sk-…'.",
+                "invalid_request_error",
+                "missing_api_key",
+            )
+        digest = hashlib.sha256(secret).hexdigest()
+        key = await self.config.key(digest)
+        invalid = GatewayError(
+            401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key"
+        )
+        if key is None:
+            raise invalid
+        now = time.time()
+        # Dict lookup by hash, then an explicit check of which hash matched: the secret itself
+        # is never compared, so there is no timing signal about it.
+        in_grace = digest == key["prev_hash"] and key["prev_until"] and now < key["prev_until"]
+        if digest != key["hash"] and not in_grace:
+            raise GatewayError(
+                401,
+                "This API key was rotated and its grace period is over; use the new key.",
+                "invalid_request_error",
+                "key_rotated",
+            )
+        if key["status"] == "revoked":
+            raise GatewayError(
+                401, "This API key was revoked.", "invalid_request_error", "key_revoked"
+            )
+        if key["status"] == "expired" or (key["expires"] and now >= key["expires"]):
+            raise GatewayError(
+                401, "This API key has expired.", "invalid_request_error", "key_expired"
+            )
+        team = await self.config.team(key["team"])
+        if team is None:
+            raise invalid
+        if team["status"] == "suspended":
+            raise GatewayError(
+                403,
+                "This team is suspended; contact your provider.",
+                "team_suspended",
+                "team_suspended",
+            )
+        if team["status"] == "paused":
+            raise GatewayError(
+                403,
+                "This team is paused; resume it to send requests.",
+                "team_paused",
+                "team_paused",
+            )
+        return key, team
+
+    async def _read_body(self, receive) -> bytes:
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientGone
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                raise GatewayError(
+                    413,
+                    f"The request body is larger than {self.max_body} bytes.",
+                    "invalid_request_error",
+                    "request_too_large",
+                )
+            chunks.append(chunk)
+            if not message.get("more_body"):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def _allowed_groups(self, key: dict, team: dict) -> frozenset:
+        return key["_groups"] & team["_groups"] if key["_groups"] else team["_groups"]
+
+    def _resolve(self, request: dict, key: dict, team: dict, mode: str) -> list[Route]:
+        name = request.get("model")
+        if not isinstance(name, str) or not name:
+            raise GatewayError(
+                400,
+                "You must provide a model parameter.",
+                "invalid_request_error",
+                "missing_required_parameter",
+                "model",
+            )
+        catalog = self.config.catalog
+        allowed = self._allowed_groups(key, team)
+        group = catalog.groups_by_name.get(name)
+        if group is not None:
+            if group.id not in allowed:
+                raise self._not_allowed(name, allowed)
+            routes = group.ordered()
+        else:
+            route = catalog.routes_by_name.get(name)
+            if route is None:
+                raise GatewayError(
+                    404,
+                    f"The model '{name}' does not exist.",
+                    "invalid_request_error",
+                    "model_not_found",
+                    "model",
+                )
+            groups = catalog.groups_by_id
+            if not any(g in groups and route.id in groups[g].model_ids for g in allowed):
+                raise self._not_allowed(name, allowed)
+            routes = [route]
+        routes = [r for r in routes if r.mode == mode]
+        if not routes:
+            raise GatewayError(
+                400,
+                f"'{name}' has no {mode} model enabled; check the endpoint you called.",
+                "invalid_request_error",
+                "model_mode_mismatch",
+                "model",
+            )
+        return routes
+
+    @staticmethod
+    def _not_allowed(name: str, allowed: frozenset) -> GatewayError:
+        # The size of the allowed list, never its contents: no probing of the catalog.
+        return GatewayError(
+            403,
+            f"This key may not use '{name}'; it has access to "
+            f"{len(allowed)} model group(s). See GET /v1/models.",
+            "permission_error",
+            "model_not_allowed",
+            "model",
+        )
+
+    async def _models(self, send, rid: str, key: dict, team: dict, model_id: str):
+        catalog = self.config.catalog
+        items: dict[str, dict] = {}
+        for gid in sorted(self._allowed_groups(key, team)):
+            group = catalog.groups_by_id.get(gid)
+            if group is None:
+                continue
+            items[group.name] = {
+                "id": group.name,
+                "object": "model",
+                "created": group.created,
+                "owned_by": "tollgate",
+            }
+            for routes, _ in group.tiers:
+                for r in routes:
+                    items.setdefault(
+                        r.name,
+                        {
+                            "id": r.name,
+                            "object": "model",
+                            "created": r.created,
+                            "owned_by": "tollgate",
+                        },
+                    )
+        if model_id:
+            if model_id not in items:
+                raise GatewayError(
+                    404,
+                    f"The model '{model_id}' does not exist.",
+                    "invalid_request_error",
+                    "model_not_found",
+                    "model",
+                )
+            return await self._send_json(send, 200, orjson.dumps(items[model_id]), rid)
+        body = orjson.dumps({"object": "list", "data": list(items.values())})
+        await self._send_json(send, 200, body, rid)
+
+    # --- admission, forwarding, settlement ------------------------------------------------
+
+    async def _proxy(
+        self, scope, receive, send, rid, key, team, request, body, routes, mode, upstream_path
+    ):
+        stream = bool(request.get("stream")) and mode != "embedding"
+        est_in = reserve_input_tokens(len(body))
+        if mode == "embedding":
+            out_cap = 0
+        else:
+            asked = request.get("max_completion_tokens") or request.get("max_tokens")
+            out_cap = (
+                asked if isinstance(asked, int) and asked > 0 else max(r.max_out for r in routes)
+            )
+        # Worst case over the routes the call may fall back to.
+        reserve = max(
+            tokens_price(est_in, r.in_price, round_up=True)
+            + tokens_price(out_cap, r.out_price, round_up=True)
+            for r in routes
+        )
+        est_tokens = est_in + out_cap
+        started = time.time()
+        now_ms = int(started * 1000)
+        inflight = orjson.dumps(
+            {"team": team["id"], "key": key["id"], "reserve": reserve, "ts": now_ms}
+        )
+        verdict = await self.admit(
+            keys=[
+                team["_acct"],
+                key["_kacct"],
+                team["_par_key"],
+                lua.INFLIGHT,
+                key["_rpm_key"],
+                key["_tpm_key"],
+                team["_rpm_key"],
+                team["_tpm_key"],
+            ],
+            args=[
+                now_ms,
+                rid,
+                est_tokens,
+                reserve,
+                key["_rpm"],
+                key["_tpm"],
+                team["_rpm"],
+                team["_tpm"],
+                team["_par"],
+                team["overdraft"],
+                team["_budget"],
+                team["_hard"],
+                key["_budget"],
+                inflight,
+            ],
+        )
+        if verdict[0] != b"ok":
+            raise self._refusal(verdict)
+        ctx = Settlement(self, rid, key, team, reserve, est_tokens, request, started)
+        try:
+            if stream:
+                await self._stream(scope, receive, send, ctx, request, routes, upstream_path)
+            else:
+                await self._unary(send, ctx, request, routes, upstream_path)
+        finally:
+            if not ctx.done:
+                # Cancelled or crashed mid-flight: release the reservation, record nothing billed.
+                await asyncio.shield(ctx.finish(None, 0, 0, "error", estimated=False))
+
+    @staticmethod
+    def _refusal(verdict) -> GatewayError:
+        status = verdict[0].decode()
+        detail = verdict[1].decode() if isinstance(verdict[1], bytes) else str(verdict[1])
+        retry, limit, remaining = int(verdict[2]), int(verdict[3]), int(verdict[4])
+        if status == "rate_limited":
+            unit = "tokens" if detail.endswith("tpm") else "requests"
+            scope = "key" if detail.startswith("key") else "team"
+            return GatewayError(
+                429,
+                f"Rate limit reached for this {scope}: {limit} {unit} per minute. "
+                f"Retry in {retry}s.",
+                "rate_limit_error",
+                "rate_limit_exceeded",
+                headers=[
+                    (b"retry-after", str(retry).encode()),
+                    (f"x-ratelimit-limit-{unit}".encode(), str(limit).encode()),
+                    (f"x-ratelimit-remaining-{unit}".encode(), str(remaining).encode()),
+                    (f"x-ratelimit-reset-{unit}".encode(), f"{retry}s".encode()),
+                ],
+            )
+        if status == "parallel_limited":
+            return GatewayError(
+                429,
+                f"Too many requests in flight for this team (limit "
+                f"{limit}); wait for one to finish.",
+                "rate_limit_error",
+                "too_many_parallel_requests",
+                headers=[(b"retry-after", b"1")],
+            )
+        if status == "insufficient_quota":
+            return GatewayError(
+                429,
+                "You exceeded your current quota: the team's credits do "
+                "not cover this request. Add credits to continue.",
+                "insufficient_quota",
+                "insufficient_quota",
+            )
+        if status == "budget_exceeded":
+            what = "key's" if detail == "key_budget" else "team's period"
+            return GatewayError(
+                429,
+                f"This request would exceed the {what} budget.",
+                "budget_exceeded",
+                "budget_exceeded",
+            )
+        return GatewayError(
+            503,
+            "Account state is being rebuilt; retry in a few seconds.",
+            "service_unavailable",
+            "account_not_ready",
+            headers=[(b"retry-after", b"2")],
+        )
+
+    def _upstream_request(
+        self, route: Route, request: dict, upstream_path: str, stream: bool, rid: str
+    ):
+        request["model"] = route.upstream_model
+        headers = {"Content-Type": "application/json", "X-Request-Id": rid}
+        if route.auth:
+            headers["Authorization"] = route.auth
+        timeout = aiohttp.ClientTimeout(
+            sock_connect=route.connect_timeout, sock_read=route.read_timeout
+        )
+        return self.session.post(
+            route.url_base + upstream_path,
+            data=orjson.dumps(request),
+            headers=headers,
+            timeout=timeout,
+        )
+
+    async def _unary(self, send, ctx, request, routes, upstream_path):
+        failures: list[Attempt] = []
+        for route in routes:
+            try:
+                async with self._upstream_request(
+                    route, request, upstream_path, False, ctx.rid
+                ) as resp:
+                    raw = await resp.read()
+                    status = resp.status
+            except TimeoutError:
+                failures.append(Attempt(route, "timed out", timeout=True))
+                continue
+            except aiohttp.ClientError as exc:
+                failures.append(Attempt(route, f"connection failed ({type(exc).__name__})"))
+                continue
+            if status in RETRYABLE_STATUS:
+                failures.append(
+                    Attempt(route, f"HTTP {status}: {redact(_error_message(raw, status), route)}")
+                )
+                continue
+            if status >= 400:
+                # The caller's mistake as the provider saw it: passed on, not charged.
+                await ctx.finish(route, 0, 0, "error", estimated=False)
+                return await ctx.gateway._send_json(
+                    send, status, redact(raw.decode(errors="replace"), route).encode(), ctx.rid
+                )
+            try:
+                payload = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                failures.append(Attempt(route, "answered with invalid JSON"))
+                continue
+            usage = payload.get("usage") if isinstance(payload, dict) else None
+            if isinstance(usage, dict) and "prompt_tokens" in usage:
+                in_t = int(usage.get("prompt_tokens") or 0)
+                out_t = int(usage.get("completion_tokens") or 0)
+                estimated = False
+            else:
+                in_t = estimate_prompt_tokens(request)
+                out_t = _estimate_output(payload)
+                estimated = True
+            if isinstance(payload, dict) and "model" in payload:
+                payload["model"] = route.name
+            await ctx.finish(route, in_t, out_t, "ok", estimated=estimated)
+            return await ctx.gateway._send_json(
+                send,
+                200,
+                orjson.dumps(payload),
+                ctx.rid,
+                [(b"x-tollgate-model", route.name.encode())],
+            )
+        await ctx.finish(None, 0, 0, "error", estimated=False)
+        raise _exhausted(failures)
+
+    async def _stream(self, scope, receive, send, ctx, request, routes, upstream_path):
+        options = request.get("stream_options")
+        client_wants_usage = isinstance(options, dict) and bool(options.get("include_usage"))
+        # Always ask for usage; the extra chunk is removed below when the client did not ask.
+        request["stream_options"] = {
+            **(options if isinstance(options, dict) else {}),
+            "include_usage": True,
+        }
+        failures: list[Attempt] = []
+        for route in routes:
+            try:
+                resp = await self._upstream_request(route, request, upstream_path, True, ctx.rid)
+            except TimeoutError:
+                failures.append(Attempt(route, "timed out", timeout=True))
+                continue
+            except aiohttp.ClientError as exc:
+                failures.append(Attempt(route, f"connection failed ({type(exc).__name__})"))
+                continue
+            if resp.status != 200:
+                raw = await resp.read()
+                resp.release()
+                if resp.status in RETRYABLE_STATUS:
+                    failures.append(
+                        Attempt(
+                            route,
+                            f"HTTP {resp.status}: "
+                            f"{redact(_error_message(raw, resp.status), route)}",
+                        )
+                    )
+                    continue
+                await ctx.finish(route, 0, 0, "error", estimated=False)
+                return await ctx.gateway._send_json(
+                    send, resp.status, redact(raw.decode(errors="replace"), route).encode(), ctx.rid
+                )
+            return await self._relay(receive, send, ctx, request, route, resp, client_wants_usage)
+        await ctx.finish(None, 0, 0, "error", estimated=False)
+        raise _exhausted(failures)
+
+    async def _relay(self, receive, send, ctx, request, route, resp, client_wants_usage):
+        """Pass the stream through chunk by chunk, restoring the public model name."""
+        disconnected = asyncio.ensure_future(_wait_disconnect(receive))
+        disconnected.add_done_callback(lambda _: resp.close())
+        public = route.name
+        usage = None
+        out_bytes = 0
+        started = False
+        buffer = b""
+        failed = False
+        try:
+            async for data in resp.content.iter_any():
+                buffer += data
+                frames = []
+                while (cut := buffer.find(b"\n\n")) >= 0:
+                    frame, buffer = buffer[:cut], buffer[cut + 2 :]
+                    if not frame.startswith(b"data:"):
+                        frames.append(frame + b"\n\n")
+                        continue
+                    payload = frame[5:].strip()
+                    if payload == b"[DONE]":
+                        await ctx.finish_stream(route, request, usage, out_bytes)
+                        frames.append(b"data: [DONE]\n\n")
+                        continue
+                    try:
+                        chunk = orjson.loads(payload)
+                    except orjson.JSONDecodeError:
+                        frames.append(frame + b"\n\n")
+                        continue
+                    if isinstance(chunk, dict):
+                        if "model" in chunk:
+                            chunk["model"] = public
+                        for choice in chunk.get("choices") or ():
+                            delta = choice.get("delta") or {}
+                            out_bytes += len(delta.get("content") or "") + len(
+                                choice.get("text") or ""
+                            )
+                        if chunk.get("usage"):
+                            usage = chunk["usage"]
+                            if not client_wants_usage:
+                                del chunk["usage"]
+                                if not any(
+                                    (c.get("delta") or {}).get("content") or c.get("finish_reason")
+                                    for c in chunk.get("choices") or ()
+                                ):
+                                    continue  # the usage-only chunk the client did not ask for
+                        elif chunk.get("usage", 0) is None and not client_wants_usage:
+                            del chunk["usage"]
+                    frames.append(b"data: " + orjson.dumps(chunk) + b"\n\n")
+                if frames and not disconnected.done():
+                    if not started:
+                        await send(
+                            {
+                                "type": "http.response.start",
+                                "status": 200,
+                                "headers": [
+                                    *SSE_HEADERS,
+                                    (b"x-request-id", ctx.rid.encode()),
+                                    (b"x-tollgate-model", public.encode()),
+                                ],
+                            }
+                        )
+                        started = True
+                    await send(
+                        {"type": "http.response.body", "body": b"".join(frames), "more_body": True}
+                    )
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            failed = not disconnected.done()
+            if failed:
+                logger.warning("upstream stream broke for %s: %s", ctx.rid, type(exc).__name__)
+        finally:
+            if not disconnected.done():
+                disconnected.cancel()
+            resp.release()
+        if not ctx.done:
+            # No [DONE] (client gone, upstream cut, or a server that omits it): charge what
+            # was generated up to this point.
+            await ctx.finish_stream(
+                route, request, usage, out_bytes, status="error" if failed else "ok"
+            )
+        if disconnected.done() and not disconnected.cancelled():
+            return
+        if not started:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [*SSE_HEADERS, (b"x-request-id", ctx.rid.encode())],
+                }
+            )
+        if failed:
+            error = GatewayError(
+                502, "The upstream stream broke off.", "upstream_error", "upstream_stream_error"
+            )
+            await send(
+                {
+                    "type": "http.response.body",
+                    "body": b"data: " + error.body() + b"\n\ndata: [DONE]\n\n",
+                    "more_body": True,
+                }
+            )
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _wait_disconnect(receive):
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+def _estimate_output(payload) -> int:
+    if not isinstance(payload, dict):
+        return 0
+    total = 0
+    for choice in payload.get("choices") or ():
+        message = choice.get("message") or {}
+        total += len((message.get("content") or "").encode()) + len(
+            (choice.get("text") or "").encode()
+        )
+    return estimate_text_tokens(total)
+
+
+def _exhausted(failures: list[Attempt]) -> GatewayError:
+    last = failures[-1] if failures else None
+    tried = ", ".join(f"{a.route.name}: {a.message}" for a in failures) or "no model"
+    if last is not None and all(a.timeout for a in failures):
+        return GatewayError(
+            504,
+            f"The upstream did not answer in time ({tried}).",
+            "upstream_timeout",
+            "upstream_timeout",
+        )
+    return GatewayError(
+        502,
+        f"The upstream failed after {len(failures)} attempt(s): {tried}.",
+        "upstream_error",
+        "upstream_error",
+    )
+
+
+class Settlement:
+    """Finishes one admitted call exactly once: price, release, record."""
+
+    __slots__ = (
+        "asked",
+        "done",
+        "est_tokens",
+        "gateway",
+        "key",
+        "request",
+        "reserve",
+        "rid",
+        "started",
+        "team",
+    )
+
+    def __init__(self, gateway, rid, key, team, reserve, est_tokens, request, started):
+        self.gateway, self.rid, self.key, self.team = gateway, rid, key, team
+        self.reserve, self.est_tokens, self.request = reserve, est_tokens, request
+        self.started = started
+        self.asked = request.get("model", "")  # before the upstream id is substituted
+        self.done = False
+
+    async def finish_stream(self, route, request, usage, out_bytes, status="ok"):
+        if self.done:
+            return
+        if isinstance(usage, dict) and "prompt_tokens" in usage:
+            await self.finish(
+                route,
+                int(usage.get("prompt_tokens") or 0),
+                int(usage.get("completion_tokens") or 0),
+                status,
+                estimated=False,
+            )
+        else:
+            await self.finish(
+                route,
+                estimate_prompt_tokens(request),
+                estimate_text_tokens(out_bytes),
+                status,
+                estimated=True,
+            )
+
+    async def finish(self, route, in_t: int, out_t: int, status: str, *, estimated: bool):
+        if self.done:
+            return
+        self.done = True
+        price = cost = 0
+        if route is not None:
+            price = tokens_price(in_t, route.in_price) + tokens_price(out_t, route.out_price)
+            cost = tokens_price(in_t, route.in_cost) + tokens_price(out_t, route.out_cost)
+        now = time.time()
+        team, key = self.team, self.key
+        record = orjson.dumps(
+            {
+                "rid": self.rid,
+                "ts": now,
+                "org": team["org"],
+                "team": team["id"],
+                "key": key["id"],
+                "model": route.name if route else "",
+                "group": self.asked,
+                "in": in_t,
+                "out": out_t,
+                "cost": cost,
+                "price": price,
+                "status": status,
+                "lat": int((now - self.started) * 1000),
+                "est": estimated,
+            }
+        )
+        await self.gateway.settle(
+            keys=[
+                team["_acct"],
+                key["_kacct"],
+                team["_par_key"],
+                lua.INFLIGHT,
+                lua.USAGE_STREAM,
+                key["_tpm_key"],
+                team["_tpm_key"],
+            ],
+            args=[
+                int(now * 1000),
+                self.rid,
+                self.reserve,
+                price,
+                in_t + out_t - self.est_tokens,
+                team["overdraft"],
+                team["_budget"],
+                team["_hard"],
+                key["_budget"],
+                record,
+            ],
+        )
+
+
+gateway = Gateway()

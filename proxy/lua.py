@@ -1,0 +1,180 @@
+"""Atomic Redis scripts: admission, settlement, and the settled-balance update.
+
+Money invariant: a call is admitted only if its worst-case price fits in what the team may
+spend (balance + overdraft - pending usage - outstanding reservations, and the period budget
+in hard mode). Settlement releases the reservation and charges the actual price, capped at
+what is still allowed, so the sum charged can never exceed what admission allowed, whatever
+the concurrency. Each script runs atomically inside Redis: no check-then-act gap.
+
+Units: all amounts are integer micro-credits; times are milliseconds since the epoch.
+"""
+
+USAGE_STREAM = "tg:usage"
+INFLIGHT = "tg:inflight"
+# A parallel-request slot whose holder vanished (crash) is reclaimed after this long.
+PARALLEL_STALE_MS = 15 * 60 * 1000
+
+_RATE_HELPERS = """
+local now = tonumber(ARGV[1])
+local win = math.floor(now / 60000)
+local frac = (now % 60000) / 60000
+local function used(name)
+  local cur = tonumber(redis.call('GET', name .. ':' .. win) or '0')
+  local prev = tonumber(redis.call('GET', name .. ':' .. (win - 1)) or '0')
+  -- Sliding window: the previous minute counts in proportion to how much of it still overlaps.
+  return prev * (1 - frac) + cur
+end
+local function bump(name, by)
+  if by ~= 0 then
+    local k = name .. ':' .. win
+    redis.call('INCRBY', k, by)
+    redis.call('PEXPIRE', k, 120000)
+  end
+end
+"""
+
+# KEYS: 1 account hash, 2 key-account hash, 3 parallel zset, 4 inflight hash,
+#       5 key rpm, 6 key tpm, 7 team rpm, 8 team tpm   (rate names; window suffix added here)
+# ARGV: 1 now_ms, 2 request id, 3 est tokens, 4 reserve,
+#       5 key rpm limit, 6 key tpm limit, 7 team rpm limit, 8 team tpm limit, 9 team parallel,
+#       10 overdraft, 11 team budget, 12 budget hard (1/0), 13 key budget, 14 inflight record
+#       (limits: -1 = none)
+# Returns {status, detail, retry_after_s, limit, remaining}
+ADMIT = (
+    _RATE_HELPERS
+    + """
+local est = tonumber(ARGV[3])
+local reserve = tonumber(ARGV[4])
+local checks = {
+  {KEYS[5], tonumber(ARGV[5]), 1, 'key_rpm'},
+  {KEYS[6], tonumber(ARGV[6]), est, 'key_tpm'},
+  {KEYS[7], tonumber(ARGV[7]), 1, 'team_rpm'},
+  {KEYS[8], tonumber(ARGV[8]), est, 'team_tpm'},
+}
+local rpm_remaining = -1
+for _, c in ipairs(checks) do
+  if c[2] >= 0 then
+    local u = used(c[1])
+    if u + c[3] > c[2] then
+      local retry = math.max(1, math.ceil((60000 - (now % 60000)) / 1000))
+      return {'rate_limited', c[4], retry, c[2], math.max(0, math.floor(c[2] - u))}
+    end
+    if c[4] == 'key_rpm' or (c[4] == 'team_rpm' and rpm_remaining < 0) then
+      rpm_remaining = math.floor(c[2] - u - 1)
+    end
+  end
+end
+
+local par = tonumber(ARGV[9])
+if par >= 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - __STALE_MS__)
+  if redis.call('ZCARD', KEYS[3]) >= par then
+    return {'parallel_limited', 'team_parallel', 1, par, 0}
+  end
+end
+
+local a = redis.call('HMGET', KEYS[1], 'ver', 'bal', 'pend', 'resv', 'pspend')
+if not a[1] then
+  -- No settled balance published for this team (e.g. Redis was flushed): fail closed.
+  return {'not_ready', 'account', 1, 0, 0}
+end
+local bal, pend, resv, pspend = tonumber(a[2]), tonumber(a[3] or '0'), tonumber(a[4] or '0'),
+  tonumber(a[5] or '0')
+if bal - pend - resv + tonumber(ARGV[10]) < reserve then
+  return {'insufficient_quota', 'credits', 0, 0, 0}
+end
+local budget = tonumber(ARGV[11])
+if budget >= 0 and ARGV[12] == '1' and pspend + pend + resv + reserve > budget then
+  return {'budget_exceeded', 'team_budget', 0, budget, math.max(0, budget - pspend - pend - resv)}
+end
+local key_budget = tonumber(ARGV[13])
+if key_budget >= 0 then
+  local k = redis.call('HMGET', KEYS[2], 'spent', 'resv')
+  if tonumber(k[1] or '0') + tonumber(k[2] or '0') + reserve > key_budget then
+    return {'budget_exceeded', 'key_budget', 0, key_budget, 0}
+  end
+end
+
+bump(KEYS[5], ARGV[5] ~= '-1' and 1 or 0)
+bump(KEYS[6], ARGV[6] ~= '-1' and est or 0)
+bump(KEYS[7], ARGV[7] ~= '-1' and 1 or 0)
+bump(KEYS[8], ARGV[8] ~= '-1' and est or 0)
+if par >= 0 then redis.call('ZADD', KEYS[3], now, ARGV[2]) end
+redis.call('HINCRBY', KEYS[1], 'resv', reserve)
+redis.call('HINCRBY', KEYS[2], 'resv', reserve)
+redis.call('HSET', KEYS[4], ARGV[2], ARGV[14])
+local soft_over = 0
+if budget >= 0 and ARGV[12] ~= '1' and pspend + pend + resv + reserve > budget then
+  soft_over = 1
+end
+return {'ok', soft_over, 0, 0, rpm_remaining}
+""".replace("__STALE_MS__", str(PARALLEL_STALE_MS))
+)
+
+# KEYS: 1 account hash, 2 key-account hash, 3 parallel zset, 4 inflight hash, 5 usage stream,
+#       6 key tpm, 7 team tpm
+# ARGV: 1 now_ms, 2 request id, 3 reserve, 4 price, 5 token correction (actual - estimate),
+#       6 overdraft, 7 team budget, 8 budget hard (1/0), 9 key budget, 10 usage record (JSON)
+# Returns the amount charged (<= price).
+SETTLE = (
+    _RATE_HELPERS
+    + """
+local reserve = tonumber(ARGV[3])
+local price = tonumber(ARGV[4])
+redis.call('HINCRBY', KEYS[1], 'resv', -reserve)
+redis.call('HINCRBY', KEYS[2], 'resv', -reserve)
+local a = redis.call('HMGET', KEYS[1], 'bal', 'pend', 'resv', 'pspend')
+local bal, pend, resv, pspend = tonumber(a[1] or '0'), tonumber(a[2] or '0'),
+  tonumber(a[3] or '0'), tonumber(a[4] or '0')
+local room = bal - pend - resv + tonumber(ARGV[6])
+local budget = tonumber(ARGV[7])
+if budget >= 0 and ARGV[8] == '1' then room = math.min(room, budget - pspend - pend - resv) end
+local key_budget = tonumber(ARGV[9])
+if key_budget >= 0 then
+  local k = redis.call('HMGET', KEYS[2], 'spent', 'resv')
+  room = math.min(room, key_budget - tonumber(k[1] or '0') - tonumber(k[2] or '0'))
+end
+local charge = math.max(0, math.min(price, room))
+if charge > 0 then
+  redis.call('HINCRBY', KEYS[1], 'pend', charge)
+  redis.call('HINCRBY', KEYS[2], 'spent', charge)
+end
+local delta = tonumber(ARGV[5])
+if delta ~= 0 then
+  if redis.call('EXISTS', KEYS[6] .. ':' .. win) == 1 then bump(KEYS[6], delta) end
+  if redis.call('EXISTS', KEYS[7] .. ':' .. win) == 1 then bump(KEYS[7], delta) end
+end
+redis.call('ZREM', KEYS[3], ARGV[2])
+redis.call('HDEL', KEYS[4], ARGV[2])
+redis.call('XADD', KEYS[5], '*', 'rec', ARGV[10], 'charged', charge)
+return charge
+"""
+)
+
+# KEYS: 1 account hash.  ARGV: 1 balance, 2 period spend, 3 version.
+ACCOUNT_SET = """
+local cur = tonumber(redis.call('HGET', KEYS[1], 'ver') or '-1')
+if tonumber(ARGV[3]) > cur then
+  redis.call('HSET', KEYS[1], 'bal', ARGV[1], 'pspend', ARGV[2], 'ver', ARGV[3])
+  return 1
+end
+return 0
+"""
+
+# Settler acknowledgement, after the ledger entries are committed in Postgres.
+# KEYS: 1 usage stream.  ARGV: 1 group, then (message id, account key, charged) triples.
+# Acking and releasing `pend` happen together, so a redelivered record releases nothing twice.
+ACK_SETTLED = """
+local released = 0
+for i = 2, #ARGV, 3 do
+  if redis.call('XACK', KEYS[1], ARGV[1], ARGV[i]) == 1 then
+    redis.call('HINCRBY', ARGV[i + 1], 'pend', -tonumber(ARGV[i + 2]))
+    released = released + 1
+  end
+end
+return released
+"""
+
+
+def account_set(client, key: str, balance: int, period_spend: int, version: int) -> int:
+    return client.eval(ACCOUNT_SET, 1, key, balance, period_spend, version)

@@ -1,0 +1,231 @@
+"""What the gateway knows, published by the control plane into Redis after each commit.
+
+The gateway never reads Postgres. It loads these snapshots at start and follows the change
+stream, so a revoke, a suspension or a new model group is live in every gateway process within
+its poll interval (GATEWAY_REFRESH_SECONDS, 0.2 s by default).
+
+Layout (all under the `tg:` prefix):
+  tg:keys        hash  key hash -> key snapshot (also under the previous hash during a grace)
+  tg:teams       hash  team pk  -> team snapshot
+  tg:catalog     str   upstreams, models and model groups
+  tg:acct:{team} hash  bal, pspend, ver (from Postgres) + pend, resv (gateway-side, see lua.py)
+  tg:changes     stream of {kind, id, hashes}: what to reload
+"""
+
+import logging
+from functools import cache
+
+import orjson
+import redis
+from django.conf import settings
+
+from proxy import lua
+
+logger = logging.getLogger(__name__)
+
+KEYS = "tg:keys"
+TEAMS = "tg:teams"
+CATALOG = "tg:catalog"
+CHANGES = "tg:changes"
+CHANGES_MAXLEN = 100_000
+
+
+def acct_key(team_pk: int) -> str:
+    return f"tg:acct:{team_pk}"
+
+
+@cache
+def client() -> redis.Redis:
+    return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=5)
+
+
+def _epoch(dt) -> float | None:
+    return dt.timestamp() if dt else None
+
+
+def key_snapshot(key) -> dict:
+    return {
+        "id": key.pk,
+        "public_id": key.public_id,
+        "team": key.team_id,
+        "hash": key.key_hash,
+        "prev_hash": key.previous_key_hash,
+        "prev_until": _epoch(key.previous_valid_until),
+        "status": key.status,
+        "expires": _epoch(key.expires_at),
+        "groups": sorted(g.public_id for g in key.model_groups.all()),
+        "rpm": key.rpm_limit,
+        "tpm": key.tpm_limit,
+        "budget": key.budget_limit_micros,
+    }
+
+
+def team_snapshot(team) -> dict:
+    return {
+        "id": team.pk,
+        "public_id": team.public_id,
+        "org": team.organization_id,
+        "status": team.status,
+        "groups": sorted(g.public_id for g in team.model_groups.all()),
+        "rpm": team.rpm_limit,
+        "tpm": team.tpm_limit,
+        "par": team.max_parallel_requests,
+        "budget": team.budget_limit_micros if team.budget_period != "none" else None,
+        "budget_mode": team.budget_mode,
+        "overdraft": team.account.overdraft_limit_micros,
+    }
+
+
+def catalog_snapshot() -> dict:
+    from modelgroups.models import Model, ModelGroup, Upstream
+
+    return {
+        "upstreams": {
+            u.public_id: {
+                "name": u.name,
+                "kind": u.kind,
+                "base_url": u.base_url.rstrip("/"),
+                "api_key_enc": u.api_key_encrypted,
+                "connect_timeout": u.connect_timeout_seconds,
+                "read_timeout": u.read_timeout_seconds,
+                "enabled": u.enabled,
+            }
+            for u in Upstream.objects.all()
+        },
+        "models": {
+            m.public_id: {
+                "name": m.name,
+                "upstream": m.upstream.public_id,
+                "upstream_model": m.upstream_model,
+                "mode": m.mode,
+                "in_price": m.input_price_micros,
+                "out_price": m.output_price_micros,
+                "in_cost": m.input_cost_micros,
+                "out_cost": m.output_cost_micros,
+                "max_out": m.max_output_tokens,
+                "enabled": m.enabled,
+                "created": int(m.created_at.timestamp()),
+            }
+            for m in Model.objects.select_related("upstream")
+        },
+        "groups": {
+            g.public_id: {
+                "name": g.name,
+                "members": [
+                    {"model": m.model.public_id, "priority": m.priority, "weight": m.weight}
+                    for m in g.members.all()
+                ],
+                "created": int(g.created_at.timestamp()),
+            }
+            for g in ModelGroup.objects.prefetch_related("members__model")
+        },
+    }
+
+
+def _announce(pipe, kind: str, id_: str = "", hashes: str = "") -> None:
+    pipe.xadd(
+        CHANGES,
+        {"kind": kind, "id": id_, "hashes": hashes},
+        maxlen=CHANGES_MAXLEN,
+        approximate=True,
+    )
+
+
+def _safely(fn):
+    """Publishing runs after commit: a Redis outage must not fail the (committed) write.
+    The periodic full publish repairs whatever was missed."""
+
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except redis.RedisError:
+            logger.exception(
+                "could not publish %s to Redis; the next full publish repairs it", fn.__name__
+            )
+
+    wrapper.__name__ = fn.__name__
+    wrapper.__doc__ = fn.__doc__
+    return wrapper
+
+
+@_safely
+def publish_key(key_pk: int) -> None:
+    from teams.models import VirtualKey
+
+    key = VirtualKey.objects.prefetch_related("model_groups").get(pk=key_pk)
+    snap = orjson.dumps(key_snapshot(key))
+    hashes = [h for h in (key.key_hash, key.previous_key_hash) if h]
+    pipe = client().pipeline()
+    pipe.hset(KEYS, mapping=dict.fromkeys(hashes, snap))
+    _announce(pipe, "key", str(key.pk), ",".join(hashes))
+    pipe.execute()
+
+
+@_safely
+def publish_team(team_pk: int) -> None:
+    from teams.models import Team
+
+    team = Team.objects.select_related("account").prefetch_related("model_groups").get(pk=team_pk)
+    pipe = client().pipeline()
+    pipe.hset(TEAMS, str(team.pk), orjson.dumps(team_snapshot(team)))
+    _announce(pipe, "team", str(team.pk))
+    pipe.execute()
+    publish_account(team.account)
+
+
+@_safely
+def publish_catalog() -> None:
+    pipe = client().pipeline()
+    pipe.set(CATALOG, orjson.dumps(catalog_snapshot()))
+    _announce(pipe, "catalog")
+    pipe.execute()
+
+
+@_safely
+def publish_account(account) -> None:
+    """Move the gateway's copy of the settled balance forward (never backward)."""
+    lua.account_set(
+        client(),
+        acct_key(account.team_id),
+        account.balance_micros,
+        account.period_spend_micros,
+        account.version,
+    )
+
+
+@_safely
+def publish_all() -> None:
+    """Rebuild every snapshot from Postgres: at start-up, periodically, and after a Redis flush."""
+    from teams.models import Team, VirtualKey
+
+    keys = {}
+    for key in VirtualKey.objects.prefetch_related("model_groups").iterator(chunk_size=2000):
+        snap = orjson.dumps(key_snapshot(key))
+        keys[key.key_hash] = snap
+        if key.previous_key_hash:
+            keys[key.previous_key_hash] = snap
+    teams = {}
+    accounts = []
+    for team in Team.objects.select_related("account").prefetch_related("model_groups"):
+        teams[str(team.pk)] = orjson.dumps(team_snapshot(team))
+        accounts.append(team.account)
+    pipe = client().pipeline(transaction=True)
+    pipe.delete(KEYS, TEAMS)
+    if keys:
+        pipe.hset(KEYS, mapping=keys)
+    if teams:
+        pipe.hset(TEAMS, mapping=teams)
+    pipe.set(CATALOG, orjson.dumps(catalog_snapshot()))
+    _announce(pipe, "all")
+    pipe.execute()
+    for account in accounts:
+        publish_account(account)
+
+
+@_safely
+def unpublish_team(team_pk: int) -> None:
+    pipe = client().pipeline()
+    pipe.hdel(TEAMS, str(team_pk))
+    pipe.delete(acct_key(team_pk))
+    _announce(pipe, "team", str(team_pk))
+    pipe.execute()
