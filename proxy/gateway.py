@@ -122,7 +122,7 @@ class Gateway:
             self.settle = self.redis.register_script(lua.SETTLE)
             if not await self.redis.exists(state.CATALOG):
                 # Empty Redis (first start, or flushed): rebuild it from Postgres once.
-                await asyncio.to_thread(state.publish_all)
+                await asyncio.to_thread(_publish_all_from_db)
             connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60)
             self.session = aiohttp.ClientSession(
                 connector=connector,
@@ -755,6 +755,15 @@ class Gateway:
                 }
             )
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def _publish_all_from_db():
+    from django.db import connection
+
+    try:
+        state.publish_all()
+    finally:
+        connection.close()  # a worker thread's connection; nothing else will close it
 
 
 async def _wait_disconnect(receive):

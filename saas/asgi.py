@@ -12,13 +12,19 @@ from proxy.gateway import gateway  # noqa: E402 - needs Django set up first
 from proxy.mock_upstream import app as mock_upstream  # noqa: E402
 
 
-async def application(scope, receive, send):
-    if scope["type"] == "lifespan":
-        # Django does not speak lifespan; the gateway opens its Redis and HTTP pools here.
-        return await gateway(scope, receive, send)
-    path = scope.get("path", "")
-    if path.startswith("/v1/") or path == "/v1":
-        return await gateway(scope, receive, send)
-    if path.startswith("/mock/"):
-        return await mock_upstream(scope, receive, send)
-    return await django_app(scope, receive, send)
+def make_application(gateway_app):
+    async def application(scope, receive, send):
+        if scope["type"] == "lifespan":
+            # Django does not speak lifespan; the gateway opens its Redis and HTTP pools here.
+            return await gateway_app(scope, receive, send)
+        path = scope.get("path", "")
+        if path.startswith("/v1/") or path == "/v1":
+            return await gateway_app(scope, receive, send)
+        if path.startswith("/mock/"):
+            return await mock_upstream(scope, receive, send)
+        return await django_app(scope, receive, send)
+
+    return application
+
+
+application = make_application(gateway)

@@ -93,3 +93,119 @@ def tenant_a(catalog_objects) -> Tenant:
 @pytest.fixture
 def tenant_b(catalog_objects) -> Tenant:
     return Tenant("B", catalog_objects["group"])
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LiveServer:
+    """The real ASGI application (gateway + mock upstream + Django) in uvicorn on a free port."""
+
+    def __init__(self):
+        import threading
+
+        import uvicorn
+
+        from proxy.gateway import Gateway
+        from saas.asgi import make_application
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.mock_url = f"{self.url}/mock/v1"
+        self.gateway = Gateway()
+        config = uvicorn.Config(make_application(self.gateway), host="127.0.0.1", port=self.port,
+                                loop="asyncio", lifespan="on", log_level="warning",
+                                access_log=False)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def start(self):
+        import time
+
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the test server did not start")
+            time.sleep(0.02)
+
+    def stop(self):
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+@pytest.fixture
+def live(transactional_db, settings):
+    """A started server; data created through services before or after start is visible
+    (after-commit publishing plus the gateway's change feed)."""
+    server = LiveServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+class GatewayTenant:
+    """A team with credits and a key, whose model group routes to the live mock upstream."""
+
+    def __init__(self, name, organization, groups, credits_micros, **team_fields):
+        from billing.services import credits_grant
+
+        self.team = team_create(actor="test", organization=organization, name=name,
+                                model_groups=groups, **team_fields)
+        if credits_micros:
+            credits_grant(team=self.team, amount_micros=credits_micros, reason="test",
+                          actor="test", idempotency_key="initial")
+        self.key, self.secret = key_create(actor="test", team=self.team, name=f"{name} key")
+
+    def headers(self) -> dict:
+        return {"Authorization": f"Bearer {self.secret}"}
+
+
+@pytest.fixture
+def mock_catalog(live):
+    """Upstream = the live mock. Groups: `chat` (mock-a then mock-b), `flaky` (a model that
+    always fails with 500, then mock-b), `broken` (only failing models), `embed`."""
+    up = catalog.upstream_create(actor="test", name="mock", kind="mock", base_url=live.mock_url,
+                                 api_key="sk-upstream-provider-secret-123456")
+    price = {"input_price_micros": 1_000_000, "output_price_micros": 2_000_000,
+             "input_cost_micros": 500_000, "output_cost_micros": 1_000_000}
+    a = catalog.model_create(actor="test", name="mock-a", upstream=up, upstream_model="mock-a",
+                             max_output_tokens=50, **price)
+    b = catalog.model_create(actor="test", name="mock-b", upstream=up, upstream_model="mock-b",
+                             max_output_tokens=50, **price)
+    bad = catalog.model_create(actor="test", name="mock-bad", upstream=up,
+                               upstream_model="mock-fail-500", max_output_tokens=50, **price)
+    bad2 = catalog.model_create(actor="test", name="mock-bad-503", upstream=up,
+                                upstream_model="mock-fail-503", max_output_tokens=50, **price)
+    emb = catalog.model_create(actor="test", name="mock-embed", upstream=up,
+                               upstream_model="mock-embed", mode="embedding", **price)
+    groups = {
+        "chat": catalog.model_group_create(actor="test", name="chat",
+                                           members=[{"model": a}, {"model": b}]),
+        "flaky": catalog.model_group_create(actor="test", name="flaky",
+                                            members=[{"model": bad}, {"model": b}]),
+        "broken": catalog.model_group_create(actor="test", name="broken",
+                                             members=[{"model": bad}, {"model": bad2}]),
+        "embed": catalog.model_group_create(actor="test", name="embed",
+                                            members=[{"model": emb}]),
+        "other": catalog.model_group_create(actor="test", name="other", members=[{"model": b}]),
+    }
+    return {"upstream": up, "groups": groups, "models": {"a": a, "b": b, "bad": bad}}
+
+
+@pytest.fixture
+def gw_org(transactional_db):
+    org, _ = organization_create(actor="test", name="Gateway Org")
+    return org
+
+
+@pytest.fixture
+def gw_team(mock_catalog, gw_org):
+    g = mock_catalog["groups"]
+    return GatewayTenant("gw team", gw_org, [g["chat"], g["flaky"], g["broken"], g["embed"]],
+                         credits_micros=100_000_000)
