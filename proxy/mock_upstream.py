@@ -8,9 +8,9 @@ Endpoints (an optional leading `/mock` is stripped): POST /v1/chat/completions (
 "stream": true), POST /v1/completions (idem), POST /v1/embeddings, GET /v1/models.
 
 Replies are deterministic. The completion is the token pieces of
-"Mock reply to: <first 40 chars of the last user message>" followed by filler words, to
-DEFAULT_REPLY_TOKENS tokens in all (never cut below the prefix); max_completion_tokens (or else
-max_tokens) truncates it, with finish_reason "length".
+"Mock reply to: <first 40 chars of the last user message>" padded with filler words to
+DEFAULT_REPLY_TOKENS tokens (more if the echo alone is longer), finish_reason "stop";
+max_completion_tokens (or else max_tokens) below that truncates it, finish_reason "length".
 
 Token counting: count_tokens(text) = number of `\\w+` runs plus number of other non-space
 characters ("Hi, there!" = 4). Chat prompt_tokens = sum over messages of
@@ -25,7 +25,8 @@ Per-request knobs; a header wins over the model name, which wins over the server
     x-mock-chunk-delay-ms: N     chunk-delay-N         sleep N ms between stream frames
     x-mock-fail-after-chunks: N  fail-after-N          stream N frames, then close mid-body
     x-mock-reply-tokens: N       reply-N               natural reply length of N tokens
-The server-wide latency default is MOCK_LATENCY_MS (or --latency-ms). Nothing is logged or kept.
+The server-wide latency default is MOCK_LATENCY_MS (or --latency-ms). The authorization header
+is ignored; request bodies are never logged or kept.
 """
 
 from __future__ import annotations
@@ -334,7 +335,7 @@ def _frames(
     # Every piece frame is the same bytes around the JSON-encoded piece: encode it once.
     before, _, after = frame([piece_choice]).rpartition(_SENTINEL_JSON)
     frames = [] if first_choice is None else [frame([first_choice])]
-    frames.extend(before + orjson.dumps(piece) + after for piece in pieces)
+    frames += [before + orjson.dumps(piece) + after for piece in pieces]
     frames.append(frame([finish_choice]))
     if usage is not None:
         frames.append(b"data: " + orjson.dumps({**header, "choices": [], "usage": usage}) + b"\n\n")
@@ -357,7 +358,7 @@ async def _stream(send: Send, receive: Receive, frames: list[bytes], knobs: Knob
         for index, frame in enumerate(frames):
             if index:
                 await asyncio.sleep(delay)
-            if False and client_gone.done():
+            if client_gone.done():
                 return
             await send({"type": "http.response.body", "body": frame, "more_body": True})
     finally:
