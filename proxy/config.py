@@ -126,7 +126,7 @@ class GatewayConfig:
         self.catalog = Catalog()
         self._last_id = b"0-0"
         self._task: asyncio.Task | None = None
-        self._loaded = asyncio.Event()
+        self._lock = asyncio.Lock()  # one reader of the change feed at a time
 
     async def start(self) -> None:
         if self._task is None:
@@ -149,7 +149,6 @@ class GatewayConfig:
         self.teams = {int(t): _team(v) for t, v in teams.items()}
         self.catalog = build_catalog(orjson.loads(catalog)) if catalog else Catalog()
         self._last_id = last[0][0] if last else b"0-0"
-        self._loaded.set()
 
     async def _follow(self) -> None:
         while True:
@@ -163,6 +162,11 @@ class GatewayConfig:
                 logger.exception("gateway config refresh failed")
 
     async def apply_changes(self) -> None:
+        """Catch up with the change feed (also called on a routing miss: read-your-writes)."""
+        async with self._lock:
+            await self._apply_changes()
+
+    async def _apply_changes(self) -> None:
         result = await self.redis.xread({state.CHANGES: self._last_id}, count=10_000)
         if not result:
             return

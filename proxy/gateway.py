@@ -18,7 +18,7 @@ import time
 import aiohttp
 import orjson
 from django.conf import settings
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from billing.money import tokens_price
 from proxy import lua, state
@@ -115,9 +115,16 @@ class Gateway:
         async with self._started:
             if self.config is not None:
                 return
-            self.redis = Redis.from_url(
-                settings.REDIS_URL, socket_timeout=5, health_check_interval=30
+            # A bounded pool that waits for a free connection: a burst of requests queues for
+            # a moment instead of failing with "too many connections".
+            pool = BlockingConnectionPool.from_url(
+                settings.REDIS_URL,
+                max_connections=settings.GATEWAY_REDIS_CONNECTIONS,
+                timeout=5,
+                socket_timeout=5,
+                health_check_interval=30,
             )
+            self.redis = Redis(connection_pool=pool)
             self.admit = self.redis.register_script(lua.ADMIT)
             self.settle = self.redis.register_script(lua.SETTLE)
             if not await self.redis.exists(state.CATALOG):
@@ -228,7 +235,15 @@ class Gateway:
                 "invalid_json",
             )
         mode, upstream_path = endpoint
-        routes = self._resolve(request, key, team, mode)
+        try:
+            routes = self._resolve(request, key, team, mode)
+        except GatewayError as exc:
+            if exc.status not in (403, 404):
+                raise
+            # Maybe a group or grant created a moment ago: catch up once, then decide.
+            await self.config.apply_changes()
+            key, team = await self._authenticate(scope)
+            routes = self._resolve(request, key, team, mode)
         required = REQUIRED_FIELD[mode]
         if request.get(required) in (None, "", []):
             raise GatewayError(
@@ -654,107 +669,130 @@ class Gateway:
         raise _exhausted(failures)
 
     async def _relay(self, receive, send, ctx, request, route, resp, client_wants_usage):
-        """Pass the stream through chunk by chunk, restoring the public model name."""
-        disconnected = asyncio.ensure_future(_wait_disconnect(receive))
-        disconnected.add_done_callback(lambda _: resp.close())
-        public = route.name
-        usage = None
-        out_bytes = 0
-        started = False
+        """Pass the stream through chunk by chunk, restoring the public model name.
+
+        The pump runs as its own task so a client that hangs up stops it at once (closing an
+        aiohttp response does not wake a pending read); what was generated until then is
+        charged."""
+        relay = StreamRelay(send, ctx, request, route, client_wants_usage)
+        pump = asyncio.ensure_future(relay.pump(resp))
+        gone = asyncio.ensure_future(_wait_disconnect(receive))
+        try:
+            await asyncio.wait({pump, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (pump, gone):
+                if not task.done():
+                    task.cancel()
+            await asyncio.gather(pump, gone, return_exceptions=True)
+            resp.release()
+        client_gone = gone.done() and not gone.cancelled()
+        if not ctx.done:
+            # No [DONE] (client gone, upstream cut, or a server that omits it): charge what
+            # was generated up to this point.
+            await ctx.finish_stream(
+                route,
+                request,
+                relay.usage,
+                relay.out_bytes,
+                status="error" if relay.failed else "ok",
+            )
+        if not client_gone:
+            await relay.close()
+
+
+class StreamRelay:
+    """The state of one relayed stream: what was sent, generated and reported."""
+
+    def __init__(self, send, ctx, request, route, client_wants_usage):
+        self.send, self.ctx, self.request, self.route = send, ctx, request, route
+        self.public = route.name
+        self.client_wants_usage = client_wants_usage
+        self.usage = None
+        self.out_bytes = 0
+        self.started = False
+        self.failed = False
+
+    async def pump(self, resp) -> None:
         buffer = b""
-        failed = False
         try:
             async for data in resp.content.iter_any():
                 buffer += data
                 frames = []
                 while (cut := buffer.find(b"\n\n")) >= 0:
                     frame, buffer = buffer[:cut], buffer[cut + 2 :]
-                    if not frame.startswith(b"data:"):
-                        frames.append(frame + b"\n\n")
-                        continue
-                    payload = frame[5:].strip()
-                    if payload == b"[DONE]":
-                        await ctx.finish_stream(route, request, usage, out_bytes)
-                        frames.append(b"data: [DONE]\n\n")
-                        continue
-                    try:
-                        chunk = orjson.loads(payload)
-                    except orjson.JSONDecodeError:
-                        frames.append(frame + b"\n\n")
-                        continue
-                    if isinstance(chunk, dict):
-                        if "model" in chunk:
-                            chunk["model"] = public
-                        for choice in chunk.get("choices") or ():
-                            delta = choice.get("delta") or {}
-                            out_bytes += len(delta.get("content") or "") + len(
-                                choice.get("text") or ""
-                            )
-                        if chunk.get("usage"):
-                            usage = chunk["usage"]
-                            if not client_wants_usage:
-                                del chunk["usage"]
-                                if not any(
-                                    (c.get("delta") or {}).get("content") or c.get("finish_reason")
-                                    for c in chunk.get("choices") or ()
-                                ):
-                                    continue  # the usage-only chunk the client did not ask for
-                        elif chunk.get("usage", 0) is None and not client_wants_usage:
-                            del chunk["usage"]
-                    frames.append(b"data: " + orjson.dumps(chunk) + b"\n\n")
-                if frames and not disconnected.done():
-                    if not started:
-                        await send(
-                            {
-                                "type": "http.response.start",
-                                "status": 200,
-                                "headers": [
-                                    *SSE_HEADERS,
-                                    (b"x-request-id", ctx.rid.encode()),
-                                    (b"x-tollgate-model", public.encode()),
-                                ],
-                            }
-                        )
-                        started = True
-                    await send(
+                    out = await self._frame(frame)
+                    if out:
+                        frames.append(out)
+                if frames:
+                    await self._start()
+                    await self.send(
                         {"type": "http.response.body", "body": b"".join(frames), "more_body": True}
                     )
         except (aiohttp.ClientError, TimeoutError) as exc:
-            failed = not disconnected.done()
-            if failed:
-                logger.warning("upstream stream broke for %s: %s", ctx.rid, type(exc).__name__)
-        finally:
-            if not disconnected.done():
-                disconnected.cancel()
-            resp.release()
-        if not ctx.done:
-            # No [DONE] (client gone, upstream cut, or a server that omits it): charge what
-            # was generated up to this point.
-            await ctx.finish_stream(
-                route, request, usage, out_bytes, status="error" if failed else "ok"
-            )
-        if disconnected.done() and not disconnected.cancelled():
-            return
-        if not started:
-            await send(
+            self.failed = True
+            logger.warning("upstream stream broke for %s: %s", self.ctx.rid, type(exc).__name__)
+
+    async def _frame(self, frame: bytes) -> bytes | None:
+        if not frame.startswith(b"data:"):
+            return frame + b"\n\n"
+        payload = frame[5:].strip()
+        if payload == b"[DONE]":
+            # Settle before the client sees the end: a crash after this loses nothing.
+            await self.ctx.finish_stream(self.route, self.request, self.usage, self.out_bytes)
+            return b"data: [DONE]\n\n"
+        try:
+            chunk = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return frame + b"\n\n"
+        if not isinstance(chunk, dict):
+            return frame + b"\n\n"
+        if "model" in chunk:
+            chunk["model"] = self.public
+        for choice in chunk.get("choices") or ():
+            delta = choice.get("delta") or {}
+            self.out_bytes += len(delta.get("content") or "") + len(choice.get("text") or "")
+        if chunk.get("usage"):
+            self.usage = chunk["usage"]
+            if not self.client_wants_usage:
+                del chunk["usage"]
+                if not any(
+                    (c.get("delta") or {}).get("content") or c.get("finish_reason")
+                    for c in chunk.get("choices") or ()
+                ):
+                    return None  # the usage-only chunk the client did not ask for
+        elif "usage" in chunk and not self.client_wants_usage:
+            del chunk["usage"]  # the `usage: null` placeholders that come with include_usage
+        return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+    async def _start(self) -> None:
+        if not self.started:
+            self.started = True
+            await self.send(
                 {
                     "type": "http.response.start",
                     "status": 200,
-                    "headers": [*SSE_HEADERS, (b"x-request-id", ctx.rid.encode())],
+                    "headers": [
+                        *SSE_HEADERS,
+                        (b"x-request-id", self.ctx.rid.encode()),
+                        (b"x-tollgate-model", self.public.encode()),
+                    ],
                 }
             )
-        if failed:
+
+    async def close(self) -> None:
+        await self._start()
+        if self.failed:
             error = GatewayError(
                 502, "The upstream stream broke off.", "upstream_error", "upstream_stream_error"
             )
-            await send(
+            await self.send(
                 {
                     "type": "http.response.body",
                     "body": b"data: " + error.body() + b"\n\ndata: [DONE]\n\n",
                     "more_body": True,
                 }
             )
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        await self.send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 def _publish_all_from_db():

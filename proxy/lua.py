@@ -100,8 +100,10 @@ bump(KEYS[6], ARGV[6] ~= '-1' and est or 0)
 bump(KEYS[7], ARGV[7] ~= '-1' and 1 or 0)
 bump(KEYS[8], ARGV[8] ~= '-1' and est or 0)
 if par >= 0 then redis.call('ZADD', KEYS[3], now, ARGV[2]) end
-redis.call('HINCRBY', KEYS[1], 'resv', reserve)
-redis.call('HINCRBY', KEYS[2], 'resv', reserve)
+if reserve > 0 then
+  redis.call('HINCRBY', KEYS[1], 'resv', reserve)
+  redis.call('HINCRBY', KEYS[2], 'resv', reserve)
+end
 redis.call('HSET', KEYS[4], ARGV[2], ARGV[14])
 local soft_over = 0
 if budget >= 0 and ARGV[12] ~= '1' and pspend + pend + resv + reserve > budget then
@@ -121,8 +123,11 @@ SETTLE = (
     + """
 local reserve = tonumber(ARGV[3])
 local price = tonumber(ARGV[4])
-redis.call('HINCRBY', KEYS[1], 'resv', -reserve)
-redis.call('HINCRBY', KEYS[2], 'resv', -reserve)
+-- (0 - x, never -x: Lua's -0 reaches Redis as "-0", which HINCRBY rejects)
+if reserve > 0 then
+  redis.call('HINCRBY', KEYS[1], 'resv', 0 - reserve)
+  redis.call('HINCRBY', KEYS[2], 'resv', 0 - reserve)
+end
 local a = redis.call('HMGET', KEYS[1], 'bal', 'pend', 'resv', 'pspend')
 local bal, pend, resv, pspend = tonumber(a[1] or '0'), tonumber(a[2] or '0'),
   tonumber(a[3] or '0'), tonumber(a[4] or '0')
@@ -168,7 +173,8 @@ ACK_SETTLED = """
 local released = 0
 for i = 2, #ARGV, 3 do
   if redis.call('XACK', KEYS[1], ARGV[1], ARGV[i]) == 1 then
-    redis.call('HINCRBY', ARGV[i + 1], 'pend', -tonumber(ARGV[i + 2]))
+    local charged = tonumber(ARGV[i + 2])
+    if charged > 0 then redis.call('HINCRBY', ARGV[i + 1], 'pend', 0 - charged) end
     released = released + 1
   end
 end

@@ -141,6 +141,7 @@ DEFAULT_PRICE_MARKUP = env.float("DEFAULT_PRICE_MARKUP", default=1.25)
 GATEWAY_MAX_BODY_BYTES = env.int("GATEWAY_MAX_BODY_BYTES", default=4 * 1024 * 1024)
 # How often each gateway process follows control-plane changes (revocations, suspensions…).
 GATEWAY_REFRESH_SECONDS = env.float("GATEWAY_REFRESH_SECONDS", default=0.2)
+GATEWAY_REDIS_CONNECTIONS = env.int("GATEWAY_REDIS_CONNECTIONS", default=64)
 
 # Celery: Redis broker; tasks ack late and are idempotent (see STYLE.md).
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default=REDIS_URL)
@@ -175,7 +176,10 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {"django.db.backends": {"level": "INFO"}},
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+        "httpx": {"level": "WARNING"},  # one INFO line per outgoing call is noise
+    },
 }
 
 EMAIL_BACKEND = env("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
