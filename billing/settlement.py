@@ -57,7 +57,20 @@ def settle_usage(*, batch_size: int = 1000, max_batches: int = 20) -> int:
         if not result or not result[0][1]:
             break
         total += settle_messages(client, result[0][1])
+    if total:
+        trim_settled(client)
     return total
+
+
+def trim_settled(client) -> None:
+    """Drop stream entries every settler has acknowledged; unacknowledged ones always stay."""
+    pending = client.xpending(lua.USAGE_STREAM, GROUP)
+    if pending["pending"]:
+        floor = pending["min"]
+    else:
+        groups = {g["name"]: g for g in client.xinfo_groups(lua.USAGE_STREAM)}
+        floor = groups[GROUP.encode()]["last-delivered-id"]
+    client.xtrim(lua.USAGE_STREAM, minid=floor, approximate=False)
 
 
 def settle_messages(client, messages) -> int:

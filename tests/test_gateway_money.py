@@ -352,3 +352,18 @@ def test_a_call_upstream_rejects_as_invalid_is_passed_on_and_not_charged(live, g
     assert response.json()["error"]["type"] == "invalid_request_error"
     assert usage_entries(gw_team.team).count() == 0
     assert redis_account(gw_team.team).get("resv", 0) == 0
+
+
+def test_settled_records_are_trimmed_but_unacknowledged_ones_stay(live, gw_team):
+    client = gateway_state.client()
+    fire(live, gw_team, n=3)
+    settlement.ensure_group(client)
+    # a settler takes one record and dies; the other two are settled by a healthy one
+    client.xreadgroup(settlement.GROUP, "dead-worker", {lua.USAGE_STREAM: ">"}, count=1)
+    settlement.settle_usage()
+    # then: the stream keeps the unacknowledged record (and nothing older), and nothing is lost
+    remaining = client.xrange(lua.USAGE_STREAM)
+    pending = client.xpending(lua.USAGE_STREAM, settlement.GROUP)
+    assert pending["pending"] == 1
+    assert remaining[0][0] == pending["min"]
+    assert usage_entries(gw_team.team).count() == 2
