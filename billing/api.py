@@ -150,7 +150,11 @@ class UsageQuery(serializers.Serializer):
 
     def validate(self, attrs):
         attrs.setdefault("end", timezone.now())
-        attrs.setdefault("start", attrs["end"] - timedelta(days=30))
+        if "start" not in attrs:
+            try:
+                attrs["start"] = attrs["end"] - timedelta(days=30)
+            except OverflowError:  # an end in the first days of year 1
+                raise serializers.ValidationError({"end": ["Out of range."]}) from None
         if attrs["start"] >= attrs["end"]:
             raise serializers.ValidationError({"start": ["Must be before end."]})
         if attrs["end"] - attrs["start"] > timedelta(days=366):

@@ -9,12 +9,13 @@ claimed again after CLAIM_IDLE_MS.
 import logging
 import os
 import socket
+import time
 from collections import defaultdict
 from datetime import UTC, datetime
 
 import orjson
 import redis
-from django.db import transaction
+from django.db import DataError, IntegrityError, transaction
 
 from billing.models import CreditAccount, UsageRecord
 from billing.services import UsageCharge, ledger_post_usage_batch
@@ -25,6 +26,9 @@ logger = logging.getLogger(__name__)
 
 GROUP = "settlers"
 CLAIM_IDLE_MS = 60_000
+# Records that cannot be posted even alone land here, with the error, for a person to look at.
+DEAD_LETTERS = "tg:usage:dead"
+MAX_LATENCY_MS = 2**31 - 1
 
 
 def _consumer() -> str:
@@ -51,12 +55,12 @@ def settle_usage(*, batch_size: int = 1000, max_batches: int = 20) -> int:
         lua.USAGE_STREAM, GROUP, consumer, min_idle_time=CLAIM_IDLE_MS, count=batch_size
     )
     if claimed:
-        total += settle_messages(client, claimed)
+        total += _settle_isolating_failures(client, claimed)
     for _ in range(max_batches):
         result = client.xreadgroup(GROUP, consumer, {lua.USAGE_STREAM: ">"}, count=batch_size)
         if not result or not result[0][1]:
             break
-        total += settle_messages(client, result[0][1])
+        total += _settle_isolating_failures(client, result[0][1])
     if total:
         trim_settled(client)
     return total
@@ -71,6 +75,29 @@ def trim_settled(client) -> None:
         groups = {g["name"]: g for g in client.xinfo_groups(lua.USAGE_STREAM)}
         floor = groups[GROUP.encode()]["last-delivered-id"]
     client.xtrim(lua.USAGE_STREAM, minid=floor, approximate=False)
+
+
+def _settle_isolating_failures(client, messages) -> int:
+    """One malformed record must not stall settlement for everyone: on a data error the batch
+    is retried record by record, and a record that still fails goes to DEAD_LETTERS."""
+    try:
+        return settle_messages(client, messages)
+    except (DataError, IntegrityError, ValueError, KeyError):
+        logger.exception("a usage batch failed; settling its %d records one by one", len(messages))
+    settled = 0
+    for message in messages:
+        try:
+            settled += settle_messages(client, [message])
+        except (DataError, IntegrityError, ValueError, KeyError) as exc:
+            msg_id, fields = message
+            logger.exception("usage record %s moved to %s", msg_id, DEAD_LETTERS)
+            # Its `pend` stays counted against the team until a person (or the reconcile)
+            # deals with it: failing safe, never free.
+            client.xadd(
+                DEAD_LETTERS, {**fields, b"error": str(exc)[:500].encode(), b"msg_id": msg_id}
+            )
+            client.xack(lua.USAGE_STREAM, GROUP, msg_id)
+    return settled
 
 
 def settle_messages(client, messages) -> int:
@@ -112,7 +139,7 @@ def settle_messages(client, messages) -> int:
                     cost_micros=r["cost"],
                     price_micros=r["charged"],
                     status=r["status"],
-                    latency_ms=r["lat"],
+                    latency_ms=min(max(r["lat"], 0), MAX_LATENCY_MS),
                     created_at=datetime.fromtimestamp(r["ts"], tz=UTC),
                 )
                 for r in records
@@ -163,3 +190,37 @@ def settle_messages(client, messages) -> int:
         args += [r["msg_id"], state.acct_key(r["team"]), r["charged"]]
     client.eval(lua.ACK_SETTLED, 1, lua.USAGE_STREAM, *args)
     return len(records) + len(orphans)
+
+
+def reap_abandoned(*, older_than_ms: int = lua.REAP_AFTER_MS) -> int:
+    """Release reservations whose gateway died mid-call, recording each as an error call."""
+    client = state.client()
+    now_ms = int(time.time() * 1000)
+    reaped = 0
+    for rid, raw in client.hscan_iter(lua.INFLIGHT, count=1000):
+        entry = orjson.loads(raw)
+        if now_ms - entry["ts"] < older_than_ms:
+            continue
+        record = orjson.dumps(
+            {
+                "rid": rid.decode(),
+                "ts": now_ms / 1000,
+                "org": entry.get("org"),
+                "team": entry["team"],
+                "key": entry["key"],
+                "model": "",
+                "group": "",
+                "in": 0,
+                "out": 0,
+                "cost": 0,
+                "price": 0,
+                "status": "error",
+                "lat": now_ms - entry["ts"],
+                "est": True,
+                "abandoned": True,
+            }
+        )
+        if client.eval(lua.REAP, 2, lua.INFLIGHT, lua.USAGE_STREAM, rid, record):
+            logger.warning("released the reservation of abandoned call %s", rid.decode())
+            reaped += 1
+    return reaped

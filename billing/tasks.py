@@ -7,3 +7,9 @@ from billing import settlement
 def settle_usage():
     """Settle the gateway's usage stream into the ledger (idempotent; safe to overlap)."""
     return settlement.settle_usage()
+
+
+@shared_task(ignore_result=True, acks_late=True, soft_time_limit=50, time_limit=60)
+def reap_abandoned():
+    """Release reservations of calls whose gateway process died mid-call."""
+    return settlement.reap_abandoned()

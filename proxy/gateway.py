@@ -34,7 +34,12 @@ ENDPOINTS = {
     "/v1/embeddings": ("embedding", "/embeddings"),
 }
 REQUIRED_FIELD = {"chat": "messages", "completion": "prompt", "embedding": "input"}
-RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 520, 521, 522, 524, 529})
+# Upstream answers that mean "try the next model": overload and server errors, and also our own
+# configuration failing (401/403: a bad provider key, 404: a wrong upstream model id), which is
+# never the customer's fault and must not reach them as if their key were wrong.
+FALLBACK_STATUS = frozenset(
+    {401, 403, 404, 408, 409, 429, 500, 502, 503, 504, 520, 521, 522, 524, 529}
+)
 JSON_HEADERS = [(b"content-type", b"application/json")]
 SSE_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -271,8 +276,8 @@ class Gateway:
             if name == b"authorization":
                 if value[:7].lower() == b"bearer ":
                     secret = value[7:].strip()
-                break
-            if name == b"x-api-key":
+                    break  # Bearer wins over x-api-key; another scheme must not hide it
+            elif name == b"x-api-key":
                 secret = value.strip()
         if not secret:
             raise GatewayError(
@@ -403,6 +408,8 @@ class Gateway:
         )
 
     async def _models(self, send, rid: str, key: dict, team: dict, model_id: str):
+        if not self._allowed_groups(key, team) <= self.config.catalog.groups_by_id.keys():
+            await self.config.apply_changes()  # a group created a moment ago
         catalog = self.config.catalog
         items: dict[str, dict] = {}
         for gid in sorted(self._allowed_groups(key, team)):
@@ -463,7 +470,13 @@ class Gateway:
         started = time.time()
         now_ms = int(started * 1000)
         inflight = orjson.dumps(
-            {"team": team["id"], "key": key["id"], "reserve": reserve, "ts": now_ms}
+            {
+                "team": team["id"],
+                "org": team["org"],
+                "key": key["id"],
+                "reserve": reserve,
+                "ts": now_ms,
+            }
         )
         verdict = await self.admit(
             keys=[
@@ -592,7 +605,7 @@ class Gateway:
             except aiohttp.ClientError as exc:
                 failures.append(Attempt(route, f"connection failed ({type(exc).__name__})"))
                 continue
-            if status in RETRYABLE_STATUS:
+            if status in FALLBACK_STATUS:
                 failures.append(
                     Attempt(route, f"HTTP {status}: {redact(_error_message(raw, status), route)}")
                 )
@@ -651,7 +664,7 @@ class Gateway:
             if resp.status != 200:
                 raw = await resp.read()
                 resp.release()
-                if resp.status in RETRYABLE_STATUS:
+                if resp.status in FALLBACK_STATUS:
                     failures.append(
                         Attempt(
                             route,

@@ -123,8 +123,11 @@ SETTLE = (
     + """
 local reserve = tonumber(ARGV[3])
 local price = tonumber(ARGV[4])
+-- Release the reservation only if it is still held: the reaper may have released it for a call
+-- that outlived REAP_AFTER_MS, and a reservation must never be released twice.
+local held = redis.call('HDEL', KEYS[4], ARGV[2])
 -- (0 - x, never -x: Lua's -0 reaches Redis as "-0", which HINCRBY rejects)
-if reserve > 0 then
+if held == 1 and reserve > 0 then
   redis.call('HINCRBY', KEYS[1], 'resv', 0 - reserve)
   redis.call('HINCRBY', KEYS[2], 'resv', 0 - reserve)
 end
@@ -150,11 +153,30 @@ if delta ~= 0 then
   if redis.call('EXISTS', KEYS[7] .. ':' .. win) == 1 then bump(KEYS[7], delta) end
 end
 redis.call('ZREM', KEYS[3], ARGV[2])
-redis.call('HDEL', KEYS[4], ARGV[2])
 redis.call('XADD', KEYS[5], '*', 'rec', ARGV[10], 'charged', charge)
 return charge
 """
 )
+
+# Release the reservation of a call whose gateway vanished (crash, kill -9) without settling.
+# KEYS: 1 inflight hash, 2 usage stream.  ARGV: 1 request id, 2 usage record for the trail.
+# Returns 1 if it released something, 0 if the call had settled meanwhile.
+REAP = """
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if not raw then return 0 end
+local f = cjson.decode(raw)
+redis.call('HDEL', KEYS[1], ARGV[1])
+if f.reserve > 0 then
+  redis.call('HINCRBY', 'tg:acct:' .. f.team, 'resv', 0 - f.reserve)
+  redis.call('HINCRBY', 'tg:kacct:' .. f.key, 'resv', 0 - f.reserve)
+end
+redis.call('ZREM', 'tg:par:' .. f.team, ARGV[1])
+redis.call('XADD', KEYS[2], '*', 'rec', ARGV[2], 'charged', 0)
+return 1
+"""
+# Calls older than this are taken as abandoned. Longer than any upstream read timeout; a call
+# that still finishes later is charged normally (capped at what its account allows).
+REAP_AFTER_MS = 60 * 60 * 1000
 
 # KEYS: 1 account hash.  ARGV: 1 balance, 2 period spend, 3 version.
 ACCOUNT_SET = """

@@ -5,7 +5,7 @@ import logging
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, JsonResponse
-from rest_framework import exceptions, generics, status
+from rest_framework import exceptions, generics, parsers, status
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
@@ -67,8 +67,11 @@ def exception_handler(exc, context):
             body = error_body(type_, str(exc.detail))
         headers = {}
         if isinstance(exc, exceptions.NotAuthenticated | exceptions.AuthenticationFailed):
-            # DRF would turn these into 403 without an authenticate header; they are 401s.
+            # DRF would turn these into 403 without an authenticate header; they are 401s,
+            # and a 401 must name its challenge (RFC 9110 section 11.6.1).
             exc.status_code = status.HTTP_401_UNAUTHORIZED
+            if getattr(exc, "auth_header", None):
+                headers["WWW-Authenticate"] = exc.auth_header
         if getattr(exc, "wait", None):
             headers["Retry-After"] = str(int(exc.wait))
         return Response(body, status=exc.status_code, headers=headers)
@@ -101,11 +104,28 @@ def json_server_error(request):
     return server_error(request)
 
 
+class JSONParser(parsers.JSONParser):
+    """DRF's JSON parser; nesting too deep for the json module is a parse error, not a 500."""
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        try:
+            return super().parse(stream, media_type, parser_context)
+        except RecursionError as exc:
+            raise exceptions.ParseError("JSON parse error - nested too deeply.") from exc
+
+
 class AdminView(generics.GenericAPIView):
     """Base for admin API views: objects are addressed by public id in the `id` URL segment."""
 
     lookup_field = "public_id"
     lookup_url_kwarg = "id"
+    parser_classes = [JSONParser]
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)
+        if "\x00" in kwargs.get("id", ""):
+            # No public id holds a NUL, and Postgres refuses one in a query (a 500).
+            raise exceptions.NotFound("No such object.")
 
     @property
     def principal(self):

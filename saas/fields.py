@@ -1,9 +1,16 @@
 """Serializer fields shared by the admin API."""
 
+import decimal
+import re
+
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from billing.money import MoneyError, format_micros, parse_micros
+
+# PositiveIntegerField columns are Postgres `integer`: a larger value is a DataError (a 500),
+# so integer inputs stored in them carry this as max_value.
+INT_MAX = 2**31 - 1
 
 
 @extend_schema_field({"type": "string", "format": "decimal", "example": "12.500000"})
@@ -22,10 +29,21 @@ class MoneyField(serializers.Field):
     def to_internal_value(self, data):
         if isinstance(data, bool) or not isinstance(data, str | int):
             self.fail("invalid", message='Send a decimal string such as "12.50".')
-        try:
-            return parse_micros(data, allow_negative=self.allow_negative)
-        except MoneyError as exc:
-            self.fail("invalid", message=str(exc))
+        # parse_micros computes in the ambient decimal context (28 digits, exponents to 999999):
+        # there "1e999990" costs half a minute of CPU, "1e999999999" raises Overflow (a 500)
+        # and digits past the 28th are rounded away silently. 40 digits are exact for any
+        # amount below 10^31 micros, and trapping Inexact makes lost digits an error.
+        with decimal.localcontext() as ctx:
+            ctx.prec, ctx.Emax = 40, 30
+            ctx.traps[decimal.Inexact] = True
+            try:
+                return parse_micros(data, allow_negative=self.allow_negative)
+            except MoneyError as exc:
+                self.fail("invalid", message=str(exc))
+            except decimal.Overflow:  # a subclass of Inexact: test it first
+                self.fail("invalid", message="The amount is too large.")
+            except decimal.Inexact:
+                self.fail("invalid", message="Amounts have at most 6 decimal places.")
 
 
 class PublicIdRelatedField(serializers.SlugRelatedField):
@@ -44,6 +62,8 @@ class PublicIdRelatedField(serializers.SlugRelatedField):
     def to_internal_value(self, data):
         if not isinstance(data, str):
             self.fail("invalid")
+        if "\x00" in data:  # no id holds one, and Postgres refuses it in a query (a 500)
+            self.fail("does_not_exist", kind=self.kind, value=data)
         qs = self.get_queryset()
         obj = qs.filter(public_id=data).first()
         if obj is None and self.name_field:
@@ -51,3 +71,36 @@ class PublicIdRelatedField(serializers.SlugRelatedField):
         if obj is None:
             self.fail("does_not_exist", kind=self.kind, value=data)
         return obj
+
+
+# Postgres jsonb holds no NUL character and no lone UTF-16 surrogate; either is a DataError.
+_JSONB_UNSAFE = re.compile("[\x00\ud800-\udfff]")
+
+
+class JSONObjectField(serializers.DictField):
+    """A free-form JSON object (metadata) bound for a jsonb column."""
+
+    # Far more than metadata needs, and far below the ~1000 levels at which the json module
+    # (encoding it for the database or the response) hits the recursion limit: a 500.
+    MAX_DEPTH = 32
+
+    default_error_messages = {
+        "unsafe_text": "Strings may not contain NUL characters or lone surrogates.",
+        "too_deep": "Nested more than {max_depth} levels deep.",
+    }
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        pending = [(value, 1)]
+        while pending:  # a loop, not recursion, for the same reason
+            item, depth = pending.pop()
+            if isinstance(item, dict | list) and depth > self.MAX_DEPTH:
+                self.fail("too_deep", max_depth=self.MAX_DEPTH)
+            if isinstance(item, dict):
+                pending.extend((k, depth) for k in item)
+                pending.extend((v, depth + 1) for v in item.values())
+            elif isinstance(item, list):
+                pending.extend((v, depth + 1) for v in item)
+            elif isinstance(item, str) and _JSONB_UNSAFE.search(item):
+                self.fail("unsafe_text")
+        return value

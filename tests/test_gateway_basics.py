@@ -78,3 +78,44 @@ def test_a_chat_call_to_an_embedding_group_is_a_clear_400(live, gw_team):
     )
     assert r.status_code == 400
     assert r.json()["error"]["code"] == "model_mode_mismatch"
+
+
+def test_an_upstream_auth_failure_falls_back_and_never_blames_the_customer_key(
+    live, mock_catalog, gw_org
+):
+    from modelgroups import services as catalog
+    from tests.conftest import GatewayTenant
+
+    # given: a model whose provider rejects our provider key (401)
+    misconfigured = catalog.model_create(
+        actor="test",
+        name="mock-badkey",
+        upstream=mock_catalog["upstream"],
+        upstream_model="mock-fail-401",
+    )
+    with_fallback = catalog.model_group_create(
+        actor="test",
+        name="badkey-then-b",
+        members=[{"model": misconfigured}, {"model": mock_catalog["models"]["b"]}],
+    )
+    alone = catalog.model_group_create(
+        actor="test", name="badkey", members=[{"model": misconfigured}]
+    )
+    tenant = GatewayTenant("badkey", gw_org, [with_fallback, alone], 1_000_000)
+    body = {"messages": [{"role": "user", "content": "hi"}]}
+    # when
+    served = httpx.post(
+        f"{live.url}/v1/chat/completions",
+        headers=tenant.headers(),
+        json={**body, "model": "badkey-then-b"},
+    )
+    failed = httpx.post(
+        f"{live.url}/v1/chat/completions",
+        headers=tenant.headers(),
+        json={**body, "model": "badkey"},
+    )
+    # then
+    assert served.status_code == 200 and served.json()["model"] == "mock-b"
+    assert failed.status_code == 502
+    assert failed.json()["error"]["type"] == "upstream_error"
+    assert "HTTP 401" in failed.json()["error"]["message"]

@@ -367,3 +367,89 @@ def test_settled_records_are_trimmed_but_unacknowledged_ones_stay(live, gw_team)
     assert pending["pending"] == 1
     assert remaining[0][0] == pending["min"]
     assert usage_entries(gw_team.team).count() == 2
+
+
+def test_a_reservation_left_by_a_dead_gateway_is_released_once(live, gw_team):
+    # given: a call admitted by the real admission script, whose gateway then died
+    client = gateway_state.client()
+    fire(live, gw_team)  # the account is live in Redis
+    team, key = gw_team.team.pk, gw_team.key.pk
+    inflight = orjson.dumps(
+        {
+            "team": team,
+            "org": gw_team.team.organization_id,
+            "key": key,
+            "reserve": 5_000,
+            "ts": 1_000,
+        }
+    )
+    verdict = client.eval(
+        lua.ADMIT,
+        8,
+        gateway_state.acct_key(team),
+        f"tg:kacct:{key}",
+        f"tg:par:{team}",
+        lua.INFLIGHT,
+        f"tg:rl:k:{key}:r",
+        f"tg:rl:k:{key}:t",
+        f"tg:rl:t:{team}:r",
+        f"tg:rl:t:{team}:t",
+        1_000,
+        "req_dead",
+        10,
+        5_000,
+        -1,
+        -1,
+        -1,
+        -1,
+        -1,
+        0,
+        -1,
+        "1",
+        -1,
+        inflight,
+    )
+    assert verdict[0] == b"ok"
+    assert redis_account(gw_team.team)["resv"] == 5_000
+    # when: the reaper runs twice
+    assert settlement.reap_abandoned() == 1
+    assert settlement.reap_abandoned() == 0
+    settlement.settle_usage()
+    # then: released once, recorded as an error call, nothing charged
+    assert redis_account(gw_team.team)["resv"] == 0
+    assert client.hlen(lua.INFLIGHT) == 0
+    record = UsageRecord.objects.get(request_id="req_dead")
+    assert record.status == "error" and record.price_micros == 0
+
+
+def test_a_malformed_record_goes_to_dead_letters_without_blocking_the_others(live, gw_team):
+    # given: one good call and one record no database would take
+    client = gateway_state.client()
+    fire(live, gw_team)
+    bad = orjson.dumps(
+        {
+            "rid": "req_bad",
+            "ts": 1.0,
+            "org": gw_team.team.organization_id,
+            "team": gw_team.team.pk,
+            "key": gw_team.key.pk,
+            "model": "x" * 500,
+            "group": "",
+            "in": 1,
+            "out": 1,
+            "cost": 0,
+            "price": 0,
+            "status": "ok",
+            "lat": 1,
+            "est": False,
+        }
+    )
+    client.xadd(lua.USAGE_STREAM, {"rec": bad, "charged": 0})
+    fire(live, gw_team)
+    # when
+    settlement.settle_usage()
+    # then: both good calls settled, the bad one parked with its error, nothing pending
+    assert usage_entries(gw_team.team).count() == 2
+    dead = client.xrange(settlement.DEAD_LETTERS)
+    assert len(dead) == 1 and b"error" in dead[0][1]
+    assert client.xpending(lua.USAGE_STREAM, settlement.GROUP)["pending"] == 0
