@@ -11,6 +11,7 @@ from rest_framework.response import Response
 
 from billing import selectors, services
 from billing.models import LedgerEntry
+from orgs.auth import IsPlatformAdmin
 from orgs.models import Organization
 from saas.api import AdminView
 from saas.fields import MoneyField
@@ -88,6 +89,9 @@ class TeamCredits(TeamScoped):
 
 
 class CreditChange(TeamScoped):
+    # Money is the platform's to give: an organization-scoped key cannot grant its own teams
+    # credits (the same answer for every team id, so nothing is revealed).
+    permission_classes = [IsPlatformAdmin]
     serializer_class = CreditChangeOutput
     service = None
 

@@ -1,10 +1,12 @@
 """The only place that converts between decimal strings and integer micro-units. Never float."""
 
+import decimal
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 MICROS = 1_000_000
-# A bound well inside BIGINT so sums over many entries cannot overflow: 10^12 credits.
-MAX_MICROS = 10**18
+# The largest amount and the largest balance, in micro-credits (10^9 credits). Far inside
+# BIGINT, and below 2^53 so the gateway's Lua scripts (IEEE doubles) stay exact.
+MAX_MICROS = 10**15
 
 
 class MoneyError(ValueError):
@@ -15,20 +17,29 @@ def parse_micros(value: str | int | Decimal, *, allow_negative: bool = False) ->
     """Parse "12.5" into 12_500_000 micro-units; at most 6 decimal places."""
     if isinstance(value, float):
         raise MoneyError('Send amounts as decimal strings such as "12.50", not floats.')
-    try:
-        amount = Decimal(str(value).strip())
-    except InvalidOperation as exc:
-        raise MoneyError(f'{value!r} is not a decimal amount such as "12.50".') from exc
-    if not amount.is_finite():
-        raise MoneyError("Amounts must be finite numbers.")
-    micros = amount * MICROS
+    # A bounded, exact context: in the default one "1e999990" costs half a minute of CPU,
+    # "1e999999999" overflows, and digits past the 28th are rounded away silently.
+    with decimal.localcontext() as ctx:
+        ctx.prec, ctx.Emax = 40, 30
+        ctx.traps[decimal.Inexact] = True
+        try:
+            amount = Decimal(str(value).strip())
+            if not amount.is_finite():
+                raise MoneyError("Amounts must be finite numbers.")
+            micros = amount * MICROS
+        except decimal.Overflow as exc:  # a subclass of Inexact: caught first
+            raise MoneyError("The amount is too large.") from exc
+        except decimal.Inexact as exc:
+            raise MoneyError("Amounts have at most 6 decimal places.") from exc
+        except InvalidOperation as exc:
+            raise MoneyError(f'{value!r} is not a decimal amount such as "12.50".') from exc
     if micros != micros.to_integral_value():
         raise MoneyError("Amounts have at most 6 decimal places.")
     micros_int = int(micros)
     if micros_int < 0 and not allow_negative:
         raise MoneyError("The amount must not be negative.")
-    if abs(micros_int) >= MAX_MICROS:
-        raise MoneyError("The amount is too large.")
+    if abs(micros_int) > MAX_MICROS:
+        raise MoneyError(f"The amount is too large (at most {MAX_MICROS // MICROS}).")
     return micros_int
 
 

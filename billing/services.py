@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from django.db import transaction
 
 from billing.models import CreditAccount, LedgerEntry
+from billing.money import MAX_MICROS
 from orgs.services import audit_record
 from proxy import state as gateway_state
 from saas.errors import InsufficientCredits, ValidationFailed
@@ -48,6 +49,11 @@ def ledger_post(
                 )
             return PostResult(existing, created=False)
         new_balance = account.balance_micros + amount_micros
+        if new_balance > MAX_MICROS:
+            raise ValidationFailed(
+                f"The balance would exceed the maximum of {MAX_MICROS // 1_000_000} credits.",
+                fields={"amount": ["Too large for this account."]},
+            )
         if amount_micros < 0 and new_balance < -account.overdraft_limit_micros:
             raise InsufficientCredits(
                 "This debit would take the balance below what the account allows "

@@ -8,7 +8,7 @@ from modelgroups import services
 from modelgroups.models import Model, ModelGroup, Upstream
 from orgs.auth import IsPlatformAdmin, PlatformWritesOnly
 from saas.api import AdminView
-from saas.fields import MoneyField, PublicIdRelatedField
+from saas.fields import INT_MAX, MoneyField, PublicIdRelatedField
 
 
 class UpstreamOutput(serializers.ModelSerializer):
@@ -142,8 +142,10 @@ class ModelInput(serializers.Serializer):
     output_price_per_mtok = MoneyField(
         source="output_price_micros", required=False, allow_null=True
     )
-    context_window = serializers.IntegerField(min_value=1, required=False, allow_null=True)
-    max_output_tokens = serializers.IntegerField(min_value=1, required=False)
+    context_window = serializers.IntegerField(
+        min_value=1, max_value=INT_MAX, required=False, allow_null=True
+    )
+    max_output_tokens = serializers.IntegerField(min_value=1, max_value=INT_MAX, required=False)
     enabled = serializers.BooleanField(required=False)
 
 
@@ -193,7 +195,10 @@ class ModelDetail(ModelBase):
 class MemberSerializer(serializers.Serializer):
     model = PublicIdRelatedField(kind="model", name_field="name", queryset=Model.objects.all())
     priority = serializers.IntegerField(
-        min_value=0, required=False, help_text="Lower is tried first; default: list order."
+        min_value=0,
+        max_value=INT_MAX,
+        required=False,
+        help_text="Lower is tried first; default: list order.",
     )
     weight = serializers.IntegerField(
         min_value=1,

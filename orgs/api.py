@@ -9,7 +9,7 @@ from orgs import services
 from orgs.auth import IsPlatformAdmin
 from orgs.models import AdminKey, AuditEvent, Organization
 from saas.api import AdminView
-from saas.fields import PublicIdRelatedField
+from saas.fields import JSONObjectField, PublicIdRelatedField
 
 
 class OrganizationOutput(serializers.ModelSerializer):
@@ -23,7 +23,7 @@ class OrganizationOutput(serializers.ModelSerializer):
 class OrganizationInput(serializers.Serializer):
     name = serializers.CharField(max_length=200)
     external_id = serializers.CharField(max_length=200, required=False, allow_null=True)
-    metadata = serializers.DictField(required=False)
+    metadata = JSONObjectField(required=False)
     status = serializers.ChoiceField(choices=Organization.Status.choices, required=False)
 
 

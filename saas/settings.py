@@ -161,8 +161,11 @@ CELERY_BEAT_SCHEDULE: dict = {
         "schedule": 1.0,
         "options": {"expires": 5},
     },
-    "reap-abandoned-calls": {"task": "billing.tasks.reap_abandoned", "schedule": 60.0,
-                             "options": {"expires": 30}},
+    "reap-abandoned-calls": {
+        "task": "billing.tasks.reap_abandoned",
+        "schedule": 60.0,
+        "options": {"expires": 30},
+    },
     # Full republish of gateway state: repairs anything a failed after-commit publish missed.
     "publish-gateway-state": {
         "task": "proxy.tasks.publish_gateway_state",

@@ -7,9 +7,10 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 
 from modelgroups.models import ModelGroup
+from orgs.auth import IsPlatformAdmin
 from orgs.models import Organization
 from saas.api import AdminView
-from saas.fields import MoneyField, PublicIdRelatedField
+from saas.fields import INT_MAX, JSONObjectField, MoneyField, PublicIdRelatedField
 from teams import services
 from teams.models import Team, VirtualKey
 
@@ -57,11 +58,17 @@ class TeamInput(serializers.Serializer):
     organization = PublicIdRelatedField(kind="organization", queryset=Organization.objects.all())
     name = serializers.CharField(max_length=200)
     external_id = serializers.CharField(max_length=200, required=False, allow_null=True)
-    metadata = serializers.DictField(required=False)
+    metadata = JSONObjectField(required=False)
     model_groups = serializers.ListField(child=_group_field(), required=False)
-    rpm_limit = serializers.IntegerField(min_value=1, required=False, allow_null=True)
-    tpm_limit = serializers.IntegerField(min_value=1, required=False, allow_null=True)
-    max_parallel_requests = serializers.IntegerField(min_value=1, required=False, allow_null=True)
+    rpm_limit = serializers.IntegerField(
+        min_value=1, max_value=INT_MAX, required=False, allow_null=True
+    )
+    tpm_limit = serializers.IntegerField(
+        min_value=1, max_value=INT_MAX, required=False, allow_null=True
+    )
+    max_parallel_requests = serializers.IntegerField(
+        min_value=1, max_value=INT_MAX, required=False, allow_null=True
+    )
     budget_period = serializers.ChoiceField(choices=Team.BudgetPeriod.choices, required=False)
     budget_limit = MoneyField(source="budget_limit_micros", required=False, allow_null=True)
     budget_mode = serializers.ChoiceField(choices=Team.LimitMode.choices, required=False)
@@ -129,6 +136,9 @@ class TeamDetail(TeamViewMixin):
     @extend_schema(request=TeamUpdateInput(partial=True), responses=TeamOutput)
     def patch(self, request, id):
         team = self.get_object()
+        if "overdraft_limit" in request.data and not self.principal.is_platform:
+            # Extending credit is a platform decision, not one an organization makes for itself.
+            self.permission_denied(request, IsPlatformAdmin.message)
         data = TeamUpdateInput(data=request.data, partial=True)
         data.is_valid(raise_exception=True)
         fields = dict(data.validated_data)
@@ -204,10 +214,14 @@ class KeyInput(serializers.Serializer):
     name = serializers.CharField(max_length=200)
     expires_at = serializers.DateTimeField(required=False, allow_null=True)
     model_groups = serializers.ListField(child=_group_field(), required=False)
-    rpm_limit = serializers.IntegerField(min_value=1, required=False, allow_null=True)
-    tpm_limit = serializers.IntegerField(min_value=1, required=False, allow_null=True)
+    rpm_limit = serializers.IntegerField(
+        min_value=1, max_value=INT_MAX, required=False, allow_null=True
+    )
+    tpm_limit = serializers.IntegerField(
+        min_value=1, max_value=INT_MAX, required=False, allow_null=True
+    )
     budget_limit = MoneyField(source="budget_limit_micros", required=False, allow_null=True)
-    metadata = serializers.DictField(required=False)
+    metadata = JSONObjectField(required=False)
 
 
 class KeyRotateInput(serializers.Serializer):

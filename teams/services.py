@@ -204,6 +204,11 @@ def key_update(*, actor: str, key: VirtualKey, data: dict, model_groups=None) ->
         raise Conflict(f"{key.public_id} is revoked; revoked keys cannot be changed.")
     if model_groups is not None:
         _check_key_groups(key.team, model_groups)
+    if data.get("expires_at") and data["expires_at"] <= timezone.now():
+        raise ValidationFailed(
+            "expires_at is in the past; revoke the key to stop it now.",
+            fields={"expires_at": ["In the past."]},
+        )
     with transaction.atomic(durable=True):
         transaction.on_commit(lambda: gateway_state.publish_key(key.pk))
         extra = {}

@@ -118,9 +118,15 @@ class LiveServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.mock_url = f"{self.url}/mock/v1"
         self.gateway = Gateway()
-        config = uvicorn.Config(make_application(self.gateway), host="127.0.0.1", port=self.port,
-                                loop="asyncio", lifespan="on", log_level="warning",
-                                access_log=False)
+        config = uvicorn.Config(
+            make_application(self.gateway),
+            host="127.0.0.1",
+            port=self.port,
+            loop="asyncio",
+            lifespan="on",
+            log_level="warning",
+            access_log=False,
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
@@ -155,11 +161,17 @@ class GatewayTenant:
     def __init__(self, name, organization, groups, credits_micros, **team_fields):
         from billing.services import credits_grant
 
-        self.team = team_create(actor="test", organization=organization, name=name,
-                                model_groups=groups, **team_fields)
+        self.team = team_create(
+            actor="test", organization=organization, name=name, model_groups=groups, **team_fields
+        )
         if credits_micros:
-            credits_grant(team=self.team, amount_micros=credits_micros, reason="test",
-                          actor="test", idempotency_key="initial")
+            credits_grant(
+                team=self.team,
+                amount_micros=credits_micros,
+                reason="test",
+                actor="test",
+                idempotency_key="initial",
+            )
         self.key, self.secret = key_create(actor="test", team=self.team, name=f"{name} key")
 
     def headers(self) -> dict:
@@ -170,29 +182,70 @@ class GatewayTenant:
 def mock_catalog(live):
     """Upstream = the live mock. Groups: `chat` (mock-a then mock-b), `flaky` (a model that
     always fails with 500, then mock-b), `broken` (only failing models), `embed`."""
-    up = catalog.upstream_create(actor="test", name="mock", kind="mock", base_url=live.mock_url,
-                                 api_key="sk-upstream-provider-secret-123456")
-    price = {"input_price_micros": 1_000_000, "output_price_micros": 2_000_000,
-             "input_cost_micros": 500_000, "output_cost_micros": 1_000_000}
-    a = catalog.model_create(actor="test", name="mock-a", upstream=up, upstream_model="mock-a",
-                             max_output_tokens=50, **price)
-    b = catalog.model_create(actor="test", name="mock-b", upstream=up, upstream_model="mock-b",
-                             max_output_tokens=50, **price)
-    bad = catalog.model_create(actor="test", name="mock-bad", upstream=up,
-                               upstream_model="mock-fail-500", max_output_tokens=50, **price)
-    bad2 = catalog.model_create(actor="test", name="mock-bad-503", upstream=up,
-                                upstream_model="mock-fail-503", max_output_tokens=50, **price)
-    emb = catalog.model_create(actor="test", name="mock-embed", upstream=up,
-                               upstream_model="mock-embed", mode="embedding", **price)
+    up = catalog.upstream_create(
+        actor="test",
+        name="mock",
+        kind="mock",
+        base_url=live.mock_url,
+        api_key="sk-upstream-provider-secret-123456",
+    )
+    price = {
+        "input_price_micros": 1_000_000,
+        "output_price_micros": 2_000_000,
+        "input_cost_micros": 500_000,
+        "output_cost_micros": 1_000_000,
+    }
+    a = catalog.model_create(
+        actor="test",
+        name="mock-a",
+        upstream=up,
+        upstream_model="mock-a",
+        max_output_tokens=50,
+        **price,
+    )
+    b = catalog.model_create(
+        actor="test",
+        name="mock-b",
+        upstream=up,
+        upstream_model="mock-b",
+        max_output_tokens=50,
+        **price,
+    )
+    bad = catalog.model_create(
+        actor="test",
+        name="mock-bad",
+        upstream=up,
+        upstream_model="mock-fail-500",
+        max_output_tokens=50,
+        **price,
+    )
+    bad2 = catalog.model_create(
+        actor="test",
+        name="mock-bad-503",
+        upstream=up,
+        upstream_model="mock-fail-503",
+        max_output_tokens=50,
+        **price,
+    )
+    emb = catalog.model_create(
+        actor="test",
+        name="mock-embed",
+        upstream=up,
+        upstream_model="mock-embed",
+        mode="embedding",
+        **price,
+    )
     groups = {
-        "chat": catalog.model_group_create(actor="test", name="chat",
-                                           members=[{"model": a}, {"model": b}]),
-        "flaky": catalog.model_group_create(actor="test", name="flaky",
-                                            members=[{"model": bad}, {"model": b}]),
-        "broken": catalog.model_group_create(actor="test", name="broken",
-                                             members=[{"model": bad}, {"model": bad2}]),
-        "embed": catalog.model_group_create(actor="test", name="embed",
-                                            members=[{"model": emb}]),
+        "chat": catalog.model_group_create(
+            actor="test", name="chat", members=[{"model": a}, {"model": b}]
+        ),
+        "flaky": catalog.model_group_create(
+            actor="test", name="flaky", members=[{"model": bad}, {"model": b}]
+        ),
+        "broken": catalog.model_group_create(
+            actor="test", name="broken", members=[{"model": bad}, {"model": bad2}]
+        ),
+        "embed": catalog.model_group_create(actor="test", name="embed", members=[{"model": emb}]),
         "other": catalog.model_group_create(actor="test", name="other", members=[{"model": b}]),
     }
     return {"upstream": up, "groups": groups, "models": {"a": a, "b": b, "bad": bad}}
@@ -207,5 +260,39 @@ def gw_org(transactional_db):
 @pytest.fixture
 def gw_team(mock_catalog, gw_org):
     g = mock_catalog["groups"]
-    return GatewayTenant("gw team", gw_org, [g["chat"], g["flaky"], g["broken"], g["embed"]],
-                         credits_micros=100_000_000)
+    return GatewayTenant(
+        "gw team",
+        gw_org,
+        [g["chat"], g["flaky"], g["broken"], g["embed"]],
+        credits_micros=100_000_000,
+    )
+
+
+def db_state() -> dict:
+    """Every row the admin API can write, to show that a refused request changed nothing."""
+    from billing.models import CreditAccount, LedgerEntry
+    from modelgroups.models import Model, ModelGroup, ModelGroupMember, Upstream
+    from orgs.models import AdminKey, AuditEvent, Organization
+    from teams.models import Team, VirtualKey
+
+    tables = [
+        Organization,
+        AdminKey,
+        AuditEvent,
+        Team,
+        Team.model_groups.through,
+        VirtualKey,
+        VirtualKey.model_groups.through,
+        CreditAccount,
+        LedgerEntry,
+        Upstream,
+        Model,
+        ModelGroup,
+        ModelGroupMember,
+    ]
+    state = {t._meta.db_table: list(t.objects.order_by("pk").values()) for t in tables}
+    # Authentication stamps the caller's own key (at most once a minute): bookkeeping about
+    # the caller, not a change the refused request made.
+    for row in state[AdminKey._meta.db_table]:
+        row.pop("last_used_at")
+    return state

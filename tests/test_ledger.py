@@ -155,3 +155,20 @@ def test_money_parses_exact_decimal_strings(text, micros):
 def test_money_refuses_what_it_cannot_represent_exactly(bad):
     with pytest.raises(MoneyError):
         parse_micros(bad, allow_negative=True)
+
+
+@pytest.mark.django_db
+def test_a_balance_cannot_grow_past_the_maximum(tenant_a):
+    # given: a balance at the ceiling (which keeps the gateway's Lua arithmetic exact)
+    from billing.money import MAX_MICROS
+
+    credits_grant(
+        team=tenant_a.team, amount_micros=MAX_MICROS, reason="x", actor="t", idempotency_key="max"
+    )
+    # when / then
+    with pytest.raises(ValidationFailed, match="maximum"):
+        credits_grant(
+            team=tenant_a.team, amount_micros=1, reason="x", actor="t", idempotency_key="one-more"
+        )
+    tenant_a.team.account.refresh_from_db()
+    assert tenant_a.team.account.balance_micros == MAX_MICROS

@@ -127,3 +127,16 @@ def test_the_openapi_schema_generates_without_warnings(tmp_path):
 def test_schema_and_docs_are_served(client):
     assert client.get("/api/schema/").status_code == 200
     assert client.get("/api/docs/").status_code == 200
+
+
+@pytest.mark.django_db
+def test_a_key_cannot_be_given_an_expiry_in_the_past(api, tenant_a):
+    response = api.patch(
+        f"/api/keys/{tenant_a.key.public_id}/",
+        {"expires_at": "2001-01-01T00:00:00Z"},
+        format="json",
+    )
+    assert response.status_code == 400
+    assert "expires_at" in response.json()["error"]["fields"]
+    tenant_a.key.refresh_from_db()
+    assert tenant_a.key.expires_at is None
