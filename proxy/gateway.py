@@ -733,26 +733,35 @@ class StreamRelay:
                 frames = []
                 while (cut := buffer.find(b"\n\n")) >= 0:
                     frame, buffer = buffer[:cut], buffer[cut + 2 :]
-                    out = await self._frame(frame)
+                    if frame.startswith(b"data:") and frame[5:].strip() == b"[DONE]":
+                        # Content already in hand goes out first; only the end of the stream
+                        # waits for the settlement (so a crash after it loses nothing).
+                        await self._flush(frames)
+                        frames = []
+                        await self.ctx.finish_stream(
+                            self.route, self.request, self.usage, self.out_bytes
+                        )
+                        frames.append(b"data: [DONE]\n\n")
+                        continue
+                    out = self._frame(frame)
                     if out:
                         frames.append(out)
-                if frames:
-                    await self._start()
-                    await self.send(
-                        {"type": "http.response.body", "body": b"".join(frames), "more_body": True}
-                    )
+                await self._flush(frames)
         except (aiohttp.ClientError, TimeoutError) as exc:
             self.failed = True
             logger.warning("upstream stream broke for %s: %s", self.ctx.rid, type(exc).__name__)
 
-    async def _frame(self, frame: bytes) -> bytes | None:
+    async def _flush(self, frames: list[bytes]) -> None:
+        if frames:
+            await self._start()
+            await self.send(
+                {"type": "http.response.body", "body": b"".join(frames), "more_body": True}
+            )
+
+    def _frame(self, frame: bytes) -> bytes | None:
         if not frame.startswith(b"data:"):
             return frame + b"\n\n"
         payload = frame[5:].strip()
-        if payload == b"[DONE]":
-            # Settle before the client sees the end: a crash after this loses nothing.
-            await self.ctx.finish_stream(self.route, self.request, self.usage, self.out_bytes)
-            return b"data: [DONE]\n\n"
         try:
             chunk = orjson.loads(payload)
         except orjson.JSONDecodeError:
