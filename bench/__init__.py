@@ -1,0 +1,1 @@
+"""The gateway benchmark: `python -m bench` (see bench/__main__.py and the README)."""

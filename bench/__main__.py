@@ -1,0 +1,404 @@
+"""`python -m bench`: Tollgate's gateway against LiteLLM and the bare upstream, on this machine.
+
+Default run (~3 minutes): start a fake upstream (nginx), then one system at a time (the upstream
+direct, the Tollgate gateway, LiteLLM), each warmed up, then driven at every --concurrency for
+--duration seconds, at c=1 for latency, and probed for streaming TTFB; prints a markdown table
+with PASS/FAIL against the targets and writes bench/results/latest.json.
+
+`python -m bench --soak 100000`: drive that many requests at the gateway alone while sampling
+its RSS, and judge the growth (bench/results/soak-latest.json).
+"""
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from bench import install, report
+from bench.load import LoadResult, Target, run_python, run_wrk, ttfb_probe
+from bench.procs import (
+    Child,
+    ForeignCpu,
+    Procs,
+    RssSampler,
+    StartError,
+    tree_peak_kib,
+    wait_idle,
+)
+from bench.systems import (
+    GatewayOptions,
+    System,
+    Upstream,
+    direct,
+    prepare_tenant,
+    start_gateway,
+    start_litellm,
+    start_upstream,
+)
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SYSTEMS = ("direct", "gateway", "litellm")
+SOAK_CHUNK_S = 10.0
+
+
+def log(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--only",
+        default="direct,gateway,litellm",
+        help="systems to run, e.g. 'gateway' or 'direct+litellm'; the direct upstream always "
+        "runs, as the baseline (default: all)",
+    )
+    p.add_argument("--duration", type=float, default=10.0, help="seconds per load run")
+    p.add_argument("--warmup", type=float, default=3.0, help="seconds of warm-up per system")
+    p.add_argument(
+        "--concurrency",
+        default="16,64",
+        help="comma-separated connection counts for throughput (c=1 is always run for latency)",
+    )
+    p.add_argument("--ttfb-requests", type=int, default=300, help="sequential streaming requests")
+    p.add_argument("--soak", type=int, metavar="N", help="soak mode: N requests at the gateway")
+    p.add_argument("--soak-concurrency", type=int, default=16)
+    p.add_argument("--soak-timeout", type=float, default=1200, help="upper bound, seconds")
+    p.add_argument("--sample-every", type=float, default=2.0, help="soak RSS sampling, seconds")
+    p.add_argument(
+        "--tools",
+        choices=("auto", "python"),
+        default="auto",
+        help="auto: nginx + wrk (installed with apt-get if missing, as root); "
+        "python: the pure-Python upstream and load generator",
+    )
+    p.add_argument("--no-install", action="store_true", help="never run apt-get or pip")
+    p.add_argument("--gateway-app", default="saas.asgi:application", help="ASGI app to serve")
+    p.add_argument("--gateway-health", default="/health/live", help="GET path that answers 200")
+    p.add_argument(
+        "--gateway-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra environment for the gateway (repeatable)",
+    )
+    p.add_argument(
+        "--database-url",
+        default=os.environ.get(
+            "BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/tollgate_bench"
+        ),
+    )
+    p.add_argument(
+        "--redis-url",
+        default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/5"),
+        help="the bench's own Redis db: it is flushed at every run",
+    )
+    p.add_argument("--json", type=Path, help="where to write the results")
+    p.add_argument("--strict", action="store_true", help="exit 1 when a target FAILs")
+    p.add_argument("--keep-workdir", action="store_true", help="keep configs and logs")
+    args = p.parse_args(argv)
+    args.only = set(args.only.replace("+", ",").split(",")) | {"direct"}
+    unknown = args.only - set(SYSTEMS)
+    if unknown:
+        p.error(f"unknown system(s) {', '.join(sorted(unknown))}; choose from {SYSTEMS}")
+    if urlsplit(args.redis_url).path.strip("/") in ("", "0"):
+        p.error("--redis-url must name a Redis db of its own (not 0): the bench flushes it")
+    args.concurrency = [int(c) for c in args.concurrency.split(",") if c.strip()]
+    for item in args.gateway_env:
+        if "=" not in item:
+            p.error(f"--gateway-env needs NAME=VALUE, got {item!r}")
+    return args
+
+
+def _version(argv: list[str]) -> str:
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+    except OSError:
+        return "?"
+    return ((done.stdout or done.stderr).strip().splitlines() or ["?"])[0]
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, procs: Procs, workdir: Path):
+        self.args, self.procs, self.workdir = args, procs, workdir
+        self.tools = install.Tools(None, None, "--tools python")
+        if args.tools == "auto":
+            self.tools = install.ensure_debian_tools(allow_install=not args.no_install)
+            if self.tools.note:
+                log(f"nginx/wrk: {self.tools.note}; using the Python fallbacks where missing")
+        self.wrk = self.tools.wrk
+        self.gateway_opts = GatewayOptions(
+            app=args.gateway_app,
+            health=args.gateway_health,
+            database_url=args.database_url,
+            redis_url=args.redis_url,
+            env=dict(item.split("=", 1) for item in args.gateway_env),
+        )
+
+    def load(
+        self,
+        target: Target,
+        concurrency: int,
+        duration: float,
+        limit: int | None = None,
+        server: Child | None = None,
+    ) -> LoadResult:
+        """Drive target for duration seconds (the Python generator also stops at `limit`),
+        then let the server finish any backlog so the next run starts from idle."""
+        if self.wrk:
+            result = run_wrk(
+                self.wrk, target, concurrency=concurrency, duration=duration, workdir=self.workdir
+            )
+        else:
+            result = run_python(
+                target,
+                concurrency=concurrency,
+                duration=duration,
+                workdir=self.workdir,
+                limit=limit,
+            )
+        if server is not None and not wait_idle(server.pid):
+            log(f"{server.name} still busy 60 s after the load stopped")
+        return result
+
+    def meta(self, upstream_kind: str) -> dict:
+        a = self.args
+        return {
+            "started": datetime.now(UTC).isoformat(timespec="seconds"),
+            "host": platform.node(),
+            "cpus": os.cpu_count(),
+            "kernel": platform.release(),
+            "python": platform.python_version(),
+            "upstream": upstream_kind
+            + (f" ({_version([self.tools.nginx, '-v'])})" if upstream_kind == "nginx" else ""),
+            "load_tool": " ".join(_version([self.wrk, "-v"]).split()[:2])
+            if self.wrk
+            else "python (bench.load)",
+            # Other work on the machine skews every number: shown in the report when high.
+            "loadavg_1m_before": os.getloadavg()[0],
+            "duration": a.duration,
+            "warmup": a.warmup,
+            "concurrency": a.concurrency,
+            "ttfb_requests": a.ttfb_requests,
+            "gateway_app": a.gateway_app,
+            "litellm_version": install.LITELLM_VERSION,
+        }
+
+    def start_upstream(self) -> Upstream:
+        python = not self.tools.nginx
+        up = start_upstream(self.procs, self.tools, self.workdir, prefer_python=python)
+        log(f"upstream: {up.kind} at {up.base_url}")
+        return up
+
+    def start_gateway(self, upstream_base: str) -> System:
+        log("gateway: preparing the bench database and tenant ...")
+        try:
+            tenant = prepare_tenant(self.gateway_opts, upstream_base)
+            log(f"gateway: starting {self.args.gateway_app} ...")
+            return start_gateway(self.procs, self.gateway_opts, tenant)
+        except StartError as exc:
+            return System("gateway", "Tollgate gateway", error=str(exc))
+
+    def measure(self, system: System) -> dict:
+        a = self.args
+        result = {
+            "name": system.name,
+            "label": system.label,
+            "available": not system.error,
+            "error": system.error,
+            "stream_error": system.stream_error,
+            "info": system.info,
+            "load": {},
+            "ttfb": None,
+            "peak_rss_mib": None,
+            "errors": 0,
+        }
+        if system.error:
+            log(f"{system.label}: unavailable: {system.error}")
+            return result
+        assert system.chat is not None
+        log(f"{system.label}: warm-up {a.warmup:g} s at c={max(a.concurrency)}")
+        self.load(system.chat, max(a.concurrency), a.warmup, server=system.child)
+        for c in [*a.concurrency, 1]:
+            run = self.load(system.chat, c, a.duration, server=system.child)
+            result["load"][str(c)] = run.to_dict()
+            result["errors"] += run.errors
+            log(
+                f"{system.label}: c={c}: {run.rps:,.0f} req/s, p50 {run.p50_ms:.3f} ms, "
+                f"p99 {run.p99_ms:.3f} ms, {run.errors} errors"
+            )
+        if system.stream is not None and not system.stream_error:
+            ttfb = ttfb_probe(system.stream, requests=a.ttfb_requests)
+            result["ttfb"] = vars(ttfb)
+            result["errors"] += ttfb.errors
+            log(
+                f"{system.label}: stream TTFB p50 {ttfb.ttfb_p50_ms:.3f} ms, "
+                f"p99 {ttfb.ttfb_p99_ms:.3f} ms"
+            )
+        elif system.stream_error:
+            log(f"{system.label}: streaming not measured: {system.stream_error}")
+        if system.child is not None and system.name != "direct":
+            result["peak_rss_mib"] = tree_peak_kib(system.child.pid) / 1024
+        return result
+
+    def run(self) -> dict:
+        a = self.args
+        litellm = None
+        if "litellm" in a.only:
+            litellm = install.ensure_litellm(allow_install=not a.no_install)
+        up = self.start_upstream()
+        results: dict = {"mode": "compare", "meta": self.meta(up.kind), "systems": {}}
+
+        results["systems"]["direct"] = self.measure(direct(up))
+        if "gateway" in a.only:
+            system = self.start_gateway(up.base_url)
+            results["systems"]["gateway"] = self.measure(system)
+            if system.child is not None:
+                self.procs.stop(system.child)
+        if litellm is not None:
+            if litellm.bin is None:
+                system = System("litellm", f"LiteLLM {install.LITELLM_VERSION}")
+                system.error = f"install failed: {litellm.reason}"
+            else:
+                log("litellm: starting ...")
+                try:
+                    system = start_litellm(self.procs, litellm.bin, up.base_url, self.workdir)
+                except StartError as exc:
+                    system = System("litellm", f"LiteLLM {install.LITELLM_VERSION}")
+                    system.error = str(exc)
+            results["systems"]["litellm"] = self.measure(system)
+            if system.child is not None:
+                self.procs.stop(system.child)
+        report.derive(results)
+        return results
+
+    def soak(self) -> dict:
+        a = self.args
+        up = self.start_upstream()
+        results: dict = {"mode": "soak", "meta": self.meta(up.kind), "systems": {}}
+        system = self.start_gateway(up.base_url)
+        if system.error:
+            results["soak_error"] = system.error
+            report.derive(results)
+            return results
+        assert system.chat is not None and system.child is not None
+        log(f"soak: warm-up {a.warmup:g} s at c={a.soak_concurrency}")
+        warm = self.load(system.chat, a.soak_concurrency, a.warmup, server=system.child)
+        rate = warm.rps or 100.0
+        log(f"soak: {a.soak:,} requests at c={a.soak_concurrency} (at most {a.soak_timeout:g} s)")
+        sampler = RssSampler(system.child.pid, every=a.sample_every).start()
+        started = time.monotonic()
+        chunks: list[LoadResult] = []
+        try:
+            # wrk runs for a time, not a count: drive chunks of at most SOAK_CHUNK_S seconds,
+            # sized by the rate seen so far, until N requests are done.
+            while (done := sum(c.requests for c in chunks)) < a.soak:
+                left = a.soak_timeout - (time.monotonic() - started)
+                if left < 1:
+                    log(f"soak: only {done:,} of {a.soak:,} requests within --soak-timeout")
+                    break
+                seconds = min(SOAK_CHUNK_S, left, max(1.0, (a.soak - done) / rate))
+                run = self.load(system.chat, a.soak_concurrency, seconds, limit=a.soak - done)
+                chunks.append(run)
+                rate = run.rps or rate
+                rss = sampler.samples[-1][1] / 1024 if sampler.samples else 0
+                log(f"soak: {done + run.requests:,} requests, {run.rps:,.0f} req/s, {rss:.1f} MiB")
+        finally:
+            sampler.stop()
+        seconds = time.monotonic() - started
+        kib = [k for _, k in sampler.samples]
+        start, end, peak = kib[0] / 1024, kib[-1] / 1024, max(kib) / 1024
+        requests = sum(c.requests for c in chunks)
+        results["soak"] = {
+            "requested": a.soak,
+            "requests": requests,
+            "concurrency": a.soak_concurrency,
+            "seconds": seconds,
+            "rps": requests / seconds if seconds else 0.0,
+            "errors": sum(c.errors for c in chunks),
+            "start_mib": start,
+            "end_mib": end,
+            "peak_mib": peak,
+            "growth_pct": (end - start) / start * 100 if start else None,
+            "sample_every": a.sample_every,
+            "samples": [[round(t, 1), k] for t, k in sampler.samples],
+            # Throughput and tail latency over time: a leak often shows as a slowdown first.
+            "chunks": [
+                {"requests": c.requests, "rps": c.rps, "p50_ms": c.p50_ms, "p99_ms": c.p99_ms}
+                for c in chunks
+            ],
+        }
+        report.derive(results)
+        return results
+
+
+def _raise_interrupt(signum, frame):
+    log(f"got {signal.Signals(signum).name}")
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    # A TERM or HUP must stop the children too, exactly like Ctrl-C (which a shell may have
+    # set to ignored for a background job).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGHUP, _raise_interrupt)
+    workdir = Path(tempfile.mkdtemp(prefix="tollgate-bench-"))
+    keep = args.keep_workdir
+    results: dict | None = None
+    try:
+        with Procs(workdir) as procs:
+            bench = Bench(args, procs, workdir)
+            neighbours = ForeignCpu().start()
+            try:
+                results = bench.soak() if args.soak else bench.run()
+            finally:
+                other_cores = neighbours.stop()
+            results["meta"]["other_cpu_cores"] = other_cores
+    except KeyboardInterrupt:
+        log("interrupted; every process the bench started was stopped")
+        return 130
+    except StartError as exc:
+        keep = True
+        log(str(exc))
+        return 1
+    finally:
+        # Logs named in an error message must still be there to read.
+        if keep or (results is not None and _start_failed(results)):
+            log(f"configs and logs kept in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    print(report.markdown(results))
+    path = args.json or RESULTS / ("soak-latest.json" if args.soak else "latest.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    log(f"results written to {path}")
+    gateway = results.get("systems", {}).get("gateway")  # absent in soak mode
+    gateway_down = results.get("soak_error") or (
+        "gateway" in args.only and gateway is not None and not gateway["available"]
+    )
+    if gateway_down:
+        return 1  # a gateway that does not start is a broken build, not a slow one
+    failed = any(t["status"] == report.FAIL for t in results["targets"])
+    return 1 if args.strict and failed else 0
+
+
+def _start_failed(results: dict) -> bool:
+    return bool(results.get("soak_error")) or any(
+        not s["available"] for s in results["systems"].values()
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
