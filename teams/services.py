@@ -77,13 +77,7 @@ def team_update(*, actor: str, team: Team, data: dict, model_groups=None) -> Tea
     try:
         with transaction.atomic(durable=True):
             transaction.on_commit(lambda: gateway_state.publish_team(team.pk))
-            extra = {}
-            if model_groups is not None:
-                before = sorted(team.model_groups.values_list("name", flat=True))
-                after = sorted(g.name for g in model_groups)
-                if before != after:
-                    team.model_groups.set(model_groups)
-                    extra["model_groups"] = [before, after]
+            extra = _set_model_groups(team, model_groups)
             if account_data:
                 account = team.account
                 for field, value in account_data.items():
@@ -157,6 +151,18 @@ def _team_conflict(exc, name, organization) -> Conflict:
     )
 
 
+def _set_model_groups(obj, model_groups) -> dict:
+    """Replace obj's model groups if they differ; returns the audit change, if any."""
+    if model_groups is None:
+        return {}
+    before = sorted(obj.model_groups.values_list("name", flat=True))
+    after = sorted(g.name for g in model_groups)
+    if before == after:
+        return {}
+    obj.model_groups.set(model_groups)
+    return {"model_groups": [before, after]}
+
+
 def _check_key_groups(team: Team, model_groups) -> None:
     allowed = set(team.model_groups.values_list("pk", flat=True))
     outside = [g.name for g in model_groups if g.pk not in allowed]
@@ -211,13 +217,7 @@ def key_update(*, actor: str, key: VirtualKey, data: dict, model_groups=None) ->
         )
     with transaction.atomic(durable=True):
         transaction.on_commit(lambda: gateway_state.publish_key(key.pk))
-        extra = {}
-        if model_groups is not None:
-            before = sorted(key.model_groups.values_list("name", flat=True))
-            after = sorted(g.name for g in model_groups)
-            if before != after:
-                key.model_groups.set(model_groups)
-                extra["model_groups"] = [before, after]
+        extra = _set_model_groups(key, model_groups)
         apply_changes(
             obj=key,
             actor=actor,

@@ -195,46 +195,17 @@ def mock_catalog(live):
         "input_cost_micros": 500_000,
         "output_cost_micros": 1_000_000,
     }
-    a = catalog.model_create(
-        actor="test",
-        name="mock-a",
-        upstream=up,
-        upstream_model="mock-a",
-        max_output_tokens=50,
-        **price,
-    )
-    b = catalog.model_create(
-        actor="test",
-        name="mock-b",
-        upstream=up,
-        upstream_model="mock-b",
-        max_output_tokens=50,
-        **price,
-    )
-    bad = catalog.model_create(
-        actor="test",
-        name="mock-bad",
-        upstream=up,
-        upstream_model="mock-fail-500",
-        max_output_tokens=50,
-        **price,
-    )
-    bad2 = catalog.model_create(
-        actor="test",
-        name="mock-bad-503",
-        upstream=up,
-        upstream_model="mock-fail-503",
-        max_output_tokens=50,
-        **price,
-    )
-    emb = catalog.model_create(
-        actor="test",
-        name="mock-embed",
-        upstream=up,
-        upstream_model="mock-embed",
-        mode="embedding",
-        **price,
-    )
+
+    def model(name, upstream_model, **extra):
+        return catalog.model_create(
+            actor="test", name=name, upstream=up, upstream_model=upstream_model, **price, **extra
+        )
+
+    a = model("mock-a", "mock-a", max_output_tokens=50)
+    b = model("mock-b", "mock-b", max_output_tokens=50)
+    bad = model("mock-bad", "mock-fail-500", max_output_tokens=50)
+    bad2 = model("mock-bad-503", "mock-fail-503", max_output_tokens=50)
+    emb = model("mock-embed", "mock-embed", mode="embedding")
     groups = {
         "chat": catalog.model_group_create(
             actor="test", name="chat", members=[{"model": a}, {"model": b}]

@@ -65,15 +65,6 @@ def assert_error(r: httpx.Response, status: int, type_: str, code: str | None) -
     return error
 
 
-def wait_for_catalog(live, *group_names: str) -> None:
-    """A new model group reaches the gateway within its poll interval (proxy/state.py); keys
-    and teams are read through on a miss, the catalog is not."""
-    deadline = time.monotonic() + 2
-    while not all(n in live.gateway.config.catalog.groups_by_name for n in group_names):
-        assert time.monotonic() < deadline, f"the gateway never loaded {group_names}"
-        time.sleep(0.02)
-
-
 def money_state(tenant) -> dict:
     """Everything a call could move for a tenant, in Redis and in Postgres."""
     account = tenant.team.account
@@ -108,14 +99,6 @@ def first_refusal(live, headers: dict, since: float) -> tuple[httpx.Response, fl
 
 
 @pytest.fixture
-def mock_catalog(mock_catalog, live):
-    """conftest's catalog, once the gateway has loaded it: gw_team and its first call can
-    otherwise beat the gateway's catalog poll and see no groups at all."""
-    wait_for_catalog(live, *mock_catalog["groups"])
-    return mock_catalog
-
-
-@pytest.fixture
 def live_small_bodies(settings, request):
     """A live server whose gateway accepts bodies up to 2 KiB (read in Gateway.__init__)."""
     settings.GATEWAY_MAX_BODY_BYTES = 2048
@@ -136,7 +119,6 @@ def two_orgs(live, mock_catalog):
         **PRICE,
     )
     group = catalog.model_group_create(actor="test", name="b-private", members=[{"model": private}])
-    wait_for_catalog(live, "b-private")
     org_a, _ = organization_create(actor="test", name="Org A")
     org_b, _ = organization_create(actor="test", name="Org B")
     a = GatewayTenant("team a", org_a, [mock_catalog["groups"]["chat"]], 100_000_000)

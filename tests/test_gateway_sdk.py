@@ -24,15 +24,6 @@ def sdk(live, secret: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=live.url + "/v1", api_key=secret, max_retries=0, timeout=10)
 
 
-def wait_for_catalog(live, *group_names: str) -> None:
-    """A new model group reaches the gateway within its poll interval (proxy/state.py); keys
-    and teams are read through on a miss, the catalog is not."""
-    deadline = time.monotonic() + 2
-    while not all(n in live.gateway.config.catalog.groups_by_name for n in group_names):
-        assert time.monotonic() < deadline, f"the gateway never loaded {group_names}"
-        time.sleep(0.02)
-
-
 def money_state(tenant) -> dict:
     """Everything a call could move: the gateway's account copy, the usage stream, Postgres."""
     tenant.team.account.refresh_from_db()
@@ -68,14 +59,6 @@ def assert_openai_error(exc: openai.APIStatusError, status: int, type_: str, cod
 
 
 @pytest.fixture
-def mock_catalog(mock_catalog, live):
-    """conftest's catalog, once the gateway has loaded it: gw_team and its first call can
-    otherwise beat the gateway's catalog poll and see no groups at all."""
-    wait_for_catalog(live, *mock_catalog["groups"])
-    return mock_catalog
-
-
-@pytest.fixture
 def client(live, gw_team) -> openai.OpenAI:
     return sdk(live, gw_team.secret)
 
@@ -93,7 +76,6 @@ def renamed(live, mock_catalog, gw_org):
         output_price_micros=2_000_000,
     )
     group = catalog.model_group_create(actor="test", name="acme", members=[{"model": model}])
-    wait_for_catalog(live, "acme")
     return GatewayTenant("acme team", gw_org, [group], credits_micros=100_000_000)
 
 
