@@ -10,6 +10,7 @@ import logging
 import random
 from dataclasses import dataclass, field
 
+import aiohttp
 import orjson
 from redis.asyncio import Redis
 
@@ -30,8 +31,7 @@ class Route:
     upstream_model: str
     auth: str | None  # "Bearer …" header value, decrypted once at load
     secret: str  # the provider key itself, to redact it from any upstream message
-    connect_timeout: float
-    read_timeout: float
+    timeout: aiohttp.ClientTimeout  # read timeout applies between bytes, so streams may run long
     in_price: int
     out_price: int
     in_cost: int
@@ -86,8 +86,9 @@ def build_catalog(raw: dict) -> Catalog:
             upstream_model=m["upstream_model"],
             auth=f"Bearer {secret}" if secret else None,
             secret=secret,
-            connect_timeout=up["connect_timeout"],
-            read_timeout=up["read_timeout"],
+            timeout=aiohttp.ClientTimeout(
+                sock_connect=up["connect_timeout"], sock_read=up["read_timeout"]
+            ),
             in_price=m["in_price"],
             out_price=m["out_price"],
             in_cost=m["in_cost"],

@@ -573,30 +573,39 @@ class Gateway:
             headers=[(b"retry-after", b"2")],
         )
 
-    def _upstream_request(
-        self, route: Route, request: dict, upstream_path: str, stream: bool, rid: str
-    ):
+    def _upstream_request(self, route: Route, request: dict, upstream_path: str, rid: str):
         request["model"] = route.upstream_model
         headers = {"Content-Type": "application/json", "X-Request-Id": rid}
         if route.auth:
             headers["Authorization"] = route.auth
-        timeout = aiohttp.ClientTimeout(
-            sock_connect=route.connect_timeout, sock_read=route.read_timeout
-        )
         return self.session.post(
             route.url_base + upstream_path,
             data=orjson.dumps(request),
             headers=headers,
-            timeout=timeout,
+            timeout=route.timeout,
         )
+
+    async def _upstream_refused(
+        self, send, ctx, route, status: int, raw: bytes, failures: list
+    ) -> bool:
+        """An upstream error answer: a reason to try the next model (recorded in failures,
+        returns False), or the caller's own mistake, passed on uncharged (returns True)."""
+        if status in FALLBACK_STATUS:
+            failures.append(
+                Attempt(route, f"HTTP {status}: {redact(_error_message(raw, status), route)}")
+            )
+            return False
+        await ctx.finish(route, 0, 0, "error", estimated=False)
+        await self._send_json(
+            send, status, redact(raw.decode(errors="replace"), route).encode(), ctx.rid
+        )
+        return True
 
     async def _unary(self, send, ctx, request, routes, upstream_path):
         failures: list[Attempt] = []
         for route in routes:
             try:
-                async with self._upstream_request(
-                    route, request, upstream_path, False, ctx.rid
-                ) as resp:
+                async with self._upstream_request(route, request, upstream_path, ctx.rid) as resp:
                     raw = await resp.read()
                     status = resp.status
             except TimeoutError:
@@ -605,17 +614,10 @@ class Gateway:
             except aiohttp.ClientError as exc:
                 failures.append(Attempt(route, f"connection failed ({type(exc).__name__})"))
                 continue
-            if status in FALLBACK_STATUS:
-                failures.append(
-                    Attempt(route, f"HTTP {status}: {redact(_error_message(raw, status), route)}")
-                )
-                continue
             if status >= 400:
-                # The caller's mistake as the provider saw it: passed on, not charged.
-                await ctx.finish(route, 0, 0, "error", estimated=False)
-                return await ctx.gateway._send_json(
-                    send, status, redact(raw.decode(errors="replace"), route).encode(), ctx.rid
-                )
+                if await self._upstream_refused(send, ctx, route, status, raw, failures):
+                    return
+                continue
             try:
                 payload = orjson.loads(raw)
             except orjson.JSONDecodeError:
@@ -654,7 +656,7 @@ class Gateway:
         failures: list[Attempt] = []
         for route in routes:
             try:
-                resp = await self._upstream_request(route, request, upstream_path, True, ctx.rid)
+                resp = await self._upstream_request(route, request, upstream_path, ctx.rid)
             except TimeoutError:
                 failures.append(Attempt(route, "timed out", timeout=True))
                 continue
@@ -664,19 +666,9 @@ class Gateway:
             if resp.status != 200:
                 raw = await resp.read()
                 resp.release()
-                if resp.status in FALLBACK_STATUS:
-                    failures.append(
-                        Attempt(
-                            route,
-                            f"HTTP {resp.status}: "
-                            f"{redact(_error_message(raw, resp.status), route)}",
-                        )
-                    )
-                    continue
-                await ctx.finish(route, 0, 0, "error", estimated=False)
-                return await ctx.gateway._send_json(
-                    send, resp.status, redact(raw.decode(errors="replace"), route).encode(), ctx.rid
-                )
+                if await self._upstream_refused(send, ctx, route, resp.status, raw, failures):
+                    return
+                continue
             return await self._relay(receive, send, ctx, request, route, resp, client_wants_usage)
         await ctx.finish(None, 0, 0, "error", estimated=False)
         raise _exhausted(failures)
