@@ -3,6 +3,8 @@
 import uuid
 from datetime import timedelta
 
+import django_filters
+from django.db.models import F
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -10,7 +12,7 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 
 from billing import selectors, services
-from billing.models import LedgerEntry
+from billing.models import CallLog, Job, LedgerEntry, UsageRecord
 from orgs.auth import IsPlatformAdmin
 from orgs.models import Organization
 from saas.api import AdminView
@@ -222,3 +224,171 @@ class OrganizationUsage(UsageView):
             self.scope_to_org(Organization.objects.all(), path="pk"), public_id=id
         )
         return self.usage(request, {"organization": org})
+
+
+class CallOutput(serializers.ModelSerializer):
+    """One metered gateway call."""
+
+    team = serializers.CharField(source="team.public_id")
+    key = serializers.CharField(source="key.public_id", allow_null=True, default=None)
+    job = serializers.CharField(source="job.public_id", allow_null=True, default=None)
+    cost = MoneyField(source="cost_micros", help_text="Provider cost in USD.")
+    price = MoneyField(source="price_micros", help_text="Credits charged.")
+
+    class Meta:
+        model = UsageRecord
+        fields = [
+            "request_id",
+            "team",
+            "key",
+            "job",
+            "model",
+            "model_group",
+            "input_tokens",
+            "output_tokens",
+            "cost",
+            "price",
+            "status",
+            "cache_hit",
+            "latency_ms",
+            "created_at",
+        ]
+
+
+class CallLogOutput(serializers.ModelSerializer):
+    class Meta:
+        model = CallLog
+        fields = ["request_body", "response_body", "truncated", "expires_at"]
+
+
+class CallDetailOutput(CallOutput):
+    log = CallLogOutput(
+        allow_null=True, help_text="Logged bodies (compliance logging), when the team logs them."
+    )
+
+    class Meta(CallOutput.Meta):
+        fields = [*CallOutput.Meta.fields, "log"]
+
+
+class CallFilter(django_filters.FilterSet):
+    job = django_filters.CharFilter(field_name="job__public_id")
+    key = django_filters.CharFilter(field_name="key__public_id")
+    model = django_filters.CharFilter()
+    status = django_filters.ChoiceFilter(choices=UsageRecord.Status.choices)
+    cache_hit = django_filters.BooleanFilter()
+
+    class Meta:
+        model = UsageRecord
+        fields = ["job", "key", "model", "status", "cache_hit"]
+
+
+def _calls():
+    return UsageRecord.objects.select_related("team", "key", "job")
+
+
+class TeamCalls(TeamScoped):
+    """The team's raw call records, newest first (settled within seconds of the call)."""
+
+    serializer_class = CallOutput
+    filterset_class = CallFilter
+
+    def get_queryset(self):
+        return _calls()
+
+    @extend_schema(responses=CallOutput(many=True))
+    def get(self, request, id):
+        return self.paginated(_calls().filter(team=self.team(id)), CallOutput)
+
+
+class CallDetail(AdminView):
+    serializer_class = CallDetailOutput
+
+    @extend_schema(responses=CallDetailOutput)
+    def get(self, request, id):
+        call = get_object_or_404(self.scope_to_org(_calls()), request_id=id)
+        call.log = CallLog.objects.filter(request_id=call.request_id).first()
+        return Response(CallDetailOutput(call).data)
+
+
+class JobOutput(serializers.ModelSerializer):
+    id = serializers.CharField(source="public_id")
+    team = serializers.CharField(source="team.public_id")
+    key = serializers.CharField(source="key.public_id", allow_null=True, default=None)
+    type = serializers.CharField(source="job_type")
+    job_price = MoneyField(source="fee_micros", help_text="Flat price (per_job pricing).")
+    charged = MoneyField(source="charged_micros", help_text="What closing the job charged.")
+    calls = serializers.IntegerField(source="n_calls")
+    failed_calls = serializers.IntegerField(source="n_failed")
+    input_tokens = serializers.IntegerField(source="in_tokens")
+    output_tokens = serializers.IntegerField(source="out_tokens")
+    cost = MoneyField(source="calls_cost", help_text="Provider cost of its calls, USD.")
+    price = MoneyField(source="total_price", help_text="Its calls' prices plus charged.")
+
+    class Meta:
+        model = Job
+        fields = [
+            "id",
+            "team",
+            "key",
+            "type",
+            "status",
+            "metadata",
+            "job_price",
+            "charged",
+            "calls",
+            "failed_calls",
+            "input_tokens",
+            "output_tokens",
+            "cost",
+            "price",
+            "created_at",
+            "closed_at",
+        ]
+
+
+class JobDetailOutput(JobOutput):
+    call_records = CallOutput(many=True, help_text="Its calls, newest first (up to 1000).")
+
+    class Meta(JobOutput.Meta):
+        fields = [*JobOutput.Meta.fields, "call_records"]
+
+
+class JobFilter(django_filters.FilterSet):
+    status = django_filters.ChoiceFilter(choices=Job.Status.choices)
+    type = django_filters.CharFilter(field_name="job_type")
+
+    class Meta:
+        model = Job
+        fields = ["status", "type"]
+
+
+def _jobs():
+    return (
+        Job.objects.select_related("team", "key")
+        .annotate(**selectors.JOB_TOTALS)
+        .annotate(total_price=F("calls_price") + F("charged_micros"))
+    )
+
+
+class TeamJobs(TeamScoped):
+    """The team's jobs (settled from the gateway within seconds), newest first."""
+
+    serializer_class = JobOutput
+    filterset_class = JobFilter
+
+    def get_queryset(self):
+        return _jobs()
+
+    @extend_schema(responses=JobOutput(many=True))
+    def get(self, request, id):
+        return self.paginated(_jobs().filter(team=self.team(id)), JobOutput)
+
+
+class JobDetail(AdminView):
+    serializer_class = JobDetailOutput
+
+    @extend_schema(responses=JobDetailOutput)
+    def get(self, request, id):
+        job = get_object_or_404(self.scope_to_org(_jobs()), public_id=id)
+        job.call_records = list(_calls().filter(job=job)[:1000])
+        return Response(JobDetailOutput(job).data)

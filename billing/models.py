@@ -1,6 +1,8 @@
 from django.db import models
 from django.db.models import F, Q
 
+from saas.ids import PublicIdField
+
 
 class CreditAccount(models.Model):
     """A team's prepaid balance. Written only by billing.services.ledger_post."""
@@ -44,6 +46,7 @@ class LedgerEntry(models.Model):
         ADJUSTMENT = "adjustment"
         ALLOWANCE = "allowance"
         EXPIRY = "expiry"
+        JOB = "job"  # the flat price of a completed job (pricing mode per_job)
 
     account = models.ForeignKey(CreditAccount, on_delete=models.PROTECT, related_name="entries")
     kind = models.CharField(max_length=16, choices=Kind.choices)
@@ -73,7 +76,8 @@ class UsageRecord(models.Model):
 
     class Status(models.TextChoices):
         OK = "ok"
-        ERROR = "error"
+        ERROR = "error"  # the gateway or the upstream failed (after every fallback)
+        REJECTED = "rejected"  # the upstream refused the request itself (a 4xx, passed on)
 
     request_id = models.CharField(max_length=64, unique=True)
     organization = models.ForeignKey(
@@ -91,6 +95,10 @@ class UsageRecord(models.Model):
     price_micros = models.BigIntegerField(default=0)  # micro-credits charged to the team
     status = models.CharField(max_length=8, choices=Status.choices, default=Status.OK)
     latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    cache_hit = models.BooleanField(default=False)  # answered from the response cache
+    job = models.ForeignKey(
+        "billing.Job", null=True, blank=True, on_delete=models.PROTECT, related_name="calls"
+    )
     created_at = models.DateTimeField(db_index=True)
 
     class Meta:
@@ -99,6 +107,62 @@ class UsageRecord(models.Model):
             models.Index(fields=["team", "created_at"]),
             models.Index(fields=["organization", "created_at"]),
         ]
+
+    def __str__(self):
+        return self.request_id
+
+
+class Job(models.Model):
+    """A customer's business operation: the calls made for it are priced and reported together.
+
+    Opened and closed by the gateway in Redis (where admission checks it); this row is the
+    settled, durable copy written by the usage settler from the same stream."""
+
+    class Status(models.TextChoices):
+        OPEN = "open"
+        COMPLETED = "completed"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+        EXPIRED = "expired"  # left open past GATEWAY_JOB_TTL_SECONDS
+
+    public_id = PublicIdField(prefix="job")
+    organization = models.ForeignKey(
+        "orgs.Organization", on_delete=models.PROTECT, related_name="+"
+    )
+    team = models.ForeignKey("teams.Team", on_delete=models.PROTECT, related_name="jobs")
+    key = models.ForeignKey(
+        "teams.VirtualKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    job_type = models.CharField(max_length=100)
+    metadata = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)
+    # per_job pricing: the flat price reserved at opening, and what closing charged.
+    fee_micros = models.BigIntegerField(default=0)
+    charged_micros = models.BigIntegerField(default=0)
+    created_at = models.DateTimeField()
+    closed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["team", "-id"])]
+
+    def __str__(self):
+        return self.public_id
+
+
+class CallLog(models.Model):
+    """Compliance logging: a call's request and response bodies, redacted, kept until expiry."""
+
+    request_id = models.CharField(max_length=64, unique=True)
+    team = models.ForeignKey("teams.Team", on_delete=models.CASCADE, related_name="+")
+    request_body = models.TextField()
+    response_body = models.TextField()
+    truncated = models.BooleanField(default=False)
+    created_at = models.DateTimeField()
+    expires_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["-id"]
 
     def __str__(self):
         return self.request_id

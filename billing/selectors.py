@@ -44,7 +44,8 @@ def usage_summary(*, scope: dict, start, end, group_by: str) -> dict:
     qs = UsageRecord.objects.filter(created_at__gte=start, created_at__lt=end, **scope)
     aggregates = {
         "requests": Count("id"),
-        "errors": Count("id", filter=Q(status=UsageRecord.Status.ERROR)),
+        # Failed calls, ours or the upstream's, and requests the upstream refused.
+        "errors": Count("id", filter=~Q(status=UsageRecord.Status.OK)),
         "input_tokens": Sum("input_tokens", default=0),
         "output_tokens": Sum("output_tokens", default=0),
         "cost_micros": Sum("cost_micros", default=0),
@@ -60,3 +61,31 @@ def usage_summary(*, scope: dict, start, end, group_by: str) -> dict:
         value = row.pop(column)
         rows.append({group_by: value.date().isoformat() if group_by == "day" else value, **row})
     return {"totals": qs.aggregate(**aggregates), "rows": rows}
+
+
+# Per-job aggregates over its calls, as annotations (one query for a page of jobs).
+JOB_TOTALS = {
+    "n_calls": Count("calls"),
+    "n_failed": Count("calls", filter=Q(calls__status=UsageRecord.Status.ERROR)),
+    "in_tokens": Sum("calls__input_tokens", default=0),
+    "out_tokens": Sum("calls__output_tokens", default=0),
+    "calls_cost": Sum("calls__cost_micros", default=0),
+    "calls_price": Sum("calls__price_micros", default=0),
+}
+
+
+def job_totals(job) -> dict:
+    """A job's calls, tokens, cost and price (its calls' prices plus its own flat charge).
+    Reads the JOB_TOTALS annotations when present, else aggregates."""
+    if not hasattr(job, "n_calls"):
+        values = type(job).objects.filter(pk=job.pk).aggregate(**JOB_TOTALS)
+        for name, value in values.items():
+            setattr(job, name, value)
+    return {
+        "calls": job.n_calls,
+        "failed_calls": job.n_failed,
+        "input_tokens": job.in_tokens,
+        "output_tokens": job.out_tokens,
+        "cost_micros": job.calls_cost,
+        "price_micros": job.calls_price + job.charged_micros,
+    }

@@ -135,10 +135,13 @@ def _post_with_audit(team, kind, amount_micros, reason, actor, idempotency_key):
 
 @dataclass(frozen=True)
 class UsageCharge:
-    idempotency_key: str  # "usage:<request id>"
+    idempotency_key: str  # "usage:<request id>" or "job:<job id>"
     amount_micros: int  # micro-credits to debit (>= 0), as capped by the gateway
     cost_micros: int  # micro-USD the provider charged
     metadata: dict
+    kind: str = LedgerEntry.Kind.USAGE
+    # Post a zero-amount entry too (a free job still shows what it cost us).
+    allow_zero: bool = False
 
 
 def ledger_post_usage_batch(*, account_id: int, charges: list[UsageCharge]) -> int:
@@ -157,7 +160,9 @@ def ledger_post_usage_batch(*, account_id: int, charges: list[UsageCharge]) -> i
         balance, spend = account.balance_micros, account.period_spend_micros
         entries = []
         for charge in charges:
-            if charge.idempotency_key in seen or charge.amount_micros <= 0:
+            if charge.idempotency_key in seen or charge.amount_micros < 0:
+                continue
+            if charge.amount_micros == 0 and not charge.allow_zero:
                 continue
             seen.add(charge.idempotency_key)
             amount = min(charge.amount_micros, balance + account.overdraft_limit_micros)
@@ -170,13 +175,13 @@ def ledger_post_usage_batch(*, account_id: int, charges: list[UsageCharge]) -> i
             entries.append(
                 LedgerEntry(
                     account=account,
-                    kind=LedgerEntry.Kind.USAGE,
+                    kind=charge.kind,
                     amount_micros=-amount,
                     balance_after_micros=balance,
                     cost_micros=charge.cost_micros,
                     idempotency_key=charge.idempotency_key,
                     actor="gateway",
-                    reason="usage",
+                    reason=charge.kind,
                     metadata=metadata,
                 )
             )

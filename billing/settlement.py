@@ -11,13 +11,13 @@ import os
 import socket
 import time
 from collections import defaultdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import orjson
 import redis
 from django.db import DataError, IntegrityError, transaction
 
-from billing.models import CreditAccount, UsageRecord
+from billing.models import CallLog, CreditAccount, Job, LedgerEntry, UsageRecord
 from billing.services import UsageCharge, ledger_post_usage_batch
 from proxy import lua, state
 from teams.models import Team, VirtualKey
@@ -117,14 +117,19 @@ def settle_messages(client, messages) -> int:
     )
     orphans = [r for r in records if r["team"] not in teams]
     for r in orphans:
-        logger.error("usage %s belongs to deleted team %s; not billable", r["rid"], r["team"])
+        logger.error("usage %s belongs to deleted team %s; not billable", r.get("rid"), r["team"])
     records = [r for r in records if r["team"] in teams]
     keys = set(
         VirtualKey.objects.filter(pk__in={r["key"] for r in records}).values_list("pk", flat=True)
     )
     accounts = dict(CreditAccount.objects.filter(team_id__in=teams).values_list("team_id", "pk"))
+    calls = [r for r in records if "kind" not in r]
+    opened = [r for r in records if r.get("kind") == "job_open"]
+    closed = [r for r in records if r.get("kind") == "job_close"]
 
     with transaction.atomic():
+        named = {r["job"] for r in calls + closed if r.get("job")}
+        jobs = _settle_job_openings(opened, keys, named)
         UsageRecord.objects.bulk_create(
             [
                 UsageRecord(
@@ -140,42 +145,29 @@ def settle_messages(client, messages) -> int:
                     price_micros=r["charged"],
                     status=r["status"],
                     latency_ms=min(max(r["lat"], 0), MAX_LATENCY_MS),
+                    cache_hit=r.get("cache", False),
+                    job_id=jobs.get(r.get("job")),
                     created_at=datetime.fromtimestamp(r["ts"], tz=UTC),
                 )
-                for r in records
+                for r in calls
             ],
             ignore_conflicts=True,  # a redelivered record is already there
         )
+        _store_call_logs([r for r in calls if "req" in r])
         by_team = defaultdict(list)
-        for r in records:
+        for r in calls:
             if r["charged"] > 0:
-                by_team[r["team"]].append(r)
+                by_team[r["team"]].append(_usage_charge(r))
+        for r in closed:
+            _close_job(r)
+            # A flat-priced job posts its price, and its cost even when free (margins).
+            if r["charged"] > 0 or r["fee"] > 0:
+                by_team[r["team"]].append(_job_charge(r))
         # Accounts in primary-key order: concurrent settlers cannot deadlock.
         for team_id in sorted(by_team, key=lambda t: accounts[t]):
-            ledger_post_usage_batch(
-                account_id=accounts[team_id],
-                charges=[
-                    UsageCharge(
-                        idempotency_key=f"usage:{r['rid']}",
-                        amount_micros=r["charged"],
-                        cost_micros=r["cost"],
-                        metadata={
-                            "request_id": r["rid"],
-                            "model": r["model"],
-                            "input_tokens": r["in"],
-                            "output_tokens": r["out"],
-                            **(
-                                {"uncollected_micros": r["price"] - r["charged"]}
-                                if r["price"] > r["charged"]
-                                else {}
-                            ),
-                        },
-                    )
-                    for r in by_team[team_id]
-                ],
-            )
+            ledger_post_usage_batch(account_id=accounts[team_id], charges=by_team[team_id])
         last_used = {}
-        for r in records:
+        for r in calls:
             if r["key"] in keys:
                 last_used[r["key"]] = max(last_used.get(r["key"], 0), r["ts"])
         for key_id, ts in last_used.items():
@@ -190,6 +182,102 @@ def settle_messages(client, messages) -> int:
         args += [r["msg_id"], state.acct_key(r["team"]), r["charged"]]
     client.eval(lua.ACK_SETTLED, 1, lua.USAGE_STREAM, *args)
     return len(records) + len(orphans)
+
+
+def _usage_charge(r: dict) -> UsageCharge:
+    return UsageCharge(
+        idempotency_key=f"usage:{r['rid']}",
+        amount_micros=r["charged"],
+        cost_micros=r["cost"],
+        metadata={
+            "request_id": r["rid"],
+            "model": r["model"],
+            "input_tokens": r["in"],
+            "output_tokens": r["out"],
+            **({"job_id": r["job"]} if r.get("job") else {}),
+            **({"cache_hit": True} if r.get("cache") else {}),
+            **(
+                {"uncollected_micros": r["price"] - r["charged"]}
+                if r["price"] > r["charged"]
+                else {}
+            ),
+        },
+    )
+
+
+def _job_charge(r: dict) -> UsageCharge:
+    return UsageCharge(
+        idempotency_key=f"job:{r['job']}",
+        amount_micros=r["charged"],
+        cost_micros=r["cost"],
+        kind=LedgerEntry.Kind.JOB,
+        allow_zero=True,
+        metadata={
+            "job_id": r["job"],
+            "status": r["status"],
+            "calls": r["calls"],
+            "failed_calls": r["failed"],
+            **(
+                {"uncollected_micros": r["fee"] - r["charged"]}
+                if r["status"] == Job.Status.COMPLETED and r["fee"] > r["charged"]
+                else {}
+            ),
+        },
+    )
+
+
+def _settle_job_openings(opened: list[dict], keys: set, referenced: set) -> dict:
+    """Create the Job rows opened in this batch; map public id -> pk for every job named."""
+    Job.objects.bulk_create(
+        [
+            Job(
+                public_id=r["job"],
+                organization_id=r["org"],
+                team_id=r["team"],
+                key_id=r["key"] if r["key"] in keys else None,
+                job_type=r["type"],
+                metadata=r["meta"],
+                fee_micros=r["fee"],
+                created_at=datetime.fromtimestamp(r["ts"], tz=UTC),
+            )
+            for r in opened
+        ],
+        ignore_conflicts=True,  # a redelivered opening
+    )
+    wanted = referenced | {r["job"] for r in opened}
+    return dict(Job.objects.filter(public_id__in=wanted).values_list("public_id", "pk"))
+
+
+def _close_job(r: dict) -> None:
+    # Only an open job closes: a redelivered closing changes nothing.
+    Job.objects.filter(public_id=r["job"], status=Job.Status.OPEN).update(
+        status=r["status"],
+        charged_micros=r["charged"],
+        closed_at=datetime.fromtimestamp(r["ts"], tz=UTC),
+    )
+
+
+def _store_call_logs(logged: list[dict]) -> None:
+    CallLog.objects.bulk_create(
+        [
+            CallLog(
+                request_id=r["rid"],
+                team_id=r["team"],
+                request_body=_pg_text(r["req"]),
+                response_body=_pg_text(r["resp"]),
+                truncated=r.get("cut", False),
+                created_at=datetime.fromtimestamp(r["ts"], tz=UTC),
+                expires_at=datetime.fromtimestamp(r["ts"], tz=UTC)
+                + timedelta(days=r.get("keep_days", 30)),
+            )
+            for r in logged
+        ],
+        ignore_conflicts=True,
+    )
+
+
+def _pg_text(text: str) -> str:
+    return text.replace("\x00", "\\u0000")  # Postgres text cannot hold NUL
 
 
 def reap_abandoned(*, older_than_ms: int = lua.REAP_AFTER_MS) -> int:
@@ -224,3 +312,61 @@ def reap_abandoned(*, older_than_ms: int = lua.REAP_AFTER_MS) -> int:
             logger.warning("released the reservation of abandoned call %s", rid.decode())
             reaped += 1
     return reaped
+
+
+def expire_jobs(*, older_than_s: int | None = None) -> int:
+    """Close jobs left open past GATEWAY_JOB_TTL_SECONDS as `expired` (see lua.JOB_CLOSE)."""
+    from django.conf import settings
+
+    client = state.client()
+    ttl = settings.GATEWAY_JOB_TTL_SECONDS if older_than_s is None else older_than_s
+    now_ms = int(time.time() * 1000)
+    closed = 0
+    stale = client.zrangebyscore(lua.OPEN_JOBS, "-inf", now_ms - ttl * 1000, start=0, num=1000)
+    for raw_id in stale:
+        job_id = raw_id.decode()
+        team_id = client.hget(lua.job_key(job_id), "team")
+        snapshot = client.hget(state.TEAMS, team_id) if team_id else None
+        if snapshot is None:
+            # Team gone, or the job hash vanished: nothing to charge; forget the entry.
+            client.zrem(lua.OPEN_JOBS, job_id)
+            continue
+        team = orjson.loads(snapshot)
+        budget = team["budget"]
+        result = client.eval(
+            lua.JOB_CLOSE,
+            3,
+            lua.job_key(job_id),
+            lua.OPEN_JOBS,
+            lua.USAGE_STREAM,
+            now_ms,
+            job_id,
+            "expired",
+            team["overdraft"],
+            -1 if budget is None else budget,
+            "1" if team["budget_mode"] == "hard" else "0",
+            -1,
+            "",
+            settings.GATEWAY_JOB_RETAIN_SECONDS * 1000,
+        )
+        if result[0] == b"ok":
+            logger.info("job %s expired after %ss open", job_id, ttl)
+            closed += 1
+    return closed
+
+
+def purge_call_logs(*, batch_size: int = 1000, max_batches: int = 100) -> int:
+    """Delete logged bodies past their retention, in batches (short transactions)."""
+    from django.utils import timezone
+
+    purged = 0
+    for _ in range(max_batches):
+        ids = list(
+            CallLog.objects.filter(expires_at__lte=timezone.now())
+            .order_by("expires_at")
+            .values_list("pk", flat=True)[:batch_size]
+        )
+        if not ids:
+            break
+        purged += CallLog.objects.filter(pk__in=ids).delete()[0]
+    return purged

@@ -13,3 +13,15 @@ def settle_usage():
 def reap_abandoned():
     """Release reservations of calls whose gateway process died mid-call."""
     return settlement.reap_abandoned()
+
+
+@shared_task(ignore_result=True, acks_late=True, soft_time_limit=50, time_limit=60)
+def expire_jobs():
+    """Close jobs left open past their time-to-live (idempotent: only open jobs close)."""
+    return settlement.expire_jobs()
+
+
+@shared_task(ignore_result=True, acks_late=True, soft_time_limit=540, time_limit=600)
+def purge_call_logs():
+    """Delete compliance logs past their team's retention period, in batches."""
+    return settlement.purge_call_logs()

@@ -221,7 +221,16 @@ class ModelGroupOutput(serializers.ModelSerializer):
 
     class Meta:
         model = ModelGroup
-        fields = ["id", "name", "display_name", "description", "models", "created_at", "updated_at"]
+        fields = [
+            "id",
+            "name",
+            "display_name",
+            "description",
+            "cache_ttl_seconds",
+            "models",
+            "created_at",
+            "updated_at",
+        ]
 
 
 class ModelGroupInput(serializers.Serializer):
@@ -230,6 +239,13 @@ class ModelGroupInput(serializers.Serializer):
     )
     display_name = serializers.CharField(max_length=200, required=False, allow_blank=True)
     description = serializers.CharField(required=False, allow_blank=True)
+    cache_ttl_seconds = serializers.IntegerField(
+        min_value=1,
+        max_value=30 * 86400,
+        required=False,
+        allow_null=True,
+        help_text="Cache identical requests for this long; null (default) = no cache.",
+    )
     models = MemberSerializer(many=True, allow_empty=False)
 
     def validate_models(self, members):

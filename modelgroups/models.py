@@ -89,6 +89,8 @@ class ModelGroup(models.Model):
     name = models.SlugField(max_length=200, unique=True)  # what customers may put in `model`
     display_name = models.CharField(max_length=200, blank=True)
     description = models.TextField(blank=True)
+    # Response cache for calls to this group; null = off (a team's own setting wins).
+    cache_ttl_seconds = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

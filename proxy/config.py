@@ -8,6 +8,7 @@ from Redis on first use, so a newly created key works immediately.
 import asyncio
 import logging
 import random
+import re
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -15,6 +16,7 @@ import orjson
 from redis.asyncio import Redis
 
 from proxy import state
+from proxy.pricing import Pricing
 from saas.secrets import decrypt
 
 logger = logging.getLogger(__name__)
@@ -47,6 +49,7 @@ class Group:
     tiers: list[tuple[list[Route], list[int]]]  # priority tiers: (routes, weights)
     model_ids: frozenset[str]
     created: int
+    cache_ttl: int | None = None
 
     def ordered(self) -> list[Route]:
         """Fallback order: by priority; within a priority, a weighted random order."""
@@ -112,6 +115,7 @@ def build_catalog(raw: dict) -> Catalog:
             tiers=[tiers[p] for p in sorted(tiers)],
             model_ids=frozenset(m["model"] for m in g["members"]),
             created=g.get("created", 0),
+            cache_ttl=g.get("cache_ttl"),
         )
         catalog.groups_by_name[group.name] = group
         catalog.groups_by_id[gid] = group
@@ -251,4 +255,8 @@ def _team(raw: bytes) -> dict:
     t["_budget"] = _limit(t["budget"])
     t["_hard"] = "1" if t["budget_mode"] == "hard" else "0"
     t["_groups"] = frozenset(t["groups"])
+    t["_pricing"] = Pricing(t.get("pricing"))
+    patterns = t.get("log_patterns") or []
+    # The team's own patterns, checked to compile when they were saved.
+    t["_redact"] = re.compile("|".join(f"(?:{p})" for p in patterns)) if patterns else None
     return t

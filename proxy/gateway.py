@@ -20,9 +20,10 @@ import orjson
 from django.conf import settings
 from redis.asyncio import BlockingConnectionPool, Redis
 
-from billing.money import tokens_price
-from proxy import lua, state
+from proxy import cache, lua, state
 from proxy.config import GatewayConfig, Route
+from proxy.jobs import JobEndpoints, job_id_of
+from proxy.pricing import call_cost
 from proxy.tokens import estimate_prompt_tokens, estimate_text_tokens, reserve_input_tokens
 
 logger = logging.getLogger(__name__)
@@ -108,7 +109,7 @@ class Attempt:
         self.route, self.message, self.timeout = route, message, timeout
 
 
-class Gateway:
+class Gateway(JobEndpoints):
     def __init__(self):
         self.redis: Redis | None = None
         self.session: aiohttp.ClientSession | None = None
@@ -132,6 +133,8 @@ class Gateway:
             self.redis = Redis(connection_pool=pool)
             self.admit = self.redis.register_script(lua.ADMIT)
             self.settle = self.redis.register_script(lua.SETTLE)
+            self.job_open_script = self.redis.register_script(lua.JOB_OPEN)
+            self.job_close_script = self.redis.register_script(lua.JOB_CLOSE)
             if not await self.redis.exists(state.CATALOG):
                 # Empty Redis (first start, or flushed): rebuild it from Postgres once.
                 await asyncio.to_thread(_publish_all_from_db)
@@ -215,6 +218,9 @@ class Gateway:
                 )
             key, team = await self._authenticate(scope)
             return await self._models(send, rid, key, team, path[len("/v1/models/") :])
+        if path == "/v1/jobs" or path.startswith("/v1/jobs/"):
+            key, team = await self._authenticate(scope)
+            return await self._jobs(scope, receive, send, rid, key, team, path[len("/v1/jobs/") :])
         endpoint = ENDPOINTS.get(path)
         if endpoint is None:
             raise GatewayError(
@@ -239,16 +245,16 @@ class Gateway:
                 "invalid_request_error",
                 "invalid_json",
             )
-        mode, upstream_path = endpoint
+        mode = endpoint[0]
         try:
-            routes = self._resolve(request, key, team, mode)
+            routes, group = self._resolve(request, key, team, mode)
         except GatewayError as exc:
             if exc.status not in (403, 404):
                 raise
             # Maybe a group or grant created a moment ago: catch up once, then decide.
             await self.config.apply_changes()
             key, team = await self._authenticate(scope)
-            routes = self._resolve(request, key, team, mode)
+            routes, group = self._resolve(request, key, team, mode)
         required = REQUIRED_FIELD[mode]
         if request.get(required) in (None, "", []):
             raise GatewayError(
@@ -267,7 +273,7 @@ class Gateway:
                 "messages",
             )
         await self._proxy(
-            scope, receive, send, rid, key, team, request, body, routes, mode, upstream_path
+            scope, receive, send, rid, key, team, request, body, routes, group, mode, path
         )
 
     async def _authenticate(self, scope) -> tuple[dict, dict]:
@@ -353,7 +359,8 @@ class Gateway:
     def _allowed_groups(self, key: dict, team: dict) -> frozenset:
         return key["_groups"] & team["_groups"] if key["_groups"] else team["_groups"]
 
-    def _resolve(self, request: dict, key: dict, team: dict, mode: str) -> list[Route]:
+    def _resolve(self, request: dict, key: dict, team: dict, mode: str):
+        """The routes to try in order, and the model group named (None for a model)."""
         name = request.get("model")
         if not isinstance(name, str) or not name:
             raise GatewayError(
@@ -371,6 +378,7 @@ class Gateway:
                 raise self._not_allowed(name, allowed)
             routes = group.ordered()
         else:
+            group = None
             route = catalog.routes_by_name.get(name)
             if route is None:
                 raise GatewayError(
@@ -393,7 +401,7 @@ class Gateway:
                 "model_mode_mismatch",
                 "model",
             )
-        return routes
+        return routes, group
 
     @staticmethod
     def _not_allowed(name: str, allowed: frozenset) -> GatewayError:
@@ -449,24 +457,49 @@ class Gateway:
     # --- admission, forwarding, settlement ------------------------------------------------
 
     async def _proxy(
-        self, scope, receive, send, rid, key, team, request, body, routes, mode, upstream_path
+        self, scope, receive, send, rid, key, team, request, body, routes, group, mode, path
     ):
+        upstream_path = ENDPOINTS[path][1]
         stream = bool(request.get("stream")) and mode != "embedding"
-        est_in = reserve_input_tokens(len(body))
-        if mode == "embedding":
-            out_cap = 0
-        else:
-            asked = request.get("max_completion_tokens") or request.get("max_tokens")
-            out_cap = (
-                asked if isinstance(asked, int) and asked > 0 else max(r.max_out for r in routes)
+        pricing = team["_pricing"]
+        job_id = job_id_of(scope, request)
+        if not job_id and pricing.per_job:
+            raise GatewayError(
+                400,
+                "This team is priced per job: open one with POST /v1/jobs and send its id in "
+                "the 'x-job-id' header.",
+                "invalid_request_error",
+                "job_required",
             )
-        # Worst case over the routes the call may fall back to.
-        reserve = max(
-            tokens_price(est_in, r.in_price, round_up=True)
-            + tokens_price(out_cap, r.out_price, round_up=True)
-            for r in routes
-        )
-        est_tokens = est_in + out_cap
+        if job_id is not None and not job_id:
+            job_id = None
+        ttl = team["cache_ttl"]
+        if ttl is None and group is not None:
+            ttl = group.cache_ttl
+        hit = lookup = None
+        if ttl:
+            may_read, may_write = cache.request_directives(scope)
+            lookup = CacheLookup(team["id"], path, request, ttl, may_write)
+            if may_read:
+                hit = await self._cache_get(lookup, stream, mode)
+        if hit is not None:
+            route, entry = hit
+            est_tokens = entry["in"] + entry["out"]
+            reserve = pricing.price(route, entry["in"], entry["out"]) * team["cache_hit_pct"] // 100
+        else:
+            est_in = reserve_input_tokens(len(body))
+            if mode == "embedding":
+                out_cap = 0
+            else:
+                asked = request.get("max_completion_tokens") or request.get("max_tokens")
+                out_cap = (
+                    asked
+                    if isinstance(asked, int) and asked > 0
+                    else max(r.max_out for r in routes)
+                )
+            # Worst case over the routes the call may fall back to.
+            reserve = max(pricing.price(r, est_in, out_cap, round_up=True) for r in routes)
+            est_tokens = est_in + out_cap
         started = time.time()
         now_ms = int(started * 1000)
         inflight = orjson.dumps(
@@ -488,6 +521,7 @@ class Gateway:
                 key["_tpm_key"],
                 team["_rpm_key"],
                 team["_tpm_key"],
+                lua.job_key(job_id) if job_id else "tg:job:",
             ],
             args=[
                 now_ms,
@@ -504,26 +538,109 @@ class Gateway:
                 team["_hard"],
                 key["_budget"],
                 inflight,
+                job_id or "",
+                team["id"],
             ],
         )
         if verdict[0] != b"ok":
-            raise self._refusal(verdict)
-        ctx = Settlement(self, rid, key, team, reserve, est_tokens, request, started)
+            raise self._refusal(verdict, job_id)
+        ctx = Settlement(self, rid, key, team, reserve, est_tokens, request, started, job_id, body)
         try:
-            if stream:
-                await self._stream(scope, receive, send, ctx, request, routes, upstream_path)
+            if hit is not None:
+                ctx.hit_price = reserve
+                await self._serve_cached(receive, send, ctx, request, hit, stream, mode)
+            elif stream:
+                await self._stream(
+                    scope, receive, send, ctx, request, routes, upstream_path, lookup
+                )
             else:
-                await self._unary(send, ctx, request, routes, upstream_path)
+                await self._unary(send, ctx, request, routes, upstream_path, lookup)
         finally:
             if not ctx.done:
                 # Cancelled or crashed mid-flight: release the reservation, record nothing billed.
                 await asyncio.shield(ctx.finish(None, 0, 0, "error", estimated=False))
 
+    # --- response cache ------------------------------------------------------------------
+
+    async def _cache_get(self, lookup: "CacheLookup", stream: bool, mode: str):
+        """(route, entry) for a usable cached answer, or None."""
+        if stream:
+            raw_stream, raw_unary = await self.redis.mget(lookup.stream_key, lookup.unary_key)
+            raw = raw_stream or raw_unary
+        else:
+            raw = await self.redis.get(lookup.unary_key)
+        if raw is None:
+            return None
+        entry = orjson.loads(raw)
+        route = self.config.catalog.routes_by_name.get(entry["model"])
+        if route is None or route.mode != mode:
+            return None  # the model that answered is gone or changed: ask again
+        return route, entry
+
+    async def _cache_put(self, lookup: "CacheLookup", key: str, entry: dict) -> None:
+        raw = orjson.dumps(entry)
+        if len(raw) <= settings.GATEWAY_CACHE_MAX_BYTES:
+            try:
+                await self.redis.set(key, raw, ex=lookup.ttl)
+            except Exception:
+                logger.exception("could not store a cache entry")  # the answer was served
+
+    async def _serve_cached(self, receive, send, ctx, request, hit, stream, mode):
+        route, entry = hit
+        headers = [(b"x-tollgate-model", route.name.encode()), (b"x-cache", b"hit")]
+        if not stream:
+            body = entry["body"].encode()
+            await ctx.finish(route, entry["in"], entry["out"], "ok", estimated=False, response=body)
+            return await self._send_json(send, 200, body, ctx.rid, headers)
+        options = request.get("stream_options")
+        wants_usage = isinstance(options, dict) and bool(options.get("include_usage"))
+        if "frames" in entry:
+            frames = [f.encode() for f in entry["frames"]]
+            template = entry.get("template") or {}
+        else:
+            payload = orjson.loads(entry["body"])
+            frames = cache.frames_from_unary(payload, chat=mode == "chat")
+            template = {
+                "id": payload.get("id", ""),
+                "created": payload.get("created"),
+                "model": payload.get("model", ""),
+                "object": "chat.completion.chunk" if mode == "chat" else "text_completion",
+            }
+        usage = entry["usage"] if "frames" in entry else payload.get("usage")
+        if wants_usage and usage:
+            frames.append(cache.usage_frame(template, usage))
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [*SSE_HEADERS, (b"x-request-id", ctx.rid.encode()), *headers],
+            }
+        )
+        await send({"type": "http.response.body", "body": b"".join(frames), "more_body": True})
+        await ctx.finish(
+            route, entry["in"], entry["out"], "ok", estimated=False, response=b"".join(frames)
+        )
+        await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
+
     @staticmethod
-    def _refusal(verdict) -> GatewayError:
+    def _refusal(verdict, job_id: str | None = None) -> GatewayError:
         status = verdict[0].decode()
         detail = verdict[1].decode() if isinstance(verdict[1], bytes) else str(verdict[1])
         retry, limit, remaining = int(verdict[2]), int(verdict[3]), int(verdict[4])
+        if status == "job_not_found":
+            return GatewayError(
+                404,
+                f"No open job {str(job_id)[:64]!r} for this team. Open one with POST /v1/jobs.",
+                "invalid_request_error",
+                "job_not_found",
+            )
+        if status == "job_closed":
+            return GatewayError(
+                409,
+                f"Job {job_id} is already {detail}; open a new job for more calls.",
+                "invalid_request_error",
+                "job_closed",
+            )
         if status == "rate_limited":
             unit = "tokens" if detail.endswith("tpm") else "requests"
             scope = "key" if detail.startswith("key") else "team"
@@ -595,13 +712,12 @@ class Gateway:
                 Attempt(route, f"HTTP {status}: {redact(_error_message(raw, status), route)}")
             )
             return False
-        await ctx.finish(route, 0, 0, "error", estimated=False)
-        await self._send_json(
-            send, status, redact(raw.decode(errors="replace"), route).encode(), ctx.rid
-        )
+        body = redact(raw.decode(errors="replace"), route).encode()
+        await ctx.finish(route, 0, 0, "rejected", estimated=False, response=body)
+        await self._send_json(send, status, body, ctx.rid)
         return True
 
-    async def _unary(self, send, ctx, request, routes, upstream_path):
+    async def _unary(self, send, ctx, request, routes, upstream_path, lookup):
         failures: list[Attempt] = []
         for route in routes:
             try:
@@ -634,18 +750,21 @@ class Gateway:
                 estimated = True
             if isinstance(payload, dict) and "model" in payload:
                 payload["model"] = route.name
-            await ctx.finish(route, in_t, out_t, "ok", estimated=estimated)
-            return await ctx.gateway._send_json(
-                send,
-                200,
-                orjson.dumps(payload),
-                ctx.rid,
-                [(b"x-tollgate-model", route.name.encode())],
-            )
-        await ctx.finish(None, 0, 0, "error", estimated=False)
-        raise _exhausted(failures)
+            body = orjson.dumps(payload)
+            await ctx.finish(route, in_t, out_t, "ok", estimated=estimated, response=body)
+            headers = [(b"x-tollgate-model", route.name.encode())]
+            if lookup is not None:
+                headers.append((b"x-cache", b"miss"))
+            await self._send_json(send, 200, body, ctx.rid, headers)
+            if lookup is not None and lookup.may_write and isinstance(payload, dict):
+                entry = {"body": body.decode(), "model": route.name, "in": in_t, "out": out_t}
+                await self._cache_put(lookup, lookup.unary_key, entry)
+            return
+        error = _exhausted(failures)
+        await ctx.finish(None, 0, 0, "error", estimated=False, failed=True, response=error.body())
+        raise error
 
-    async def _stream(self, scope, receive, send, ctx, request, routes, upstream_path):
+    async def _stream(self, scope, receive, send, ctx, request, routes, upstream_path, lookup):
         options = request.get("stream_options")
         client_wants_usage = isinstance(options, dict) and bool(options.get("include_usage"))
         # Always ask for usage; the extra chunk is removed below when the client did not ask.
@@ -669,17 +788,20 @@ class Gateway:
                 if await self._upstream_refused(send, ctx, route, resp.status, raw, failures):
                     return
                 continue
-            return await self._relay(receive, send, ctx, request, route, resp, client_wants_usage)
-        await ctx.finish(None, 0, 0, "error", estimated=False)
-        raise _exhausted(failures)
+            return await self._relay(
+                receive, send, ctx, request, route, resp, client_wants_usage, lookup
+            )
+        error = _exhausted(failures)
+        await ctx.finish(None, 0, 0, "error", estimated=False, failed=True, response=error.body())
+        raise error
 
-    async def _relay(self, receive, send, ctx, request, route, resp, client_wants_usage):
+    async def _relay(self, receive, send, ctx, request, route, resp, client_wants_usage, lookup):
         """Pass the stream through chunk by chunk, restoring the public model name.
 
         The pump runs as its own task so a client that hangs up stops it at once (closing an
         aiohttp response does not wake a pending read); what was generated until then is
         charged."""
-        relay = StreamRelay(send, ctx, request, route, client_wants_usage)
+        relay = StreamRelay(send, ctx, request, route, client_wants_usage, lookup)
         pump = asyncio.ensure_future(relay.pump(resp))
         gone = asyncio.ensure_future(_wait_disconnect(receive))
         try:
@@ -700,22 +822,50 @@ class Gateway:
                 relay.usage,
                 relay.out_bytes,
                 status="error" if relay.failed else "ok",
+                failed=relay.failed,
+                response=relay.captured(),
             )
         if not client_gone:
             await relay.close()
+            if relay.done and not relay.failed and relay.cacheable:
+                await self._cache_put(lookup, lookup.stream_key, relay.cache_entry())
 
 
 class StreamRelay:
     """The state of one relayed stream: what was sent, generated and reported."""
 
-    def __init__(self, send, ctx, request, route, client_wants_usage):
+    def __init__(self, send, ctx, request, route, client_wants_usage, lookup=None):
         self.send, self.ctx, self.request, self.route = send, ctx, request, route
         self.public = route.name
         self.client_wants_usage = client_wants_usage
+        self.lookup = lookup
         self.usage = None
         self.out_bytes = 0
         self.started = False
         self.failed = False
+        self.done = False  # [DONE] seen
+        self.template: dict | None = None  # the first chunk's id, created…: for a replay
+        # What was sent, kept only when it is logged or cached, and only up to a bound.
+        self.capture: list[bytes] | None = [] if (lookup or ctx.log) else None
+        self.capture_room = max(settings.GATEWAY_CACHE_MAX_BYTES, settings.GATEWAY_LOG_MAX_BYTES)
+        self.cacheable = lookup is not None and lookup.may_write
+
+    def captured(self) -> bytes | None:
+        return b"".join(self.capture) if self.capture is not None else None
+
+    def cache_entry(self) -> dict:
+        frames = self.capture or []
+        if self.client_wants_usage:
+            frames = cache.strip_usage(frames)
+        in_t, out_t = self.ctx.tokens
+        return {
+            "frames": [f.decode() for f in frames],
+            "template": self.template or {},
+            "usage": self.usage,
+            "model": self.public,
+            "in": in_t,
+            "out": out_t,
+        }
 
     async def pump(self, resp) -> None:
         buffer = b""
@@ -730,8 +880,13 @@ class StreamRelay:
                         # waits for the settlement (so a crash after it loses nothing).
                         await self._flush(frames)
                         frames = []
+                        self.done = True
                         await self.ctx.finish_stream(
-                            self.route, self.request, self.usage, self.out_bytes
+                            self.route,
+                            self.request,
+                            self.usage,
+                            self.out_bytes,
+                            response=self.captured(),
                         )
                         frames.append(b"data: [DONE]\n\n")
                         continue
@@ -745,6 +900,11 @@ class StreamRelay:
 
     async def _flush(self, frames: list[bytes]) -> None:
         if frames:
+            if self.capture is not None and self.capture_room >= 0:
+                self.capture.extend(frames)
+                self.capture_room -= sum(len(f) for f in frames)
+                if self.capture_room < 0:
+                    self.cacheable = False  # too big to cache; a log keeps its first part
             await self._start()
             await self.send(
                 {"type": "http.response.body", "body": b"".join(frames), "more_body": True}
@@ -762,6 +922,8 @@ class StreamRelay:
             return frame + b"\n\n"
         if "model" in chunk:
             chunk["model"] = self.public
+        if self.template is None:
+            self.template = {k: chunk.get(k) for k in ("id", "object", "created", "model")}
         for choice in chunk.get("choices") or ():
             delta = choice.get("delta") or {}
             self.out_bytes += len(delta.get("content") or "") + len(choice.get("text") or "")
@@ -789,6 +951,7 @@ class StreamRelay:
                         *SSE_HEADERS,
                         (b"x-request-id", self.ctx.rid.encode()),
                         (b"x-tollgate-model", self.public.encode()),
+                        *([(b"x-cache", b"miss")] if self.lookup is not None else []),
                     ],
                 }
             )
@@ -855,77 +1018,111 @@ def _exhausted(failures: list[Attempt]) -> GatewayError:
     )
 
 
+class CacheLookup:
+    """Where this request's answer is (or will be) cached, and whether it may be stored."""
+
+    __slots__ = ("may_write", "stream_key", "ttl", "unary_key")
+
+    def __init__(self, team_id: int, path: str, request: dict, ttl: int, may_write: bool):
+        self.unary_key, self.stream_key = cache.cache_keys(team_id, path, request)
+        self.ttl, self.may_write = ttl, may_write
+
+
 class Settlement:
     """Finishes one admitted call exactly once: price, release, record."""
 
     __slots__ = (
         "asked",
+        "body",
         "done",
         "est_tokens",
         "gateway",
+        "hit_price",
+        "job",
         "key",
+        "log",
         "request",
         "reserve",
         "rid",
         "started",
         "team",
+        "tokens",
     )
 
-    def __init__(self, gateway, rid, key, team, reserve, est_tokens, request, started):
+    def __init__(self, gateway, rid, key, team, reserve, est_tokens, request, started, job, body):
         self.gateway, self.rid, self.key, self.team = gateway, rid, key, team
         self.reserve, self.est_tokens, self.request = reserve, est_tokens, request
-        self.started = started
+        self.started, self.job, self.body = started, job, body
         self.asked = request.get("model", "")  # before the upstream id is substituted
+        self.log = bool(team.get("log"))
+        self.hit_price: int | None = None  # set when the answer comes from the cache
+        self.tokens = (0, 0)
         self.done = False
 
-    async def finish_stream(self, route, request, usage, out_bytes, status="ok"):
+    async def finish_stream(
+        self, route, request, usage, out_bytes, status="ok", failed=False, response=None
+    ):
         if self.done:
             return
         if isinstance(usage, dict) and "prompt_tokens" in usage:
-            await self.finish(
-                route,
-                int(usage.get("prompt_tokens") or 0),
-                int(usage.get("completion_tokens") or 0),
-                status,
-                estimated=False,
-            )
+            in_t = int(usage.get("prompt_tokens") or 0)
+            out_t = int(usage.get("completion_tokens") or 0)
+            estimated = False
         else:
-            await self.finish(
-                route,
-                estimate_prompt_tokens(request),
-                estimate_text_tokens(out_bytes),
-                status,
-                estimated=True,
-            )
+            in_t = estimate_prompt_tokens(request)
+            out_t = estimate_text_tokens(out_bytes)
+            estimated = True
+        await self.finish(
+            route, in_t, out_t, status, estimated=estimated, failed=failed, response=response
+        )
 
-    async def finish(self, route, in_t: int, out_t: int, status: str, *, estimated: bool):
+    async def finish(
+        self,
+        route,
+        in_t: int,
+        out_t: int,
+        status: str,
+        *,
+        estimated: bool,
+        failed: bool = False,
+        response: bytes | None = None,
+    ):
         if self.done:
             return
         self.done = True
+        self.tokens = (in_t, out_t)
         price = cost = 0
         if route is not None:
-            price = tokens_price(in_t, route.in_price) + tokens_price(out_t, route.out_price)
-            cost = tokens_price(in_t, route.in_cost) + tokens_price(out_t, route.out_cost)
+            if self.hit_price is not None:
+                price = self.hit_price  # no provider call, so no cost
+            else:
+                price = self.team["_pricing"].price(route, in_t, out_t)
+                cost = call_cost(route, in_t, out_t)
         now = time.time()
         team, key = self.team, self.key
-        record = orjson.dumps(
-            {
-                "rid": self.rid,
-                "ts": now,
-                "org": team["org"],
-                "team": team["id"],
-                "key": key["id"],
-                "model": route.name if route else "",
-                "group": self.asked,
-                "in": in_t,
-                "out": out_t,
-                "cost": cost,
-                "price": price,
-                "status": status,
-                "lat": int((now - self.started) * 1000),
-                "est": estimated,
-            }
-        )
+        rec = {
+            "rid": self.rid,
+            "ts": now,
+            "org": team["org"],
+            "team": team["id"],
+            "key": key["id"],
+            "model": route.name if route else "",
+            "group": self.asked,
+            "in": in_t,
+            "out": out_t,
+            "cost": cost,
+            "price": price,
+            "status": status,
+            "lat": int((now - self.started) * 1000),
+            "est": estimated,
+        }
+        if self.job:
+            rec["job"] = self.job
+        if self.hit_price is not None:
+            rec["cache"] = True
+        if self.log:
+            rec["req"], rec["resp"], rec["cut"] = _logged_bodies(self.body, response, route, team)
+            rec["keep_days"] = team.get("log_days") or 30
         await self.gateway.settle(
             keys=[
                 team["_acct"],
@@ -935,6 +1132,7 @@ class Settlement:
                 lua.USAGE_STREAM,
                 key["_tpm_key"],
                 team["_tpm_key"],
+                lua.job_key(self.job) if self.job else "tg:job:",
             ],
             args=[
                 int(now * 1000),
@@ -946,9 +1144,30 @@ class Settlement:
                 team["_budget"],
                 team["_hard"],
                 key["_budget"],
-                record,
+                orjson.dumps(rec),
+                "1" if self.job else "0",
+                "1" if failed else "0",
+                in_t,
+                out_t,
+                cost,
             ],
         )
+
+
+def _logged_bodies(request_body: bytes, response: bytes | None, route, team):
+    """Request and response text for compliance logging: secrets and the team's patterns
+    redacted, each cut at GATEWAY_LOG_MAX_BYTES."""
+    cap = settings.GATEWAY_LOG_MAX_BYTES
+    cut = False
+    texts = []
+    for raw in (request_body, response or b""):
+        if len(raw) > cap:
+            raw, cut = raw[:cap], True
+        text = redact(raw.decode(errors="replace"), route)
+        if team["_redact"] is not None:
+            text = team["_redact"].sub("[redacted]", text)
+        texts.append(text)
+    return texts[0], texts[1], cut
 
 
 gateway = Gateway()

@@ -33,18 +33,83 @@ local function bump(name, by)
 end
 """
 
+_CREDIT_HELPERS = """
+-- Would a reservation of `reserve` fit? Returns (refusal or nil, soft budget overrun 1/0).
+local function credit_check(acct, kacct, reserve, overdraft, budget, hard, key_budget)
+  local a = redis.call('HMGET', acct, 'ver', 'bal', 'pend', 'resv', 'pspend')
+  if not a[1] then
+    -- No settled balance published for this team (e.g. Redis was flushed): fail closed.
+    return {'not_ready', 'account', 1, 0, 0}, 0
+  end
+  local bal, pend, resv, pspend = tonumber(a[2]), tonumber(a[3] or '0'),
+    tonumber(a[4] or '0'), tonumber(a[5] or '0')
+  if bal - pend - resv + overdraft < reserve then
+    return {'insufficient_quota', 'credits', 0, 0, 0}, 0
+  end
+  local over = budget >= 0 and pspend + pend + resv + reserve > budget
+  if over and hard then
+    return {'budget_exceeded', 'team_budget', 0, budget,
+      math.max(0, budget - pspend - pend - resv)}, 0
+  end
+  if key_budget >= 0 then
+    local k = redis.call('HMGET', kacct, 'spent', 'resv')
+    if tonumber(k[1] or '0') + tonumber(k[2] or '0') + reserve > key_budget then
+      return {'budget_exceeded', 'key_budget', 0, key_budget, 0}, 0
+    end
+  end
+  return nil, over and 1 or 0
+end
+
+-- What may still be charged to this account (and key) right now.
+local function room_for(acct, kacct, overdraft, budget, hard, key_budget)
+  local a = redis.call('HMGET', acct, 'bal', 'pend', 'resv', 'pspend')
+  local bal, pend, resv, pspend = tonumber(a[1] or '0'), tonumber(a[2] or '0'),
+    tonumber(a[3] or '0'), tonumber(a[4] or '0')
+  local room = bal - pend - resv + overdraft
+  if budget >= 0 and hard then room = math.min(room, budget - pspend - pend - resv) end
+  if key_budget >= 0 then
+    local k = redis.call('HMGET', kacct, 'spent', 'resv')
+    room = math.min(room, key_budget - tonumber(k[1] or '0') - tonumber(k[2] or '0'))
+  end
+  return room
+end
+
+local function release(acct, kacct, amount)
+  -- (0 - x, never -x: Lua's -0 reaches Redis as "-0", which HINCRBY rejects)
+  if amount > 0 then
+    redis.call('HINCRBY', acct, 'resv', 0 - amount)
+    redis.call('HINCRBY', kacct, 'resv', 0 - amount)
+  end
+end
+
+local function charge_to(acct, kacct, amount)
+  if amount > 0 then
+    redis.call('HINCRBY', acct, 'pend', amount)
+    redis.call('HINCRBY', kacct, 'spent', amount)
+  end
+end
+"""
+
 # KEYS: 1 account hash, 2 key-account hash, 3 parallel zset, 4 inflight hash,
-#       5 key rpm, 6 key tpm, 7 team rpm, 8 team tpm   (rate names; window suffix added here)
+#       5 key rpm, 6 key tpm, 7 team rpm, 8 team tpm   (rate names; window suffix added here),
+#       9 job hash (any name when there is no job)
 # ARGV: 1 now_ms, 2 request id, 3 est tokens, 4 reserve,
 #       5 key rpm limit, 6 key tpm limit, 7 team rpm limit, 8 team tpm limit, 9 team parallel,
-#       10 overdraft, 11 team budget, 12 budget hard (1/0), 13 key budget, 14 inflight record
-#       (limits: -1 = none)
+#       10 overdraft, 11 team budget, 12 budget hard (1/0), 13 key budget, 14 inflight record,
+#       15 job id ('' = none), 16 team id   (limits: -1 = none)
 # Returns {status, detail, retry_after_s, limit, remaining}
 ADMIT = (
     _RATE_HELPERS
+    + _CREDIT_HELPERS
     + """
 local est = tonumber(ARGV[3])
 local reserve = tonumber(ARGV[4])
+if ARGV[15] ~= '' then
+  local j = redis.call('HMGET', KEYS[9], 'team', 'status')
+  -- Another team's job is answered exactly like one that does not exist.
+  if j[1] ~= ARGV[16] then return {'job_not_found', 'job', 0, 0, 0} end
+  if j[2] ~= 'open' then return {'job_closed', j[2], 0, 0, 0} end
+end
 local checks = {
   {KEYS[5], tonumber(ARGV[5]), 1, 'key_rpm'},
   {KEYS[6], tonumber(ARGV[6]), est, 'key_tpm'},
@@ -73,27 +138,9 @@ if par >= 0 then
   end
 end
 
-local a = redis.call('HMGET', KEYS[1], 'ver', 'bal', 'pend', 'resv', 'pspend')
-if not a[1] then
-  -- No settled balance published for this team (e.g. Redis was flushed): fail closed.
-  return {'not_ready', 'account', 1, 0, 0}
-end
-local bal, pend, resv, pspend = tonumber(a[2]), tonumber(a[3] or '0'), tonumber(a[4] or '0'),
-  tonumber(a[5] or '0')
-if bal - pend - resv + tonumber(ARGV[10]) < reserve then
-  return {'insufficient_quota', 'credits', 0, 0, 0}
-end
-local budget = tonumber(ARGV[11])
-if budget >= 0 and ARGV[12] == '1' and pspend + pend + resv + reserve > budget then
-  return {'budget_exceeded', 'team_budget', 0, budget, math.max(0, budget - pspend - pend - resv)}
-end
-local key_budget = tonumber(ARGV[13])
-if key_budget >= 0 then
-  local k = redis.call('HMGET', KEYS[2], 'spent', 'resv')
-  if tonumber(k[1] or '0') + tonumber(k[2] or '0') + reserve > key_budget then
-    return {'budget_exceeded', 'key_budget', 0, key_budget, 0}
-  end
-end
+local refused, soft_over = credit_check(KEYS[1], KEYS[2], reserve, tonumber(ARGV[10]),
+  tonumber(ARGV[11]), ARGV[12] == '1', tonumber(ARGV[13]))
+if refused then return refused end
 
 bump(KEYS[5], ARGV[5] ~= '-1' and 1 or 0)
 bump(KEYS[6], ARGV[6] ~= '-1' and est or 0)
@@ -105,47 +152,37 @@ if reserve > 0 then
   redis.call('HINCRBY', KEYS[2], 'resv', reserve)
 end
 redis.call('HSET', KEYS[4], ARGV[2], ARGV[14])
-local soft_over = 0
-if budget >= 0 and ARGV[12] ~= '1' and pspend + pend + resv + reserve > budget then
-  soft_over = 1
-end
 return {'ok', soft_over, 0, 0, rpm_remaining}
 """.replace("__STALE_MS__", str(PARALLEL_STALE_MS))
 )
 
 # KEYS: 1 account hash, 2 key-account hash, 3 parallel zset, 4 inflight hash, 5 usage stream,
-#       6 key tpm, 7 team tpm
+#       6 key tpm, 7 team tpm, 8 job hash (any name when there is no job)
 # ARGV: 1 now_ms, 2 request id, 3 reserve, 4 price, 5 token correction (actual - estimate),
-#       6 overdraft, 7 team budget, 8 budget hard (1/0), 9 key budget, 10 usage record (JSON)
+#       6 overdraft, 7 team budget, 8 budget hard (1/0), 9 key budget, 10 usage record (JSON),
+#       11 in a job (1/0), 12 the call failed upstream (1/0), 13 input tokens,
+#       14 output tokens, 15 cost
 # Returns the amount charged (<= price).
 SETTLE = (
     _RATE_HELPERS
+    + _CREDIT_HELPERS
     + """
 local reserve = tonumber(ARGV[3])
 local price = tonumber(ARGV[4])
 -- Release the reservation only if it is still held: the reaper may have released it for a call
 -- that outlived REAP_AFTER_MS, and a reservation must never be released twice.
-local held = redis.call('HDEL', KEYS[4], ARGV[2])
--- (0 - x, never -x: Lua's -0 reaches Redis as "-0", which HINCRBY rejects)
-if held == 1 and reserve > 0 then
-  redis.call('HINCRBY', KEYS[1], 'resv', 0 - reserve)
-  redis.call('HINCRBY', KEYS[2], 'resv', 0 - reserve)
-end
-local a = redis.call('HMGET', KEYS[1], 'bal', 'pend', 'resv', 'pspend')
-local bal, pend, resv, pspend = tonumber(a[1] or '0'), tonumber(a[2] or '0'),
-  tonumber(a[3] or '0'), tonumber(a[4] or '0')
-local room = bal - pend - resv + tonumber(ARGV[6])
-local budget = tonumber(ARGV[7])
-if budget >= 0 and ARGV[8] == '1' then room = math.min(room, budget - pspend - pend - resv) end
-local key_budget = tonumber(ARGV[9])
-if key_budget >= 0 then
-  local k = redis.call('HMGET', KEYS[2], 'spent', 'resv')
-  room = math.min(room, key_budget - tonumber(k[1] or '0') - tonumber(k[2] or '0'))
-end
+if redis.call('HDEL', KEYS[4], ARGV[2]) == 1 then release(KEYS[1], KEYS[2], reserve) end
+local room = room_for(KEYS[1], KEYS[2], tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8] == '1',
+  tonumber(ARGV[9]))
 local charge = math.max(0, math.min(price, room))
-if charge > 0 then
-  redis.call('HINCRBY', KEYS[1], 'pend', charge)
-  redis.call('HINCRBY', KEYS[2], 'spent', charge)
+charge_to(KEYS[1], KEYS[2], charge)
+if ARGV[11] == '1' and redis.call('EXISTS', KEYS[8]) == 1 then
+  redis.call('HINCRBY', KEYS[8], 'calls', 1)
+  if ARGV[12] == '1' then redis.call('HINCRBY', KEYS[8], 'failed', 1) end
+  redis.call('HINCRBY', KEYS[8], 'in', ARGV[13])
+  redis.call('HINCRBY', KEYS[8], 'out', ARGV[14])
+  redis.call('HINCRBY', KEYS[8], 'cost', ARGV[15])
+  redis.call('HINCRBY', KEYS[8], 'price', charge)
 end
 local delta = tonumber(ARGV[5])
 if delta ~= 0 then
@@ -157,6 +194,76 @@ redis.call('XADD', KEYS[5], '*', 'rec', ARGV[10], 'charged', charge)
 return charge
 """
 )
+
+OPEN_JOBS = "tg:jobs:open"
+
+
+def job_key(job_id: str) -> str:
+    return f"tg:job:{job_id}"
+
+
+# Open a job: reserve its flat price (per_job pricing) and record it.
+# KEYS: 1 account hash, 2 key-account hash, 3 job hash, 4 open-jobs zset, 5 usage stream
+# ARGV: 1 now_ms, 2 job id, 3 fee, 4 overdraft, 5 team budget, 6 budget hard (1/0),
+#       7 key budget, 8 team id, 9 key id, 10 job type, 11 metadata (JSON), 12 usage record
+# Returns {status, detail, retry_after_s, limit, remaining} like ADMIT.
+JOB_OPEN = (
+    _CREDIT_HELPERS
+    + """
+local fee = tonumber(ARGV[3])
+if fee > 0 then
+  local refused = credit_check(KEYS[1], KEYS[2], fee, tonumber(ARGV[4]), tonumber(ARGV[5]),
+    ARGV[6] == '1', tonumber(ARGV[7]))
+  if refused then return refused end
+  redis.call('HINCRBY', KEYS[1], 'resv', fee)
+  redis.call('HINCRBY', KEYS[2], 'resv', fee)
+end
+redis.call('HSET', KEYS[3], 'team', ARGV[8], 'key', ARGV[9], 'type', ARGV[10],
+  'meta', ARGV[11], 'status', 'open', 'created', ARGV[1], 'fee', fee,
+  'calls', 0, 'failed', 0, 'in', 0, 'out', 0, 'cost', 0, 'price', 0)
+redis.call('ZADD', KEYS[4], ARGV[1], ARGV[2])
+redis.call('XADD', KEYS[5], '*', 'rec', ARGV[12], 'charged', 0)
+return {'ok', 0, 0, 0, 0}
+"""
+)
+
+# Close a job: release its reservation and, for a flat-priced job that completed with no
+# failed call, charge its price (capped at what the account still allows).
+# KEYS: 1 job hash, 2 open-jobs zset, 3 usage stream
+# ARGV: 1 now_ms, 2 job id, 3 status (completed/failed/cancelled/expired), 4 overdraft,
+#       5 team budget, 6 budget hard (1/0), 7 key budget, 8 team id ('' = any: the expiry task),
+#       9 how long to keep the closed job in Redis (ms)
+# Returns {'ok', charged} or {'not_found'} or {'closed', status}.
+JOB_CLOSE = (
+    _CREDIT_HELPERS
+    + """
+local j = redis.call('HMGET', KEYS[1], 'team', 'status', 'fee', 'calls', 'failed', 'key', 'cost',
+  'price', 'in', 'out', 'type')
+if not j[1] or (ARGV[8] ~= '' and j[1] ~= ARGV[8]) then return {'not_found', ''} end
+if j[2] ~= 'open' then return {'closed', j[2]} end
+local acct, kacct = 'tg:acct:' .. j[1], 'tg:kacct:' .. j[6]
+local fee, calls, failed = tonumber(j[3]), tonumber(j[4]), tonumber(j[5])
+release(acct, kacct, fee)
+local status = ARGV[3]
+local charge = 0
+-- An expired job is billed like a completed one if it did any work and nothing failed.
+if fee > 0 and failed == 0 and (status == 'completed' or (status == 'expired' and calls > 0)) then
+  local room = room_for(acct, kacct, tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6] == '1',
+    tonumber(ARGV[7]))
+  charge = math.max(0, math.min(fee, room))
+  charge_to(acct, kacct, charge)
+end
+redis.call('HSET', KEYS[1], 'status', status, 'closed', ARGV[1], 'charged', charge)
+redis.call('PEXPIRE', KEYS[1], ARGV[9])
+redis.call('ZREM', KEYS[2], ARGV[2])
+local record = cjson.encode({kind = 'job_close', job = ARGV[2], team = tonumber(j[1]),
+  key = tonumber(j[6]), status = status, fee = fee, cost = tonumber(j[7]),
+  calls = calls, failed = failed, ts = tonumber(ARGV[1]) / 1000})
+redis.call('XADD', KEYS[3], '*', 'rec', record, 'charged', charge)
+return {'ok', charge}
+"""
+)
+
 
 # Release the reservation of a call whose gateway vanished (crash, kill -9) without settling.
 # KEYS: 1 inflight hash, 2 usage stream.  ARGV: 1 request id, 2 usage record for the trail.

@@ -73,6 +73,19 @@ def team_snapshot(team) -> dict:
         "budget": team.budget_limit_micros if team.budget_period != "none" else None,
         "budget_mode": team.budget_mode,
         "overdraft": team.account.overdraft_limit_micros,
+        "pricing": {
+            "mode": team.pricing_mode,
+            "per_usd": team.credits_per_usd_micros,
+            "unit_tokens": team.tokens_per_unit,
+            "unit_price": team.price_per_unit_micros,
+            "job_price": team.job_price_micros,
+            "job_prices": team.job_type_prices,
+        },
+        "cache_ttl": team.cache_ttl_seconds,
+        "cache_hit_pct": team.cache_hit_price_percent,
+        "log": team.log_bodies,
+        "log_days": team.log_retention_days,
+        "log_patterns": team.log_redact_patterns if team.log_bodies else [],
     }
 
 
@@ -111,6 +124,7 @@ def catalog_snapshot() -> dict:
         "groups": {
             g.public_id: {
                 "name": g.name,
+                "cache_ttl": g.cache_ttl_seconds,
                 "members": [
                     {"model": m.model.public_id, "priority": m.priority, "weight": m.weight}
                     for m in g.members.all()

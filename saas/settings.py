@@ -129,6 +129,8 @@ SPECTACULAR_SETTINGS = {
         "KeyStatusEnum": "teams.models.VirtualKey.Status",
         "UpstreamKindEnum": "modelgroups.models.Upstream.Kind",
         "LedgerKindEnum": "billing.models.LedgerEntry.Kind",
+        "CallStatusEnum": "billing.models.UsageRecord.Status",
+        "JobStatusEnum": "billing.models.Job.Status",
     },
     "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums"],
 }
@@ -142,6 +144,14 @@ GATEWAY_MAX_BODY_BYTES = env.int("GATEWAY_MAX_BODY_BYTES", default=4 * 1024 * 10
 # How often each gateway process follows control-plane changes (revocations, suspensions…).
 GATEWAY_REFRESH_SECONDS = env.float("GATEWAY_REFRESH_SECONDS", default=0.2)
 GATEWAY_REDIS_CONNECTIONS = env.int("GATEWAY_REDIS_CONNECTIONS", default=64)
+# Jobs left open this long are closed as `expired` by a worker (billed like completed if they
+# did work and nothing failed); closed jobs stay readable from Redis this long, then Postgres.
+GATEWAY_JOB_TTL_SECONDS = env.int("GATEWAY_JOB_TTL_SECONDS", default=24 * 3600)
+GATEWAY_JOB_RETAIN_SECONDS = env.int("GATEWAY_JOB_RETAIN_SECONDS", default=7 * 86400)
+# Response cache: entries larger than this are not stored.
+GATEWAY_CACHE_MAX_BYTES = env.int("GATEWAY_CACHE_MAX_BYTES", default=1024 * 1024)
+# Compliance logging: each logged body is cut at this size (the record says so).
+GATEWAY_LOG_MAX_BYTES = env.int("GATEWAY_LOG_MAX_BYTES", default=256 * 1024)
 
 # Celery: Redis broker; tasks ack late and are idempotent (see STYLE.md).
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default=REDIS_URL)
@@ -165,6 +175,16 @@ CELERY_BEAT_SCHEDULE: dict = {
         "task": "billing.tasks.reap_abandoned",
         "schedule": 60.0,
         "options": {"expires": 30},
+    },
+    "expire-jobs": {
+        "task": "billing.tasks.expire_jobs",
+        "schedule": 60.0,
+        "options": {"expires": 30},
+    },
+    "purge-call-logs": {
+        "task": "billing.tasks.purge_call_logs",
+        "schedule": crontab(minute=17),
+        "options": {"expires": 600},
     },
     # Full republish of gateway state: repairs anything a failed after-commit publish missed.
     "publish-gateway-state": {

@@ -10,7 +10,14 @@ from modelgroups.models import ModelGroup
 from orgs.auth import IsPlatformAdmin
 from orgs.models import Organization
 from saas.api import AdminView
-from saas.fields import INT_MAX, JSONObjectField, MoneyField, PublicIdRelatedField
+from saas.fields import (
+    INT_MAX,
+    JobPricesField,
+    JSONObjectField,
+    MoneyField,
+    PublicIdRelatedField,
+    RegexListField,
+)
 from teams import services
 from teams.models import Team, VirtualKey
 
@@ -28,6 +35,10 @@ class TeamOutput(serializers.ModelSerializer):
     budget_limit = MoneyField(source="budget_limit_micros", allow_null=True)
     allowance = MoneyField(source="allowance_micros", allow_null=True)
     overdraft_limit = MoneyField(source="account.overdraft_limit_micros")
+    credits_per_usd = MoneyField(source="credits_per_usd_micros", allow_null=True)
+    price_per_unit = MoneyField(source="price_per_unit_micros", allow_null=True)
+    job_price = MoneyField(source="job_price_micros", allow_null=True)
+    job_type_prices = JobPricesField()
 
     class Meta:
         model = Team
@@ -49,6 +60,17 @@ class TeamOutput(serializers.ModelSerializer):
             "allowance",
             "allowance_rollover",
             "overdraft_limit",
+            "pricing_mode",
+            "credits_per_usd",
+            "tokens_per_unit",
+            "price_per_unit",
+            "job_price",
+            "job_type_prices",
+            "cache_ttl_seconds",
+            "cache_hit_price_percent",
+            "log_bodies",
+            "log_retention_days",
+            "log_redact_patterns",
             "created_at",
             "updated_at",
         ]
@@ -78,6 +100,21 @@ class TeamInput(serializers.Serializer):
     allowance = MoneyField(source="allowance_micros", required=False, allow_null=True)
     allowance_rollover = serializers.BooleanField(required=False)
     overdraft_limit = MoneyField(source="overdraft_limit_micros", required=False)
+    pricing_mode = serializers.ChoiceField(choices=Team.PricingMode.choices, required=False)
+    credits_per_usd = MoneyField(source="credits_per_usd_micros", required=False, allow_null=True)
+    tokens_per_unit = serializers.IntegerField(
+        min_value=1, max_value=INT_MAX, required=False, allow_null=True
+    )
+    price_per_unit = MoneyField(source="price_per_unit_micros", required=False, allow_null=True)
+    job_price = MoneyField(source="job_price_micros", required=False, allow_null=True)
+    job_type_prices = JobPricesField(required=False)
+    cache_ttl_seconds = serializers.IntegerField(
+        min_value=0, max_value=30 * 86400, required=False, allow_null=True
+    )
+    cache_hit_price_percent = serializers.IntegerField(min_value=0, max_value=100, required=False)
+    log_bodies = serializers.BooleanField(required=False)
+    log_retention_days = serializers.IntegerField(min_value=1, max_value=3650, required=False)
+    log_redact_patterns = RegexListField(required=False)
 
 
 class TeamUpdateInput(TeamInput):

@@ -20,6 +20,12 @@ class Team(models.Model):
         HARD = "hard"  # calls past the period budget are refused
         SOFT = "soft"  # calls go through; the thresholds alert
 
+    class PricingMode(models.TextChoices):
+        MODEL_PRICES = "model_prices"  # each model's per-token prices (the default)
+        COST_MARKUP = "cost_markup"  # provider cost (USD) x credits_per_usd
+        PER_TOKENS = "per_tokens"  # price_per_unit for every tokens_per_unit tokens
+        PER_JOB = "per_job"  # a flat price per completed job; calls outside a job are refused
+
     organization = models.ForeignKey(
         "orgs.Organization", on_delete=models.PROTECT, related_name="teams"
     )
@@ -50,6 +56,28 @@ class Team(models.Model):
     # False: unused allowance expires at the period end (an `expiry` ledger entry).
     allowance_rollover = models.BooleanField(default=False)
 
+    pricing_mode = models.CharField(
+        max_length=16, choices=PricingMode.choices, default=PricingMode.MODEL_PRICES
+    )
+    # cost_markup: micro-credits charged per USD of provider cost.
+    credits_per_usd_micros = models.BigIntegerField(null=True, blank=True)
+    # per_tokens: price_per_unit_micros for every tokens_per_unit tokens (input + output).
+    tokens_per_unit = models.PositiveIntegerField(null=True, blank=True)
+    price_per_unit_micros = models.BigIntegerField(null=True, blank=True)
+    # per_job: the flat price of a completed job, and optional prices per job type.
+    job_price_micros = models.BigIntegerField(null=True, blank=True)
+    job_type_prices = models.JSONField(default=dict, blank=True)  # {job type: micro-credits}
+
+    # Response cache: null inherits the model group's setting, 0 turns it off for this team.
+    cache_ttl_seconds = models.PositiveIntegerField(null=True, blank=True)
+    # Percentage of the normal price charged for an answer served from the cache.
+    cache_hit_price_percent = models.PositiveSmallIntegerField(default=0)
+
+    # Compliance logging: request and response bodies kept with each call for a period.
+    log_bodies = models.BooleanField(default=False)
+    log_retention_days = models.PositiveIntegerField(default=30)
+    log_redact_patterns = models.JSONField(default=list, blank=True)  # regular expressions
+
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -66,6 +94,10 @@ class Team(models.Model):
             models.CheckConstraint(
                 condition=Q(allowance_micros__isnull=True) | Q(allowance_micros__gte=0),
                 name="team_allowance_non_negative",
+            ),
+            models.CheckConstraint(
+                condition=Q(cache_hit_price_percent__lte=100),
+                name="team_cache_hit_price_percent_max_100",
             ),
         ]
 

@@ -33,6 +33,30 @@ def _check_budget(data: dict, team: Team | None = None) -> None:
         )
 
 
+def _check_pricing(data: dict, team: Team | None = None) -> None:
+    """Each pricing mode needs its parameters; checked against the team as it will be."""
+
+    def final(field):
+        return data[field] if field in data else getattr(team, field, None)
+
+    mode = final("pricing_mode") or Team.PricingMode.MODEL_PRICES
+    needed = {
+        Team.PricingMode.COST_MARKUP: {"credits_per_usd_micros": "credits_per_usd"},
+        Team.PricingMode.PER_TOKENS: {
+            "tokens_per_unit": "tokens_per_unit",
+            "price_per_unit_micros": "price_per_unit",
+        },
+        Team.PricingMode.PER_JOB: {"job_price_micros": "job_price"},
+    }.get(mode, {})
+    missing = {
+        api: [f"Required when pricing_mode is {mode}."]
+        for field, api in needed.items()
+        if final(field) is None
+    }
+    if missing:
+        raise ValidationFailed(f"Pricing mode {mode} needs {', '.join(missing)}.", fields=missing)
+
+
 def team_create(*, actor: str, organization, name: str, model_groups=(), **fields) -> Team:
     """Create a team and its credit account."""
     if fields.get("external_id"):
@@ -43,6 +67,7 @@ def team_create(*, actor: str, organization, name: str, model_groups=(), **field
                 fields={"external_id": ["Already used by another team."]},
             )
     _check_budget(fields)
+    _check_pricing(fields)
     account_fields = {f: fields.pop(f) for f in ACCOUNT_FIELDS if f in fields}
     fields.setdefault("alert_thresholds", [80, 100])
     try:
@@ -73,6 +98,7 @@ def team_create(*, actor: str, organization, name: str, model_groups=(), **field
 def team_update(*, actor: str, team: Team, data: dict, model_groups=None) -> Team:
     """Change a team's settings; model groups and account limits included."""
     _check_budget(data, team)
+    _check_pricing(data, team)
     account_data = {f: data.pop(f) for f in ACCOUNT_FIELDS if f in data}
     try:
         with transaction.atomic(durable=True):

@@ -85,6 +85,28 @@ class Tenant:
         self.client = client_with(self.admin_secret)
 
 
+def add_call_history(tenant) -> tuple:
+    """A settled job with one call for the tenant's team: (job, usage record)."""
+    from django.utils import timezone
+
+    from billing.models import Job, UsageRecord
+
+    now = timezone.now()
+    job = Job.objects.create(
+        organization=tenant.org, team=tenant.team, key=tenant.key, job_type="t", created_at=now
+    )
+    call = UsageRecord.objects.create(
+        request_id=f"req_{tenant.team.public_id}",
+        organization=tenant.org,
+        team=tenant.team,
+        key=tenant.key,
+        job=job,
+        model="m",
+        created_at=now,
+    )
+    return job, call
+
+
 @pytest.fixture
 def tenant_a(catalog_objects) -> Tenant:
     return Tenant("A", catalog_objects["group"])

@@ -7,7 +7,7 @@ import pytest
 from orgs.models import AdminKey
 from orgs.services import admin_key_create, admin_key_revoke
 from saas.urls import api_patterns
-from tests.conftest import MASTER, client_with, db_state
+from tests.conftest import MASTER, add_call_history, client_with, db_state
 
 PUBLIC_ROUTES = {"schema/", "docs/"}
 
@@ -35,6 +35,10 @@ ENDPOINTS = [
     ("post", "teams/<str:id>/credits/adjust/", {"amount": "100", "reason": "free money"}),
     ("get", "teams/<str:id>/ledger/", None),
     ("get", "teams/<str:id>/usage/", None),
+    ("get", "teams/<str:id>/calls/", None),
+    ("get", "teams/<str:id>/jobs/", None),
+    ("get", "jobs/<str:id>/", None),
+    ("get", "calls/<str:id>/", None),
     ("get", "keys/<str:id>/", None),
     ("patch", "keys/<str:id>/", {"name": "renamed", "rpm_limit": 1}),
     ("delete", "keys/<str:id>/", None),
@@ -88,7 +92,10 @@ def call(client, method: str, route: str, body, ids: dict):
 def ids(tenant_a, catalog_objects) -> dict:
     """Ids of a real object of every kind, by the first segment of the route that serves it."""
     platform_key, _ = admin_key_create(actor="test", name="ops")
+    job, call = add_call_history(tenant_a)
     return {
+        "jobs": job.public_id,
+        "calls": call.request_id,
         "organizations": tenant_a.org.public_id,
         "teams": tenant_a.team.public_id,
         "keys": tenant_a.key.public_id,

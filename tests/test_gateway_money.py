@@ -389,7 +389,7 @@ def test_a_reservation_left_by_a_dead_gateway_is_released_once(live, gw_team):
     )
     verdict = client.eval(
         lua.ADMIT,
-        8,
+        9,
         gateway_state.acct_key(team),
         f"tg:kacct:{key}",
         f"tg:par:{team}",
@@ -398,6 +398,7 @@ def test_a_reservation_left_by_a_dead_gateway_is_released_once(live, gw_team):
         f"tg:rl:k:{key}:t",
         f"tg:rl:t:{team}:r",
         f"tg:rl:t:{team}:t",
+        "tg:job:",
         1_000,
         "req_dead",
         10,
@@ -412,6 +413,8 @@ def test_a_reservation_left_by_a_dead_gateway_is_released_once(live, gw_team):
         "1",
         -1,
         inflight,
+        "",  # no job
+        team,
     )
     assert verdict[0] == b"ok"
     assert redis_account(gw_team.team)["resv"] == 5_000

@@ -8,7 +8,7 @@ from billing.services import credits_grant
 from orgs.models import AuditEvent, Organization
 from teams.models import Team, VirtualKey
 from teams.services import team_set_status
-from tests.conftest import db_state
+from tests.conftest import add_call_history, db_state
 
 # Tenant A's scoped key against tenant B's objects: each must be a 404, as if B did not exist.
 CROSS_TENANT = [
@@ -27,6 +27,10 @@ CROSS_TENANT = [
     ("get", "teams/{team}/credits/", None),
     ("get", "teams/{team}/ledger/", None),
     ("get", "teams/{team}/usage/", None),
+    ("get", "teams/{team}/calls/", None),
+    ("get", "teams/{team}/jobs/", None),
+    ("get", "jobs/{job}/", None),
+    ("get", "calls/{call}/", None),
     ("get", "keys/{key}/", None),
     ("patch", "keys/{key}/", {"rpm_limit": 1}),
     ("delete", "keys/{key}/", None),
@@ -106,6 +110,7 @@ def tenant_b_with_history(tenant_b):
         idempotency_key="b-seed",
     )
     team_set_status(actor="test", team=tenant_b.team, status=Team.Status.PAUSED)
+    tenant_b.job, tenant_b.call = add_call_history(tenant_b)
     return tenant_b
 
 
@@ -131,11 +136,19 @@ def test_scoped_key_gets_404_for_another_tenants_objects_and_changes_nothing(
 ):
     # given
     b = tenant_b_with_history
-    b_ids = {"org": b.org.public_id, "team": b.team.public_id, "key": b.key.public_id}
+    b_ids = {
+        "org": b.org.public_id,
+        "team": b.team.public_id,
+        "key": b.key.public_id,
+        "job": b.job.public_id,
+        "call": b.call.request_id,
+    }
     missing_ids = {
         "org": "org_doesnotexist",
         "team": "team_doesnotexist",
         "key": "key_doesnotexist",
+        "job": "job_doesnotexist",
+        "call": "req_doesnotexist",
     }
     before = db_state()
     # when

@@ -1,0 +1,291 @@
+"""Jobs at the gateway: `POST /v1/jobs`, `GET /v1/jobs/{id}`, `POST /v1/jobs/{id}/complete`.
+
+A job groups the calls made for one business operation (sent with an `x-job-id` header or
+`metadata.job_id`). Its live state is a Redis hash that admission checks atomically (no call
+is admitted into a closed job or another team's job); opening and closing append records to
+the usage stream, from which the settler writes the durable Job row and, for flat-priced jobs,
+the ledger entry. With per_job pricing, opening reserves the job's price; closing releases it
+and charges it only if the job completed with no failed call.
+"""
+
+import asyncio
+import re
+import time
+
+import orjson
+from django.conf import settings
+
+from billing.money import format_micros
+from proxy import lua
+from saas.ids import new_public_id
+
+JOB_ID_RE = re.compile(r"^job_[a-z0-9]{20}$")
+JOB_TYPE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,99}$")
+CLOSING_STATUSES = ("completed", "failed", "cancelled")
+MAX_METADATA_BYTES = 16 * 1024
+
+
+def job_id_of(scope, request: dict | None) -> str | None:
+    """The job a call belongs to: the `x-job-id` header, else `metadata.job_id`."""
+    for name, value in scope["headers"]:
+        if name == b"x-job-id":
+            return value.decode("latin-1").strip()
+    if request is not None:
+        metadata = request.get("metadata")
+        if isinstance(metadata, dict) and isinstance(metadata.get("job_id"), str):
+            return metadata["job_id"].strip()
+    return None
+
+
+def job_view(job_id: str, h: dict) -> dict:
+    """A job as the customer sees it, from its Redis hash (bytes keys and values)."""
+
+    def num(name):
+        return int(h.get(name, b"0"))
+
+    closed = h.get(b"closed")
+    return {
+        "id": job_id,
+        "object": "job",
+        "type": h[b"type"].decode(),
+        "status": h[b"status"].decode(),
+        "metadata": orjson.loads(h.get(b"meta", b"{}")),
+        "created_at": num(b"created") // 1000,
+        "closed_at": int(closed) // 1000 if closed else None,
+        "calls": num(b"calls"),
+        "failed_calls": num(b"failed"),
+        "input_tokens": num(b"in"),
+        "output_tokens": num(b"out"),
+        "cost": format_micros(num(b"cost")),
+        "price": format_micros(num(b"price") + num(b"charged")),
+        "job_price": format_micros(num(b"fee")),
+    }
+
+
+class JobEndpoints:
+    """Mixed into the Gateway: uses its Redis, scripts, errors and JSON answers."""
+
+    async def _jobs(self, scope, receive, send, rid, key, team, rest: str):
+        from proxy.gateway import GatewayError
+
+        method = scope["method"]
+        if rest == "":
+            if method != "POST":
+                raise GatewayError(
+                    405,
+                    "Use POST /v1/jobs to open a job.",
+                    "invalid_request_error",
+                    "method_not_allowed",
+                )
+            return await self._job_open(receive, send, rid, key, team)
+        job_id, _, action = rest.partition("/")
+        if action == "" and method == "GET":
+            return await self._job_get(send, rid, team, job_id)
+        if action == "complete" and method == "POST":
+            return await self._job_complete(receive, send, rid, key, team, job_id)
+        raise GatewayError(
+            404,
+            f"Unknown endpoint {method} {scope['path']}.",
+            "invalid_request_error",
+            "unknown_url",
+        )
+
+    async def _json_body(self, receive, *, optional: bool = False) -> dict:
+        from proxy.gateway import GatewayError
+
+        body = await self._read_body(receive)
+        if optional and not body.strip():
+            return {}
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise GatewayError(
+                400,
+                "The request body is not valid JSON.",
+                "invalid_request_error",
+                "invalid_json",
+            ) from None
+        if not isinstance(data, dict):
+            raise GatewayError(
+                400,
+                "The request body must be a JSON object.",
+                "invalid_request_error",
+                "invalid_json",
+            )
+        return data
+
+    async def _job_open(self, receive, send, rid, key, team):
+        from proxy.gateway import GatewayError
+
+        data = await self._json_body(receive)
+        job_type = data.get("type")
+        if not isinstance(job_type, str) or not JOB_TYPE_RE.match(job_type):
+            raise GatewayError(
+                400,
+                "'type' is required: up to 100 letters, digits and _ . : - naming the kind of "
+                "job (for example 'summarize_document').",
+                "invalid_request_error",
+                "invalid_job_type",
+                "type",
+            )
+        metadata = data.get("metadata", {})
+        if metadata is None:
+            metadata = {}
+        meta_raw = orjson.dumps(metadata) if isinstance(metadata, dict) else None
+        if meta_raw is None or len(meta_raw) > MAX_METADATA_BYTES:
+            raise GatewayError(
+                400,
+                f"'metadata' must be a JSON object of at most {MAX_METADATA_BYTES} bytes.",
+                "invalid_request_error",
+                "invalid_metadata",
+                "metadata",
+            )
+        job_id = new_public_id("job")
+        fee = team["_pricing"].job_fee(job_type)
+        now_ms = int(time.time() * 1000)
+        record = orjson.dumps(
+            {
+                "kind": "job_open",
+                "job": job_id,
+                "org": team["org"],
+                "team": team["id"],
+                "key": key["id"],
+                "type": job_type,
+                "meta": metadata,
+                "fee": fee,
+                "ts": now_ms / 1000,
+            }
+        )
+        verdict = await self.job_open_script(
+            keys=[
+                team["_acct"],
+                key["_kacct"],
+                lua.job_key(job_id),
+                lua.OPEN_JOBS,
+                lua.USAGE_STREAM,
+            ],
+            args=[
+                now_ms,
+                job_id,
+                fee,
+                team["overdraft"],
+                team["_budget"],
+                team["_hard"],
+                key["_budget"],
+                team["id"],
+                key["id"],
+                job_type,
+                meta_raw,
+                record,
+            ],
+        )
+        if verdict[0] != b"ok":
+            raise self._refusal(verdict)
+        h = await self.redis.hgetall(lua.job_key(job_id))
+        await self._send_json(send, 201, orjson.dumps(job_view(job_id, h)), rid)
+
+    async def _job_get(self, send, rid, team, job_id):
+        h = await self._job_hash(team, job_id)
+        if h is None:
+            view = await asyncio.to_thread(_job_from_db, team["id"], job_id)
+            if view is None:
+                raise _job_not_found(job_id)
+        else:
+            view = job_view(job_id, h)
+        await self._send_json(send, 200, orjson.dumps(view), rid)
+
+    async def _job_hash(self, team, job_id) -> dict | None:
+        if not JOB_ID_RE.match(job_id):
+            raise _job_not_found(job_id)
+        h = await self.redis.hgetall(lua.job_key(job_id))
+        if not h:
+            return None
+        if h.get(b"team") != str(team["id"]).encode():
+            raise _job_not_found(job_id)  # another team's job: as if it did not exist
+        return h
+
+    async def _job_complete(self, receive, send, rid, key, team, job_id):
+        from proxy.gateway import GatewayError
+
+        data = await self._json_body(receive, optional=True)
+        status = data.get("status", "completed")
+        if status not in CLOSING_STATUSES:
+            raise GatewayError(
+                400,
+                "'status' must be one of completed, failed or cancelled.",
+                "invalid_request_error",
+                "invalid_job_status",
+                "status",
+            )
+        if not JOB_ID_RE.match(job_id):
+            raise _job_not_found(job_id)
+        result = await self.job_close_script(
+            keys=[lua.job_key(job_id), lua.OPEN_JOBS, lua.USAGE_STREAM],
+            args=[
+                int(time.time() * 1000),
+                job_id,
+                status,
+                team["overdraft"],
+                team["_budget"],
+                team["_hard"],
+                key["_budget"],
+                team["id"],
+                settings.GATEWAY_JOB_RETAIN_SECONDS * 1000,
+            ],
+        )
+        if result[0] == b"not_found":
+            if await asyncio.to_thread(_job_from_db, team["id"], job_id) is None:
+                raise _job_not_found(job_id)
+            result = [b"closed", b"closed"]
+        if result[0] == b"closed":
+            raise GatewayError(
+                409,
+                f"Job {job_id} is already {result[1].decode()}; a job is completed once.",
+                "invalid_request_error",
+                "job_closed",
+            )
+        h = await self.redis.hgetall(lua.job_key(job_id))
+        await self._send_json(send, 200, orjson.dumps(job_view(job_id, h)), rid)
+
+
+def _job_not_found(job_id: str):
+    from proxy.gateway import GatewayError
+
+    return GatewayError(
+        404,
+        f"No job {job_id[:64]!r} for this team. Open one with POST /v1/jobs.",
+        "invalid_request_error",
+        "job_not_found",
+    )
+
+
+def _job_from_db(team_id: int, job_id: str) -> dict | None:
+    """A job whose Redis copy has been retired: from its settled Postgres row."""
+    from django.db import connection
+
+    from billing.models import Job
+    from billing.selectors import job_totals
+
+    try:
+        job = Job.objects.filter(team_id=team_id, public_id=job_id).first()
+        if job is None:
+            return None
+        totals = job_totals(job)
+        return {
+            "id": job.public_id,
+            "object": "job",
+            "type": job.job_type,
+            "status": job.status,
+            "metadata": job.metadata,
+            "created_at": int(job.created_at.timestamp()),
+            "closed_at": int(job.closed_at.timestamp()) if job.closed_at else None,
+            "calls": totals["calls"],
+            "failed_calls": totals["failed_calls"],
+            "input_tokens": totals["input_tokens"],
+            "output_tokens": totals["output_tokens"],
+            "cost": format_micros(totals["cost_micros"]),
+            "price": format_micros(totals["price_micros"]),
+            "job_price": format_micros(job.fee_micros),
+        }
+    finally:
+        connection.close()  # a worker thread's connection; nothing else will close it
