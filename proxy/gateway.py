@@ -22,6 +22,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 
 from proxy import cache, lua, state
 from proxy.config import GatewayConfig, Route
+from proxy.errors import GatewayError
 from proxy.jobs import JobEndpoints, job_id_of
 from proxy.pricing import call_cost
 from proxy.tokens import estimate_prompt_tokens, estimate_text_tokens, reserve_input_tokens
@@ -48,35 +49,6 @@ SSE_HEADERS = [
     (b"x-accel-buffering", b"no"),
 ]
 SECRET_PATTERN = re.compile(r"(sk|tga|tgm)-[A-Za-z0-9_\-]{8,}")
-
-
-class GatewayError(Exception):
-    """An answer in OpenAI's error shape."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        type_: str,
-        code: str | None = None,
-        param: str | None = None,
-        headers: list | None = None,
-    ):
-        super().__init__(message)
-        self.status, self.message, self.type, self.code = status, message, type_, code
-        self.param, self.headers = param, headers or []
-
-    def body(self) -> bytes:
-        return orjson.dumps(
-            {
-                "error": {
-                    "message": self.message,
-                    "type": self.type,
-                    "param": self.param,
-                    "code": self.code,
-                }
-            }
-        )
 
 
 def redact(text: str, route: Route | None = None) -> str:

@@ -17,6 +17,7 @@ from django.conf import settings
 
 from billing.money import format_micros
 from proxy import lua
+from proxy.errors import GatewayError
 from saas.ids import new_public_id
 
 JOB_ID_RE = re.compile(r"^job_[a-z0-9]{20}$")
@@ -66,8 +67,6 @@ class JobEndpoints:
     """Mixed into the Gateway: uses its Redis, scripts, errors and JSON answers."""
 
     async def _jobs(self, scope, receive, send, rid, key, team, rest: str):
-        from proxy.gateway import GatewayError
-
         method = scope["method"]
         if rest == "":
             if method != "POST":
@@ -83,6 +82,14 @@ class JobEndpoints:
             return await self._job_get(send, rid, team, job_id)
         if action == "complete" and method == "POST":
             return await self._job_complete(receive, send, rid, key, team, job_id)
+        if action in ("", "complete"):
+            allowed = "GET" if action == "" else "POST"
+            raise GatewayError(
+                405,
+                f"Use {allowed} for {scope['path']}.",
+                "invalid_request_error",
+                "method_not_allowed",
+            )
         raise GatewayError(
             404,
             f"Unknown endpoint {method} {scope['path']}.",
@@ -91,8 +98,6 @@ class JobEndpoints:
         )
 
     async def _json_body(self, receive, *, optional: bool = False) -> dict:
-        from proxy.gateway import GatewayError
-
         body = await self._read_body(receive)
         if optional and not body.strip():
             return {}
@@ -115,8 +120,6 @@ class JobEndpoints:
         return data
 
     async def _job_open(self, receive, send, rid, key, team):
-        from proxy.gateway import GatewayError
-
         data = await self._json_body(receive)
         job_type = data.get("type")
         if not isinstance(job_type, str) or not JOB_TYPE_RE.match(job_type):
@@ -205,8 +208,6 @@ class JobEndpoints:
         return h
 
     async def _job_complete(self, receive, send, rid, key, team, job_id):
-        from proxy.gateway import GatewayError
-
         data = await self._json_body(receive, optional=True)
         status = data.get("status", "completed")
         if status not in CLOSING_STATUSES:
@@ -249,8 +250,6 @@ class JobEndpoints:
 
 
 def _job_not_found(job_id: str):
-    from proxy.gateway import GatewayError
-
     return GatewayError(
         404,
         f"No job {job_id[:64]!r} for this team. Open one with POST /v1/jobs.",

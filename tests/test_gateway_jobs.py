@@ -163,6 +163,18 @@ def test_bad_job_requests_are_clear_errors(live, tenant, path, body, status, cod
     assert response.headers["x-request-id"].startswith("req_")
 
 
+def test_wrong_methods_on_jobs_are_405(live, tenant):
+    job = open_job(live, tenant)
+    for method, path in (
+        ("GET", "/v1/jobs"),
+        ("DELETE", f"/v1/jobs/{job['id']}"),
+        ("GET", f"/v1/jobs/{job['id']}/complete"),
+    ):
+        response = httpx.request(method, f"{live.url}{path}", headers=tenant.headers())
+        assert response.status_code == 405, (method, path)
+        assert response.json()["error"]["code"] == "method_not_allowed"
+
+
 def test_a_call_naming_an_unknown_job_is_refused_before_the_upstream(live, tenant):
     response = post(
         live, tenant, "/v1/chat/completions", CHAT, {"x-job-id": "job_aaaaaaaaaaaaaaaaaaaa"}
