@@ -159,6 +159,7 @@ def settle_messages(client, messages) -> int:
                         idempotency_key=f"usage:{r['rid']}",
                         amount_micros=r["charged"],
                         cost_micros=r["cost"],
+                        occurred_at=datetime.fromtimestamp(r["ts"], tz=UTC),
                         metadata={
                             "request_id": r["rid"],
                             "model": r["model"],

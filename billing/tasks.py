@@ -1,6 +1,6 @@
 from celery import shared_task
 
-from billing import settlement
+from billing import resets, settlement
 
 
 @shared_task(ignore_result=True, acks_late=True, soft_time_limit=50, time_limit=60)
@@ -13,3 +13,10 @@ def settle_usage():
 def reap_abandoned():
     """Release reservations of calls whose gateway process died mid-call."""
     return settlement.reap_abandoned()
+
+
+@shared_task(ignore_result=True, acks_late=True, soft_time_limit=50, time_limit=60)
+def reset_budget_periods():
+    """Start the budget period of every team whose calendar boundary has passed (exactly once
+    per period: rows are claimed with SKIP LOCKED; see billing.resets)."""
+    return resets.budget_periods_reset_due()

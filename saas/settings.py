@@ -166,6 +166,12 @@ CELERY_BEAT_SCHEDULE: dict = {
         "schedule": 60.0,
         "options": {"expires": 30},
     },
+    # At second 0 of each minute, so a period starts seconds after its boundary (00:00 UTC).
+    "reset-budget-periods": {
+        "task": "billing.tasks.reset_budget_periods",
+        "schedule": crontab(minute="*"),
+        "options": {"expires": 50},
+    },
     # Full republish of gateway state: repairs anything a failed after-commit publish missed.
     "publish-gateway-state": {
         "task": "proxy.tasks.publish_gateway_state",
