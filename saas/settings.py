@@ -172,6 +172,11 @@ CELERY_BEAT_SCHEDULE: dict = {
         "schedule": crontab(minute="*"),
         "options": {"expires": 50},
     },
+    "expire-keys": {
+        "task": "teams.tasks.expire_keys",
+        "schedule": crontab(minute="*"),
+        "options": {"expires": 50},
+    },
     # Full republish of gateway state: repairs anything a failed after-commit publish missed.
     "publish-gateway-state": {
         "task": "proxy.tasks.publish_gateway_state",
