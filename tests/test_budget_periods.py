@@ -1,7 +1,6 @@
 """Budget periods on real Postgres and Redis: resets at calendar boundaries, exactly once."""
 
 import threading
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
@@ -9,43 +8,19 @@ import pytest
 from django.db import connection
 
 from billing import resets
-from billing.models import CreditAccount, LedgerEntry, UsageRecord
-from billing.services import UsageCharge, credits_adjust, credits_grant, ledger_post_usage_batch
+from billing.models import CreditAccount, LedgerEntry
+from billing.services import credits_adjust, credits_grant
 from billing.tasks import reset_budget_periods
 from orgs.models import AuditEvent
 from proxy import state as gateway_state
 from teams.services import team_update
+from tests.conftest import settle_usage
 
 CREDIT = 1_000_000
 
 
 def at(*args) -> datetime:
     return datetime(*args, tzinfo=UTC)
-
-
-def settle_usage(team, amount_micros: int, when: datetime) -> None:
-    """A gateway call made at `when`, settled now (the settler's write path)."""
-    rid = f"req_{uuid.uuid4().hex}"
-    UsageRecord.objects.create(
-        request_id=rid,
-        organization_id=team.organization_id,
-        team=team,
-        model="m",
-        price_micros=amount_micros,
-        created_at=when,
-    )
-    ledger_post_usage_batch(
-        account_id=team.account.pk,
-        charges=[
-            UsageCharge(
-                idempotency_key=f"usage:{rid}",
-                amount_micros=amount_micros,
-                cost_micros=0,
-                metadata={"request_id": rid},
-                occurred_at=when,
-            )
-        ],
-    )
 
 
 def account(team) -> CreditAccount:
