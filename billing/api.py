@@ -33,8 +33,14 @@ class CreditsOutput(serializers.Serializer):
     period_spend = MoneyField(source="period_spend_micros")
     budget_remaining = MoneyField(source="budget_remaining_micros", allow_null=True)
     budget_state = serializers.ChoiceField(choices=["no_budget", "ok", "warning", "exceeded"])
-    period_started_at = serializers.DateTimeField(allow_null=True)
-    next_reset_at = serializers.DateTimeField(allow_null=True)
+    period_started_at = serializers.DateTimeField(
+        allow_null=True, help_text="Start of the budget period the period spend belongs to."
+    )
+    next_reset_at = serializers.DateTimeField(
+        allow_null=True,
+        help_text="When the period spend resets and the allowance is credited (UTC); null "
+        "without a budget period. Briefly in the past while a due reset is being applied.",
+    )
 
 
 class CreditChangeInput(serializers.Serializer):

@@ -5,7 +5,7 @@ from django.db.models.functions import TruncDay
 from django.utils import timezone
 
 from billing.models import UsageRecord
-from billing.periods import next_period_start
+from billing.periods import next_period_start, period_start
 
 
 def credits_summary(*, team) -> dict:
@@ -32,8 +32,16 @@ def credits_summary(*, team) -> dict:
         "budget_remaining_micros": None if limit is None else max(limit - spend, 0),
         "budget_state": state,
         "period_started_at": account.period_started_at,
-        "next_reset_at": next_period_start(timezone.now(), team.budget_period),
+        "next_reset_at": next_reset_at(account=account, period=team.budget_period),
     }
+
+
+def next_reset_at(*, account, period: str):
+    """When the next reset is due: the boundary after the period the account is in. In the
+    past (the boundary just crossed) while that reset is pending, for seconds at most."""
+    if account.period_started_at is None:
+        return period_start(timezone.now(), period)  # the first period is about to start
+    return next_period_start(account.period_started_at, period)
 
 
 GROUPINGS = {"day": "day", "model": "model", "key": "key__public_id"}

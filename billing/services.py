@@ -1,6 +1,7 @@
 """Every change to a credit balance goes through ledger_post: one locked, idempotent write path."""
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from django.db import transaction
 
@@ -133,6 +134,11 @@ def _post_with_audit(team, kind, amount_micros, reason, actor, idempotency_key):
     return result
 
 
+def _in_current_period(account: CreditAccount, occurred_at: datetime | None) -> bool:
+    started = account.period_started_at
+    return occurred_at is None or started is None or occurred_at >= started
+
+
 @dataclass(frozen=True)
 class UsageCharge:
     idempotency_key: str  # "usage:<request id>" or "job:<job id>"
@@ -142,6 +148,9 @@ class UsageCharge:
     kind: str = LedgerEntry.Kind.USAGE
     # Post a zero-amount entry too (a free job still shows what it cost us).
     allow_zero: bool = False
+    # When the call was made. Usage counts toward the budget period the call was made in: a
+    # call from before a reset that settles after it is not charged to the new period.
+    occurred_at: datetime | None = None
 
 
 def ledger_post_usage_batch(*, account_id: int, charges: list[UsageCharge]) -> int:
@@ -171,7 +180,8 @@ def ledger_post_usage_batch(*, account_id: int, charges: list[UsageCharge]) -> i
             if amount < charge.amount_micros:
                 metadata["uncollected_micros"] = charge.amount_micros - amount
             balance -= amount
-            spend += amount
+            if _in_current_period(account, charge.occurred_at):
+                spend += amount
             entries.append(
                 LedgerEntry(
                     account=account,

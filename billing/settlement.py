@@ -189,6 +189,7 @@ def _usage_charge(r: dict) -> UsageCharge:
         idempotency_key=f"usage:{r['rid']}",
         amount_micros=r["charged"],
         cost_micros=r["cost"],
+        occurred_at=datetime.fromtimestamp(r["ts"], tz=UTC),
         metadata={
             "request_id": r["rid"],
             "model": r["model"],
@@ -210,6 +211,7 @@ def _job_charge(r: dict) -> UsageCharge:
         idempotency_key=f"job:{r['job']}",
         amount_micros=r["charged"],
         cost_micros=r["cost"],
+        occurred_at=datetime.fromtimestamp(r["ts"], tz=UTC),  # when the job closed
         kind=LedgerEntry.Kind.JOB,
         allow_zero=True,
         metadata={

@@ -1,6 +1,6 @@
 from celery import shared_task
 
-from billing import settlement
+from billing import resets, settlement
 
 
 @shared_task(ignore_result=True, acks_late=True, soft_time_limit=50, time_limit=60)
@@ -25,3 +25,10 @@ def expire_jobs():
 def purge_call_logs():
     """Delete compliance logs past their team's retention period, in batches."""
     return settlement.purge_call_logs()
+
+
+@shared_task(ignore_result=True, acks_late=True, soft_time_limit=50, time_limit=60)
+def reset_budget_periods():
+    """Start the budget period of every team whose calendar boundary has passed (exactly once
+    per period: rows are claimed with SKIP LOCKED; see billing.resets)."""
+    return resets.budget_periods_reset_due()

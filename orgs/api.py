@@ -17,7 +17,16 @@ class OrganizationOutput(serializers.ModelSerializer):
 
     class Meta:
         model = Organization
-        fields = ["id", "name", "external_id", "metadata", "status", "created_at", "updated_at"]
+        fields = [
+            "id",
+            "name",
+            "external_id",
+            "metadata",
+            "status",
+            "billing_email",
+            "created_at",
+            "updated_at",
+        ]
 
 
 class OrganizationInput(serializers.Serializer):
@@ -25,6 +34,9 @@ class OrganizationInput(serializers.Serializer):
     external_id = serializers.CharField(max_length=200, required=False, allow_null=True)
     metadata = JSONObjectField(required=False)
     status = serializers.ChoiceField(choices=Organization.Status.choices, required=False)
+    billing_email = serializers.EmailField(
+        required=False, allow_blank=True, help_text="Budget and low-balance alerts go here."
+    )
 
 
 class OrganizationFilter(django_filters.FilterSet):

@@ -14,6 +14,8 @@ class Organization(models.Model):
     external_id = models.CharField(max_length=200, unique=True, null=True, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    # Where budget and low-balance alerts of the organization's teams are emailed; blank: none.
+    billing_email = models.EmailField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -38,7 +38,7 @@ def audit_record(*, actor: str, action: str, obj, organization_id=None, changes=
 
 
 # Hashes and ciphertexts are not secrets, but the audit trail has no use for them.
-SENSITIVE_FIELDS = {"key_hash", "previous_key_hash", "api_key_encrypted"}
+SENSITIVE_FIELDS = {"key_hash", "previous_key_hash", "api_key_encrypted", "secret_encrypted"}
 
 
 def apply_changes(*, obj, actor: str, action: str, organization_id, data: dict, extra_changes=None):
@@ -58,11 +58,17 @@ def apply_changes(*, obj, actor: str, action: str, organization_id, data: dict, 
     return changes
 
 
-ORG_FIELDS = ("name", "external_id", "metadata", "status")
+ORG_FIELDS = ("name", "external_id", "metadata", "status", "billing_email")
 
 
 def organization_create(
-    *, actor: str, name: str, external_id=None, metadata=None, status=Organization.Status.ACTIVE
+    *,
+    actor: str,
+    name: str,
+    external_id=None,
+    metadata=None,
+    status=Organization.Status.ACTIVE,
+    billing_email: str = "",
 ) -> tuple[Organization, bool]:
     """Create an organization; with an external_id already used, return that one (idempotent)."""
     if external_id:
@@ -78,7 +84,11 @@ def organization_create(
     try:
         with transaction.atomic(durable=True):
             org = Organization.objects.create(
-                name=name, external_id=external_id or None, metadata=metadata or {}, status=status
+                name=name,
+                external_id=external_id or None,
+                metadata=metadata or {},
+                status=status,
+                billing_email=billing_email,
             )
             audit_record(
                 actor=actor,

@@ -13,6 +13,7 @@ Layout (all under the `tg:` prefix):
 """
 
 import logging
+from collections.abc import Iterable
 from functools import cache
 
 import orjson
@@ -163,15 +164,20 @@ def _safely(fn):
 
 
 @_safely
-def publish_key(key_pk: int) -> None:
+def publish_key(key_pk: int, retired_hashes: Iterable[str] = ()) -> None:
+    """Publish a key under its current hashes; `retired_hashes` (a secret that stopped working:
+    rotated without grace, or its grace ended) are removed, so no stale snapshot answers them."""
     from teams.models import VirtualKey
 
     key = VirtualKey.objects.prefetch_related("model_groups").get(pk=key_pk)
     snap = orjson.dumps(key_snapshot(key))
     hashes = [h for h in (key.key_hash, key.previous_key_hash) if h]
+    retired = [h for h in retired_hashes if h and h not in hashes]
     pipe = client().pipeline()
     pipe.hset(KEYS, mapping=dict.fromkeys(hashes, snap))
-    _announce(pipe, "key", str(key.pk), ",".join(hashes))
+    if retired:
+        pipe.hdel(KEYS, *retired)
+    _announce(pipe, "key", str(key.pk), ",".join(hashes + retired))
     pipe.execute()
 
 

@@ -36,6 +36,7 @@ INSTALLED_APPS = [
     "modelgroups",
     "billing",
     "proxy",
+    "alerts",
 ]
 
 MIDDLEWARE = [
@@ -131,6 +132,8 @@ SPECTACULAR_SETTINGS = {
         "LedgerKindEnum": "billing.models.LedgerEntry.Kind",
         "CallStatusEnum": "billing.models.UsageRecord.Status",
         "JobStatusEnum": "billing.models.Job.Status",
+        "AlertKindEnum": "alerts.models.Alert.Kind",
+        "WebhookDeliveryStatusEnum": "alerts.models.WebhookDelivery.Status",
     },
     "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums"],
 }
@@ -186,6 +189,28 @@ CELERY_BEAT_SCHEDULE: dict = {
         "schedule": crontab(minute=17),
         "options": {"expires": 600},
     },
+    # At second 0 of each minute, so a period starts seconds after its boundary (00:00 UTC).
+    "reset-budget-periods": {
+        "task": "billing.tasks.reset_budget_periods",
+        "schedule": crontab(minute="*"),
+        "options": {"expires": 50},
+    },
+    "expire-keys": {
+        "task": "teams.tasks.expire_keys",
+        "schedule": crontab(minute="*"),
+        "options": {"expires": 50},
+    },
+    # Budget thresholds and low balances, from settled data; notifications go out as tasks.
+    "evaluate-alerts": {
+        "task": "alerts.tasks.evaluate_alerts",
+        "schedule": 30.0,
+        "options": {"expires": 25},
+    },
+    "redeliver-stuck-webhooks": {
+        "task": "alerts.tasks.redeliver_stuck_webhooks",
+        "schedule": 300.0,
+        "options": {"expires": 60},
+    },
     # Full republish of gateway state: repairs anything a failed after-commit publish missed.
     "publish-gateway-state": {
         "task": "proxy.tasks.publish_gateway_state",
@@ -208,3 +233,18 @@ LOGGING = {
 }
 
 EMAIL_BACKEND = env("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
+# For the SMTP backend (django.core.mail.backends.smtp.EmailBackend):
+EMAIL_HOST = env("EMAIL_HOST", default="localhost")
+EMAIL_PORT = env.int("EMAIL_PORT", default=25)
+EMAIL_HOST_USER = env("EMAIL_HOST_USER", default="")
+EMAIL_HOST_PASSWORD = env("EMAIL_HOST_PASSWORD", default="")
+EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)
+EMAIL_TIMEOUT = 10  # seconds: a hung mail server must not hold a worker
+DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="Tollgate <alerts@localhost>")
+
+# Alert webhooks: attempts per delivery, and the first retry delay (doubling each time:
+# 30 s, 1 min, 2 min ... about an hour in all with 8 attempts).
+WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=8)
+WEBHOOK_RETRY_BASE_SECONDS = env.int("WEBHOOK_RETRY_BASE_SECONDS", default=30)
+# Customers choose webhook URLs: in production they may not point into private networks.
+WEBHOOK_ALLOW_PRIVATE_ADDRESSES = env.bool("WEBHOOK_ALLOW_PRIVATE_ADDRESSES", default=DEBUG)

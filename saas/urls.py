@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from alerts import api as alerts_api
 from billing import api as billing_api
 from modelgroups import api as mg_api
 from orgs import api as orgs_api
@@ -27,6 +28,7 @@ api_patterns = [
     path("teams/<str:id>/jobs/", billing_api.TeamJobs.as_view()),
     path("jobs/<str:id>/", billing_api.JobDetail.as_view()),
     path("calls/<str:id>/", billing_api.CallDetail.as_view()),
+    path("teams/<str:id>/alerts/", alerts_api.TeamAlerts.as_view()),
     path("keys/<str:id>/", teams_api.KeyDetail.as_view()),
     path("keys/<str:id>/rotate/", teams_api.KeyRotate.as_view()),
     path("upstreams/", mg_api.UpstreamList.as_view()),
@@ -35,6 +37,10 @@ api_patterns = [
     path("models/<str:id>/", mg_api.ModelDetail.as_view()),
     path("model-groups/", mg_api.ModelGroupList.as_view()),
     path("model-groups/<str:id>/", mg_api.ModelGroupDetail.as_view()),
+    path("webhooks/", alerts_api.WebhookList.as_view()),
+    path("webhooks/<str:id>/", alerts_api.WebhookDetail.as_view()),
+    path("webhooks/<str:id>/rotate-secret/", alerts_api.WebhookRotateSecret.as_view()),
+    path("webhooks/<str:id>/deliveries/", alerts_api.WebhookDeliveryList.as_view()),
     path("admin-keys/", orgs_api.AdminKeyList.as_view()),
     path("admin-keys/<str:id>/", orgs_api.AdminKeyDetail.as_view()),
     path("audit-events/", orgs_api.AuditEventList.as_view()),

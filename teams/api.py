@@ -34,6 +34,7 @@ class TeamOutput(serializers.ModelSerializer):
     model_groups = serializers.SlugRelatedField(slug_field="name", many=True, read_only=True)
     budget_limit = MoneyField(source="budget_limit_micros", allow_null=True)
     allowance = MoneyField(source="allowance_micros", allow_null=True)
+    low_balance_alert = MoneyField(source="low_balance_alert_micros", allow_null=True)
     overdraft_limit = MoneyField(source="account.overdraft_limit_micros")
     credits_per_usd = MoneyField(source="credits_per_usd_micros", allow_null=True)
     price_per_unit = MoneyField(source="price_per_unit_micros", allow_null=True)
@@ -57,6 +58,7 @@ class TeamOutput(serializers.ModelSerializer):
             "budget_limit",
             "budget_mode",
             "alert_thresholds",
+            "low_balance_alert",
             "allowance",
             "allowance_rollover",
             "overdraft_limit",
@@ -96,6 +98,12 @@ class TeamInput(serializers.Serializer):
     budget_mode = serializers.ChoiceField(choices=Team.LimitMode.choices, required=False)
     alert_thresholds = serializers.ListField(
         child=serializers.IntegerField(), required=False, max_length=10
+    )
+    low_balance_alert = MoneyField(
+        source="low_balance_alert_micros",
+        required=False,
+        allow_null=True,
+        help_text="Alert (once per period) when the balance falls below this; null: never.",
     )
     allowance = MoneyField(source="allowance_micros", required=False, allow_null=True)
     allowance_rollover = serializers.BooleanField(required=False)

@@ -51,6 +51,9 @@ class Team(models.Model):
     budget_mode = models.CharField(max_length=8, choices=LimitMode.choices, default=LimitMode.HARD)
     # Percentages of the period budget that alert once per period each.
     alert_thresholds = models.JSONField(default=list, blank=True)
+    # Micro-credits: a balance below this alerts once per period (see alerts.services);
+    # null = no low-balance alert.
+    low_balance_alert_micros = models.BigIntegerField(null=True, blank=True)
     # Micro-credits credited at each period start; null = no allowance.
     allowance_micros = models.BigIntegerField(null=True, blank=True)
     # False: unused allowance expires at the period end (an `expiry` ledger entry).
@@ -98,6 +101,11 @@ class Team(models.Model):
             models.CheckConstraint(
                 condition=Q(cache_hit_price_percent__lte=100),
                 name="team_cache_hit_price_percent_max_100",
+            ),
+            models.CheckConstraint(
+                condition=Q(low_balance_alert_micros__isnull=True)
+                | Q(low_balance_alert_micros__gte=0),
+                name="team_low_balance_alert_non_negative",
             ),
         ]
 

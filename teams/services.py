@@ -3,6 +3,7 @@
 from datetime import timedelta
 
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from billing.services import account_create
@@ -280,8 +281,11 @@ def key_rotate(*, actor: str, key: VirtualKey, grace_seconds: int):
     secret, prefix, digest = _new_secret()
     with transaction.atomic(durable=True):
         locked = VirtualKey.objects.select_for_update().get(pk=key.pk)
-        transaction.on_commit(lambda: gateway_state.publish_key(key.pk))
         grace_until = timezone.now() + timedelta(seconds=grace_seconds) if grace_seconds else None
+        # Without a grace the old secret stops now: its Redis entry must go, or the gateway
+        # would keep answering it from the old snapshot until the next full publish.
+        retired = [h for h in (locked.key_hash, locked.previous_key_hash) if h]
+        transaction.on_commit(lambda: gateway_state.publish_key(key.pk, retired_hashes=retired))
         apply_changes(
             obj=locked,
             actor=actor,
@@ -296,3 +300,58 @@ def key_rotate(*, actor: str, key: VirtualKey, grace_seconds: int):
         )
     locked.team = key.team
     return locked, secret
+
+
+KEY_LIFECYCLE_ACTOR = "system:key_lifecycle"
+
+
+def keys_expire_due(*, now=None, limit: int = 1000) -> int:
+    """Mark active keys past their expires_at as expired; returns how many.
+
+    The gateway already refuses them by time; this makes the status, the audit trail and the
+    API say so. Each key is claimed with SKIP LOCKED and re-checked, so two workers expire it
+    once."""
+    now = now or timezone.now()
+    due = VirtualKey.objects.filter(status=VirtualKey.Status.ACTIVE, expires_at__lte=now)
+    return _sweep_keys(due, limit, action="key.expire", data={"status": VirtualKey.Status.EXPIRED})
+
+
+def key_grace_periods_end_due(*, now=None, limit: int = 1000) -> int:
+    """Forget the previous secret of keys whose rotation grace is over; returns how many."""
+    now = now or timezone.now()
+    due = VirtualKey.objects.filter(previous_key_hash__isnull=False).filter(
+        Q(previous_valid_until__lte=now) | Q(previous_valid_until__isnull=True)
+    )
+    return _sweep_keys(
+        due,
+        limit,
+        action="key.grace_end",
+        data={"previous_key_hash": None, "previous_valid_until": None},
+    )
+
+
+def _sweep_keys(due, limit: int, *, action: str, data: dict) -> int:
+    done = 0
+    for pk in list(due.order_by("pk").values_list("pk", flat=True)[:limit]):
+        with transaction.atomic(durable=True):
+            key = (
+                due.filter(pk=pk)
+                .select_related("team")
+                .select_for_update(skip_locked=True, of=("self",))
+                .first()
+            )
+            if key is None:
+                continue  # another worker has it, or it changed meanwhile
+            retired = [key.previous_key_hash] if "previous_key_hash" in data else []
+            apply_changes(
+                obj=key,
+                actor=KEY_LIFECYCLE_ACTOR,
+                action=action,
+                organization_id=key.team.organization_id,
+                data=dict(data),
+            )
+            transaction.on_commit(
+                lambda pk=pk, retired=retired: gateway_state.publish_key(pk, retired_hashes=retired)
+            )
+        done += 1
+    return done

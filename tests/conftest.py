@@ -261,8 +261,39 @@ def gw_team(mock_catalog, gw_org):
     )
 
 
+def settle_usage(team, amount_micros: int, when) -> None:
+    """A gateway call made at `when`, settled now through the settler's write path."""
+    import uuid
+
+    from billing.models import UsageRecord
+    from billing.services import UsageCharge, ledger_post_usage_batch
+
+    rid = f"req_{uuid.uuid4().hex}"
+    UsageRecord.objects.create(
+        request_id=rid,
+        organization_id=team.organization_id,
+        team=team,
+        model="m",
+        price_micros=amount_micros,
+        created_at=when,
+    )
+    ledger_post_usage_batch(
+        account_id=team.account.pk,
+        charges=[
+            UsageCharge(
+                idempotency_key=f"usage:{rid}",
+                amount_micros=amount_micros,
+                cost_micros=0,
+                metadata={"request_id": rid},
+                occurred_at=when,
+            )
+        ],
+    )
+
+
 def db_state() -> dict:
     """Every row the admin API can write, to show that a refused request changed nothing."""
+    from alerts.models import Alert, WebhookDelivery, WebhookEndpoint
     from billing.models import CreditAccount, LedgerEntry
     from modelgroups.models import Model, ModelGroup, ModelGroupMember, Upstream
     from orgs.models import AdminKey, AuditEvent, Organization
@@ -282,6 +313,9 @@ def db_state() -> dict:
         Model,
         ModelGroup,
         ModelGroupMember,
+        WebhookEndpoint,
+        WebhookDelivery,
+        Alert,
     ]
     state = {t._meta.db_table: list(t.objects.order_by("pk").values()) for t in tables}
     # Authentication stamps the caller's own key (at most once a minute): bookkeeping about

@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from alerts.services import webhook_endpoint_create
 from orgs.models import AdminKey
 from orgs.services import admin_key_create, admin_key_revoke
 from saas.urls import api_patterns
@@ -39,6 +40,7 @@ ENDPOINTS = [
     ("get", "teams/<str:id>/jobs/", None),
     ("get", "jobs/<str:id>/", None),
     ("get", "calls/<str:id>/", None),
+    ("get", "teams/<str:id>/alerts/", None),
     ("get", "keys/<str:id>/", None),
     ("patch", "keys/<str:id>/", {"name": "renamed", "rpm_limit": 1}),
     ("delete", "keys/<str:id>/", None),
@@ -58,6 +60,17 @@ ENDPOINTS = [
     ("get", "model-groups/<str:id>/", None),
     ("patch", "model-groups/<str:id>/", {"description": "hijacked"}),
     ("delete", "model-groups/<str:id>/", None),
+    ("get", "webhooks/", None),
+    (
+        "post",
+        "webhooks/",
+        lambda ids: {"organization": ids["organizations"], "url": "https://evil.example/h"},
+    ),
+    ("get", "webhooks/<str:id>/", None),
+    ("patch", "webhooks/<str:id>/", {"url": "https://evil.example/h", "enabled": True}),
+    ("delete", "webhooks/<str:id>/", None),
+    ("post", "webhooks/<str:id>/rotate-secret/", None),
+    ("get", "webhooks/<str:id>/deliveries/", None),
     ("get", "admin-keys/", None),
     ("post", "admin-keys/", {"name": "escalation"}),
     ("get", "admin-keys/<str:id>/", None),
@@ -93,6 +106,9 @@ def ids(tenant_a, catalog_objects) -> dict:
     """Ids of a real object of every kind, by the first segment of the route that serves it."""
     platform_key, _ = admin_key_create(actor="test", name="ops")
     job, call = add_call_history(tenant_a)
+    webhook, _ = webhook_endpoint_create(
+        actor="test", organization=tenant_a.org, url="https://a.example/hook", enabled=False
+    )
     return {
         "jobs": job.public_id,
         "calls": call.request_id,
@@ -103,6 +119,7 @@ def ids(tenant_a, catalog_objects) -> dict:
         "models": catalog_objects["fallback"].public_id,
         "model-groups": catalog_objects["group"].public_id,
         "admin-keys": platform_key.public_id,
+        "webhooks": webhook.public_id,
     }
 
 

@@ -4,6 +4,8 @@ import json
 
 import pytest
 
+from alerts.models import WebhookEndpoint
+from alerts.services import webhook_endpoint_create
 from billing.services import credits_grant
 from orgs.models import AuditEvent, Organization
 from teams.models import Team, VirtualKey
@@ -35,6 +37,12 @@ CROSS_TENANT = [
     ("patch", "keys/{key}/", {"rpm_limit": 1}),
     ("delete", "keys/{key}/", None),
     ("post", "keys/{key}/rotate/", {"grace_period_seconds": 0}),
+    ("get", "teams/{team}/alerts/", None),
+    ("get", "webhooks/{webhook}/", None),
+    ("patch", "webhooks/{webhook}/", {"url": "https://evil.example/h", "enabled": True}),
+    ("delete", "webhooks/{webhook}/", None),
+    ("post", "webhooks/{webhook}/rotate-secret/", None),
+    ("get", "webhooks/{webhook}/deliveries/", None),
 ]
 
 # Platform-only for an org-scoped key, whoever's object it is: 403. Money included: an
@@ -111,6 +119,9 @@ def tenant_b_with_history(tenant_b):
     )
     team_set_status(actor="test", team=tenant_b.team, status=Team.Status.PAUSED)
     tenant_b.job, tenant_b.call = add_call_history(tenant_b)
+    tenant_b.webhook, _ = webhook_endpoint_create(
+        actor="test", organization=tenant_b.org, url="https://b.example/hook", enabled=False
+    )
     return tenant_b
 
 
@@ -124,6 +135,12 @@ def assert_b_untouched(tenant_b):
     assert team.account.overdraft_limit_micros == 0
     assert (key.status, key.key_hash) == (VirtualKey.Status.ACTIVE, tenant_b.key.key_hash)
     assert list(team.keys.all()) == [key]
+    webhook = WebhookEndpoint.objects.get(pk=tenant_b.webhook.pk)
+    assert (webhook.url, webhook.enabled, webhook.secret_encrypted) == (
+        "https://b.example/hook",
+        False,
+        tenant_b.webhook.secret_encrypted,
+    )
 
 
 @pytest.mark.parametrize(
@@ -142,6 +159,7 @@ def test_scoped_key_gets_404_for_another_tenants_objects_and_changes_nothing(
         "key": b.key.public_id,
         "job": b.job.public_id,
         "call": b.call.request_id,
+        "webhook": b.webhook.public_id,
     }
     missing_ids = {
         "org": "org_doesnotexist",
@@ -149,6 +167,7 @@ def test_scoped_key_gets_404_for_another_tenants_objects_and_changes_nothing(
         "key": "key_doesnotexist",
         "job": "job_doesnotexist",
         "call": "req_doesnotexist",
+        "webhook": "wh_doesnotexist",
     }
     before = db_state()
     # when
@@ -307,3 +326,53 @@ def test_master_key_sees_and_manages_both_tenants(api, tenant_a, tenant_b_with_h
     assert resumed.status_code == 200
     assert resumed.json()["status"] == "active"
     assert api.get(f"/api/teams/{b.team.public_id}/credits/").json()["balance"] == "25.000000"
+
+
+@pytest.mark.parametrize("viewer", ["a", "b", "platform"])
+def test_webhook_endpoints_are_listed_only_to_their_organization(viewer, api, tenant_a, tenant_b):
+    # given: one endpoint per organization
+    hooks = {
+        t.org.public_id: webhook_endpoint_create(
+            actor="test", organization=t.org, url=f"https://{t.org.pk}.example/hook"
+        )[0].public_id
+        for t in (tenant_a, tenant_b)
+    }
+    client = {"a": tenant_a.client, "b": tenant_b.client, "platform": api}[viewer]
+    # when
+    listed = result_ids(client.get("/api/webhooks/"))
+    # then
+    if viewer == "platform":
+        assert listed == set(hooks.values())
+    else:
+        own = (tenant_a if viewer == "a" else tenant_b).org.public_id
+        assert listed == {hooks[own]}
+
+
+def test_scoped_key_creates_webhooks_only_in_its_own_organization(tenant_a, tenant_b):
+    # given
+    before = db_state()
+    # when
+    into_b = tenant_a.client.post(
+        "/api/webhooks/",
+        {"organization": tenant_b.org.public_id, "url": "https://a.example/steal"},
+        format="json",
+    )
+    # then: the answer an unknown organization id gets, and nothing was created
+    error = assert_error(into_b, 400, "validation_error")
+    assert error["fields"] == {
+        "organization": [f"No organization with id {tenant_b.org.public_id}."]
+    }
+    assert db_state() == before
+    # while its own organization (the default) works
+    own = tenant_a.client.post("/api/webhooks/", {"url": "https://a.example/h"}, format="json")
+    assert own.status_code == 201
+    assert own.json()["organization"] == tenant_a.org.public_id
+    assert not WebhookEndpoint.objects.filter(organization=tenant_b.org).exists()
+
+
+def test_the_platform_admin_must_name_the_webhooks_organization(api, tenant_a):
+    before = db_state()
+    response = api.post("/api/webhooks/", {"url": "https://x.example/h"}, format="json")
+    assert_error(response, 400, "validation_error")
+    assert "organization" in response.json()["error"]["fields"]
+    assert db_state() == before

@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from alerts.services import webhook_endpoint_create
 from billing.models import CreditAccount
 from modelgroups import services as catalog
 from orgs.models import Organization
@@ -48,6 +49,9 @@ def ids(tenant_a, tenant_b, catalog_objects) -> dict:
         "other_org": tenant_b.org.public_id,
         "team": tenant_a.team.public_id,
         "key": tenant_a.key.public_id,
+        "webhook": webhook_endpoint_create(
+            actor="test", organization=tenant_a.org, url="https://a.example/hook"
+        )[0].public_id,
     }
 
 
@@ -77,6 +81,7 @@ WRITE_ENDPOINTS = [
     ("post", "/api/teams/{team}/credits/grant/"),
     ("post", "/api/keys/{key}/rotate/"),
     ("post", "/api/model-groups/"),
+    ("post", "/api/webhooks/"),
 ]
 
 
@@ -114,6 +119,8 @@ VALID_BODIES = {
     ("post", "/api/upstreams/"): {"name": "u", "base_url": "http://u.example/v1"},
     ("post", "/api/models/"): {"name": "m-new", "upstream": "prov", "upstream_model": "x"},
     ("post", "/api/model-groups/"): {"name": "new-group", "models": [{"model": "gpt-a"}]},
+    ("post", "/api/webhooks/"): {"organization": "{org}", "url": "https://h.example/t"},
+    ("patch", "/api/webhooks/{webhook}/"): {},
 }
 
 
@@ -153,6 +160,11 @@ INVALID_BODIES = [
     bad("post", TEAMS, "overdraft_limit", "-1"),
     bad("post", TEAMS, "allowance", "5"),  # with no budget period to recur on
     bad("post", TEAMS, "alert_thresholds", [5000]),
+    bad("post", TEAMS, "low_balance_alert", "-1"),
+    bad("post", TEAMS, "low_balance_alert", 1.5),
+    bad("post", TEAMS, "low_balance_alert", "lots"),
+    bad("post", TEAMS, "low_balance_alert", "1000000001"),
+    bad("patch", TEAM, "low_balance_alert", "0.0000001"),
     bad("patch", TEAM, "rpm_limit", "lots"),
     bad("patch", TEAM, "model_groups", ["mg_doesnotexist"]),
     bad("post", GRANT, "amount", 1.5),
@@ -182,6 +194,16 @@ INVALID_BODIES = [
     bad("post", "/api/organizations/", "status", "deleted"),
     bad("post", "/api/organizations/", "metadata", []),
     bad("patch", "/api/organizations/{org}/", "name", None),
+    bad("post", "/api/organizations/", "billing_email", "not an address"),
+    bad("patch", "/api/organizations/{org}/", "billing_email", "billing@"),
+    bad("post", "/api/webhooks/", "url", MISSING),
+    bad("post", "/api/webhooks/", "url", "not a url"),
+    bad("post", "/api/webhooks/", "url", "ftp://h.example/t"),
+    bad("post", "/api/webhooks/", "url", "https://h.example/" + "x" * 500, id="webhook url=long"),
+    bad("post", "/api/webhooks/", "organization", "org_doesnotexist"),
+    bad("post", "/api/webhooks/", "enabled", "maybe"),
+    bad("patch", "/api/webhooks/{webhook}/", "url", "javascript:alert(1)"),
+    bad("patch", "/api/webhooks/{webhook}/", "description", "d" * 201, id="webhook desc=long"),
     bad("post", "/api/admin-keys/", "organization", "org_doesnotexist"),
     bad("post", "/api/upstreams/", "base_url", "not a url"),
     bad("post", "/api/upstreams/", "read_timeout_seconds", "slow"),
