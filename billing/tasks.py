@@ -1,6 +1,6 @@
 from celery import shared_task
 
-from billing import resets, settlement
+from billing import reconcile, resets, settlement
 
 
 @shared_task(ignore_result=True, acks_late=True, soft_time_limit=50, time_limit=60)
@@ -32,3 +32,9 @@ def reset_budget_periods():
     """Start the budget period of every team whose calendar boundary has passed (exactly once
     per period: rows are claimed with SKIP LOCKED; see billing.resets)."""
     return resets.budget_periods_reset_due()
+
+
+@shared_task(ignore_result=True, acks_late=True, soft_time_limit=100, time_limit=120)
+def reconcile_gateway_state():
+    """Repair the gateway's Redis account state from the ledger (and rebuild it after a flush)."""
+    return len(reconcile.reconcile_gateway_state())

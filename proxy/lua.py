@@ -286,14 +286,154 @@ return 1
 REAP_AFTER_MS = 60 * 60 * 1000
 
 # KEYS: 1 account hash.  ARGV: 1 balance, 2 period spend, 3 version.
+# Returns 1 (moved forward), 0 (Redis already had this or a newer version), or -1: no account in
+# Redis (a new team, or Redis was flushed), which must be built with ACCOUNT_REBUILD instead, so
+# that its keys' spend is rebuilt in the same step.
 ACCOUNT_SET = """
-local cur = tonumber(redis.call('HGET', KEYS[1], 'ver') or '-1')
-if tonumber(ARGV[3]) > cur then
+local cur = redis.call('HGET', KEYS[1], 'ver')
+if not cur then return -1 end
+if tonumber(ARGV[3]) > tonumber(cur) then
   redis.call('HSET', KEYS[1], 'bal', ARGV[1], 'pspend', ARGV[2], 'ver', ARGV[3])
   return 1
 end
 return 0
 """
+
+# The usage stream's records that no settler has acknowledged yet: newer than the group's
+# last-delivered id, or delivered and still pending. Returns nil when the stream is longer
+# than `limit` (a settler backlog: reconciling it entry by entry would block Redis).
+_UNSETTLED = """
+local function id_after(a, b)
+  local am, as = string.match(a, '(%d+)-(%d+)')
+  local bm, bs = string.match(b, '(%d+)-(%d+)')
+  am, as, bm, bs = tonumber(am), tonumber(as), tonumber(bm), tonumber(bs)
+  return am > bm or (am == bm and as > bs)
+end
+local function unsettled(stream, group, limit)
+  local len = redis.call('XLEN', stream)
+  if len > limit then return nil end
+  if len == 0 then return {} end
+  local last, pending = '0-0', {}
+  local ok, groups = pcall(redis.call, 'XINFO', 'GROUPS', stream)
+  if ok then
+    for _, g in ipairs(groups) do
+      local info = {}
+      for i = 1, #g, 2 do info[g[i]] = g[i + 1] end
+      if info['name'] == group then
+        last = info['last-delivered-id']
+        for _, p in ipairs(redis.call('XPENDING', stream, group, '-', '+', len)) do
+          pending[p[1]] = true
+        end
+      end
+    end
+  end
+  local out = {}
+  for _, entry in ipairs(redis.call('XRANGE', stream, '-', '+')) do
+    if pending[entry[1]] or id_after(entry[1], last) then
+      local f = {}
+      for i = 1, #entry[2], 2 do f[entry[2][i]] = entry[2][i + 1] end
+      if f['rec'] then
+        local rec = cjson.decode(f['rec'])
+        out[#out + 1] = {tostring(rec.team), tostring(rec.key), tonumber(f['charged'] or '0')}
+      end
+    end
+  end
+  return out
+end
+"""
+
+# Build a team's account in Redis from Postgres: the settled balance and period spend, and each
+# key's spend (settled in Postgres plus charged but not yet settled), in one atomic step. Until
+# then admission fails closed for the team ('not_ready').
+# KEYS: 1 account hash, 2 usage stream.
+# ARGV: 1 balance, 2 period spend, 3 version, 4 settler group, 5 stream limit,
+#       then (key id, settled spend) pairs.
+# Returns 1 if it built the account, 0 if it was there already.
+ACCOUNT_REBUILD = (
+    _UNSETTLED
+    + """
+if redis.call('HEXISTS', KEYS[1], 'ver') == 1 then return 0 end
+local charged = {}
+for _, u in ipairs(unsettled(KEYS[2], ARGV[4], tonumber(ARGV[5])) or {}) do
+  charged[u[2]] = (charged[u[2]] or 0) + u[3]
+end
+redis.call('HSET', KEYS[1], 'bal', ARGV[1], 'pspend', ARGV[2], 'ver', ARGV[3])
+for i = 6, #ARGV, 2 do
+  local spent = tonumber(ARGV[i + 1]) + (charged[ARGV[i]] or 0)
+  redis.call('HSET', 'tg:kacct:' .. ARGV[i], 'spent', spent)
+end
+return 1
+"""
+)
+
+# Recompute what the gateway holds beside the settled balance, and repair drift:
+#   pend (team) = charges of unsettled usage records;
+#   resv (team and key) = reservations of calls in flight + flat prices of open jobs.
+# KEYS: 1 usage stream, 2 inflight hash, 3 open-jobs zset, 4 dead-letter stream.
+# ARGV: 1 settler group, 2 stream limit, 3 number of team ids, then team ids, then key ids.
+# Returns {'too_long', length} or a flat list of repairs: (kind, id, field, old, new)...
+RECONCILE_LIVE = (
+    _UNSETTLED
+    + """
+local records = unsettled(KEYS[1], ARGV[1], tonumber(ARGV[2]))
+if records == nil then return {'too_long', redis.call('XLEN', KEYS[1])} end
+local pend, resv, kresv = {}, {}, {}
+for _, u in ipairs(records) do pend[u[1]] = (pend[u[1]] or 0) + u[3] end
+-- Dead letters were never posted: their charge stays pending until a person deals with them.
+for _, entry in ipairs(redis.call('XRANGE', KEYS[4], '-', '+', 'COUNT', ARGV[2])) do
+  local f = {}
+  for i = 1, #entry[2], 2 do f[entry[2][i]] = entry[2][i + 1] end
+  local ok, rec = pcall(cjson.decode, f['rec'] or '')
+  if ok and type(rec) == 'table' and rec.team then
+    local t = tostring(rec.team)
+    pend[t] = (pend[t] or 0) + tonumber(f['charged'] or '0')
+  end
+end
+local flat = redis.call('HGETALL', KEYS[2])
+for i = 1, #flat, 2 do
+  local f = cjson.decode(flat[i + 1])
+  local t, k = tostring(f.team), tostring(f.key)
+  resv[t] = (resv[t] or 0) + f.reserve
+  kresv[k] = (kresv[k] or 0) + f.reserve
+end
+for _, job in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
+  local j = redis.call('HMGET', 'tg:job:' .. job, 'team', 'key', 'fee', 'status')
+  if j[4] == 'open' and tonumber(j[3] or '0') > 0 then
+    resv[j[1]] = (resv[j[1]] or 0) + tonumber(j[3])
+    kresv[j[2]] = (kresv[j[2]] or 0) + tonumber(j[3])
+  end
+end
+local repairs = {}
+local function fix(kind, id, hash, field, want)
+  local cur = tonumber(redis.call('HGET', hash, field) or '0')
+  if cur ~= want then
+    redis.call('HSET', hash, field, want)
+    for _, v in ipairs({kind, id, field, cur, want}) do repairs[#repairs + 1] = v end
+  end
+end
+local n_teams = tonumber(ARGV[3])
+for i = 4, 3 + n_teams do
+  local t = ARGV[i]
+  local acct = 'tg:acct:' .. t
+  if redis.call('HEXISTS', acct, 'ver') == 1 then
+    fix('team', t, acct, 'pend', pend[t] or 0)
+    fix('team', t, acct, 'resv', resv[t] or 0)
+  end
+end
+for i = 4 + n_teams, #ARGV do
+  local k = ARGV[i]
+  local kacct = 'tg:kacct:' .. k
+  if (kresv[k] or 0) > 0 or redis.call('HEXISTS', kacct, 'resv') == 1 then
+    fix('key', k, kacct, 'resv', kresv[k] or 0)
+  end
+end
+return repairs
+"""
+)
+# Reconciling a longer unsettled stream than this is skipped (and reported): the settler is
+# behind, and a scan this long would block Redis.
+RECONCILE_STREAM_LIMIT = 200_000
+
 
 # Settler acknowledgement, after the ledger entries are committed in Postgres.
 # KEYS: 1 usage stream.  ARGV: 1 group, then (message id, account key, charged) triples.

@@ -203,14 +203,19 @@ def publish_catalog() -> None:
 
 @_safely
 def publish_account(account) -> None:
-    """Move the gateway's copy of the settled balance forward (never backward)."""
-    lua.account_set(
+    """Move the gateway's copy of the settled balance forward (never backward); build it,
+    with the keys' spend, when Redis has none (a new team, or Redis was flushed)."""
+    moved = lua.account_set(
         client(),
         acct_key(account.team_id),
         account.balance_micros,
         account.period_spend_micros,
         account.version,
     )
+    if moved == -1:
+        from billing.reconcile import rebuild_account
+
+        rebuild_account(account)
 
 
 @_safely

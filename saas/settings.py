@@ -179,6 +179,12 @@ CELERY_BEAT_SCHEDULE: dict = {
         "schedule": 60.0,
         "options": {"expires": 30},
     },
+    # Redis account state against the ledger; rebuilds it after a Redis flush.
+    "reconcile-gateway-state": {
+        "task": "billing.tasks.reconcile_gateway_state",
+        "schedule": 60.0,
+        "options": {"expires": 50},
+    },
     "expire-jobs": {
         "task": "billing.tasks.expire_jobs",
         "schedule": 60.0,

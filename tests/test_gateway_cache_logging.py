@@ -11,7 +11,6 @@ from openai import OpenAI
 from billing import settlement
 from billing.models import CallLog, LedgerEntry, UsageRecord
 from modelgroups import services as catalog
-from teams.services import team_update
 from tests.conftest import MASTER, GatewayTenant, client_with
 
 CHAT = {"model": "chat", "messages": [{"role": "user", "content": "cache me"}], "max_tokens": 30}
@@ -74,8 +73,15 @@ def test_an_identical_request_is_answered_from_the_cache_for_free(live, cached):
     assert LedgerEntry.objects.filter(account__team=cached.team, kind="usage").count() == 1
 
 
-def test_cache_hits_can_be_charged_a_fraction_of_the_price(live, cached):
-    team_update(actor="test", team=cached.team, data={"cache_hit_price_percent": 50})
+def test_cache_hits_can_be_charged_a_fraction_of_the_price(live, mock_catalog, gw_org):
+    cached = GatewayTenant(
+        "half price hits",
+        gw_org,
+        [mock_catalog["groups"]["chat"]],
+        100_000_000,
+        cache_ttl_seconds=60,
+        cache_hit_price_percent=50,
+    )
     first = post(live, cached)
     second = post(live, cached)
     settlement.settle_usage()

@@ -1,0 +1,179 @@
+"""Keep the gateway's Redis account state honest against the Postgres ledger.
+
+What the gateway enforces with, per team (proxy/lua.py): `bal`, `pspend` and `ver` copied from
+Postgres, `pend` (charged, not yet settled) and `resv` (reserved by calls in flight and open
+flat-priced jobs); per key: `spent` and `resv`. The periodic reconcile:
+
+1. rebuilds everything when Redis lost it (flushed, or restarted empty): the catalog, keys and
+   teams are republished, and each team's account is built from Postgres together with its
+   keys' spend (settled in Postgres plus still unsettled), in one atomic step. Until that step
+   admission fails closed for the team, with a 503 `account_not_ready`;
+2. moves `bal`/`pspend` forward to the ledger's version, and repairs a copy that differs from
+   Postgres at the same version;
+3. recomputes `pend` and `resv` from the usage stream, the in-flight calls and the open jobs,
+   atomically, and repairs any drift.
+
+Every repair is an audit event (actor `system:reconcile`) with the amounts before and after.
+"""
+
+import logging
+from dataclasses import dataclass
+
+from django.db.models import Sum
+
+from billing.models import CreditAccount, Job, UsageRecord
+from billing.settlement import DEAD_LETTERS, GROUP
+from orgs.services import audit_record
+from proxy import lua, state
+from teams.models import Team, VirtualKey
+
+logger = logging.getLogger(__name__)
+
+ACTOR = "system:reconcile"
+CHUNK = 2000
+
+
+@dataclass(frozen=True)
+class Repair:
+    kind: str  # "team" or "key"
+    id: int
+    field: str
+    before: int
+    after: int
+
+
+def key_settled_spend(team_id: int) -> dict[int, int]:
+    """Micro-credits each of the team's keys has been charged, as settled in Postgres."""
+    spend: dict[int, int] = {}
+    for key_id, total in (
+        UsageRecord.objects.filter(team_id=team_id, key__isnull=False)
+        .values_list("key")
+        .annotate(total=Sum("price_micros"))
+    ):
+        spend[key_id] = total
+    for key_id, total in (
+        Job.objects.filter(team_id=team_id, key__isnull=False)
+        .values_list("key")
+        .annotate(total=Sum("charged_micros"))
+    ):
+        spend[key_id] = spend.get(key_id, 0) + total
+    return spend
+
+
+def rebuild_account(account: CreditAccount) -> bool:
+    """Build a team's Redis account (and its keys' spend) from Postgres, if Redis has none."""
+    spend = key_settled_spend(account.team_id)
+    key_ids = VirtualKey.objects.filter(team_id=account.team_id).values_list("pk", flat=True)
+    pairs = []
+    for key_id in key_ids:
+        pairs += [key_id, spend.get(key_id, 0)]
+    built = state.client().eval(
+        lua.ACCOUNT_REBUILD,
+        2,
+        state.acct_key(account.team_id),
+        lua.USAGE_STREAM,
+        account.balance_micros,
+        account.period_spend_micros,
+        account.version,
+        GROUP,
+        lua.RECONCILE_STREAM_LIMIT,
+        *pairs,
+    )
+    return bool(built)
+
+
+def reconcile_gateway_state() -> list[Repair]:
+    client = state.client()
+    if not client.exists(state.CATALOG):
+        logger.warning("gateway state missing from Redis (flushed or restarted): republishing")
+        state.publish_all()  # builds every account through rebuild_account
+    repairs = _reconcile_settled(client) + _reconcile_live(client)
+    _audit(repairs)
+    return repairs
+
+
+def _reconcile_settled(client) -> list[Repair]:
+    repairs = []
+    for account in CreditAccount.objects.order_by("pk").iterator(chunk_size=CHUNK):
+        key = state.acct_key(account.team_id)
+        moved = lua.account_set(
+            client, key, account.balance_micros, account.period_spend_micros, account.version
+        )
+        if moved == -1:
+            rebuild_account(account)
+            continue
+        if moved == 1:
+            continue  # behind (a publish was lost), now current: not drift
+        # Same version: the copy must equal Postgres.
+        bal, pspend, ver = client.hmget(key, "bal", "pspend", "ver")
+        if int(ver) != account.version:
+            continue  # a newer version arrived meanwhile
+        for field, have, want in (
+            ("bal", int(bal), account.balance_micros),
+            ("pspend", int(pspend or 0), account.period_spend_micros),
+        ):
+            if have != want:
+                client.hset(key, field, want)
+                repairs.append(Repair("team", account.team_id, field, have, want))
+    return repairs
+
+
+def _reconcile_live(client) -> list[Repair]:
+    repairs = []
+    team_ids = list(Team.objects.order_by("pk").values_list("pk", flat=True))
+    key_ids = list(VirtualKey.objects.order_by("pk").values_list("pk", flat=True))
+    for start in range(0, max(len(team_ids), len(key_ids), 1), CHUNK):
+        teams, keys = team_ids[start : start + CHUNK], key_ids[start : start + CHUNK]
+        result = client.eval(
+            lua.RECONCILE_LIVE,
+            4,
+            lua.USAGE_STREAM,
+            lua.INFLIGHT,
+            lua.OPEN_JOBS,
+            DEAD_LETTERS,
+            GROUP,
+            lua.RECONCILE_STREAM_LIMIT,
+            len(teams),
+            *teams,
+            *keys,
+        )
+        if result and result[0] == b"too_long":
+            logger.error(
+                "usage stream holds %s unsettled records: settlement is behind; "
+                "pending and reserved amounts not reconciled this round",
+                result[1],
+            )
+            return repairs
+        for i in range(0, len(result), 5):
+            kind, id_, field, before, after = result[i : i + 5]
+            repairs.append(Repair(kind.decode(), int(id_), field.decode(), int(before), int(after)))
+    return repairs
+
+
+def _audit(repairs: list[Repair]) -> None:
+    if not repairs:
+        return
+    teams = Team.objects.in_bulk({r.id for r in repairs if r.kind == "team"})
+    keys = VirtualKey.objects.select_related("team").in_bulk(
+        {r.id for r in repairs if r.kind == "key"}
+    )
+    for r in repairs:
+        obj = teams.get(r.id) if r.kind == "team" else keys.get(r.id)
+        if obj is None:
+            continue
+        org_id = obj.organization_id if r.kind == "team" else obj.team.organization_id
+        logger.warning(
+            "reconcile repaired %s %s %s: %s -> %s",
+            r.kind,
+            obj.public_id,
+            r.field,
+            r.before,
+            r.after,
+        )
+        audit_record(
+            actor=ACTOR,
+            action="gateway_state.repair",
+            obj=obj,
+            organization_id=org_id,
+            changes={f"{r.field}_micros": [r.before, r.after]},
+        )
