@@ -18,15 +18,19 @@ from saas.fields import INT_MAX
 from teams.models import Team, VirtualKey
 
 
-class MoneyField(forms.CharField):
+class MoneyField(forms.Field):
     """A decimal string in the form, integer micro-units in cleaned_data (None when blank)."""
+
+    widget = forms.TextInput
+    MAX_LENGTH = 40
 
     def __init__(self, *, allow_negative: bool = False, **kwargs):
         self.allow_negative = allow_negative
         kwargs.setdefault("required", False)
-        kwargs.setdefault("max_length", 40)
         super().__init__(**kwargs)
-        self.widget.attrs.update(inputmode="decimal", autocomplete="off", placeholder="0.00")
+        self.widget.attrs.update(
+            inputmode="decimal", autocomplete="off", placeholder="0.00", maxlength=self.MAX_LENGTH
+        )
 
     def prepare_value(self, value):
         if isinstance(value, int):
@@ -34,9 +38,11 @@ class MoneyField(forms.CharField):
         return value
 
     def to_python(self, value):
-        value = super().to_python(value)
+        value = (value or "").strip() if isinstance(value, str | type(None)) else value
         if value in self.empty_values:
             return None
+        if len(str(value)) > self.MAX_LENGTH:
+            raise forms.ValidationError("That is not an amount.")
         try:
             return parse_micros(value, allow_negative=self.allow_negative)
         except MoneyError as exc:

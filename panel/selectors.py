@@ -72,10 +72,13 @@ def dashboard(*, now) -> dict:
     }
     days = [daily_start + timedelta(days=i) for i in range(30)]
     top_teams = list(
-        this_month.values("team_id", "team__name", "team__public_id", "team__organization__name")
+        this_month.values("team_id")
         .annotate(price_micros=Sum("price_micros"), requests=Count("id"))
         .order_by("-price_micros")[:5]
     )
+    teams = Team.objects.select_related("organization").in_bulk([r["team_id"] for r in top_teams])
+    for row in top_teams:
+        row["team"] = teams[row["team_id"]]
     top_models = list(
         this_month.values("model")
         .annotate(price_micros=Sum("price_micros"), requests=Count("id"))
@@ -117,7 +120,7 @@ def budget_watch(limit: int = 10) -> list[dict]:
     for team in candidates:
         summary = billing.credits_summary(team=team)
         if summary["budget_state"] in ("warning", "exceeded"):
-            watch.append({"team": team, **summary})
+            watch.append({**summary, "team": team})
     return watch[:limit]
 
 
