@@ -82,7 +82,12 @@ class PanelMiddleware:
         if getattr(view_func, "panel_public", False):
             return None
         if not request.user.is_authenticated:
-            return redirect_to_login(request.get_full_path())
+            response = redirect_to_login(request.get_full_path())
+            if request.headers.get("HX-Request"):
+                # An htmx call (live search) would follow the redirect and swap the login
+                # form into the page; have htmx load the login page itself instead.
+                response = HttpResponse(status=204, headers={"HX-Redirect": response.url})
+            return response
         if request.panel_role is None:
             return error_page(
                 request,

@@ -8,6 +8,7 @@ from asgiref.sync import sync_to_async
 from django.core.handlers.asgi import ASGIRequest
 from django.http import StreamingHttpResponse
 from django.shortcuts import render
+from django.utils import timezone
 
 from billing import selectors as billing
 from billing.models import UsageRecord
@@ -44,12 +45,15 @@ def _records(scope: dict, start, end):
 
 
 def usage(request):
-    form = forms.UsageFilterForm(request.GET or None)
-    if request.GET and not form.is_valid():
+    data = request.GET.copy()
+    # Show the range in effect: the last 30 days unless the filters say otherwise.
+    if not data.get("start") and not data.get("end"):
+        today = timezone.now().date()
+        data["start"] = (today - timedelta(days=29)).isoformat()
+        data["end"] = today.isoformat()
+    form = forms.UsageFilterForm(data)
+    if not form.is_valid():
         return render(request, "panel/usage.html", {"form": form}, status=400)
-    if not request.GET:
-        form = forms.UsageFilterForm({})
-        form.is_valid()
     scope = form.scope()
     start, end = _range(form)
     if request.GET.get("format") == "csv":

@@ -293,3 +293,11 @@ def test_viewers_may_change_their_own_password(as_viewer, viewer):
     )
     assert response.status_code == 302
     assert User.objects.get(pk=viewer.pk).check_password("a brand new passphrase")
+
+
+def test_an_expired_session_sends_htmx_to_the_login_page(client, db):
+    # given a live search fired after the session ended
+    response = client.get(reverse("panel:org_list"), {"q": "acme"}, HTTP_HX_REQUEST="true")
+    # then htmx is told to load the login page rather than swap it into the list
+    assert response.status_code == 204
+    assert response["HX-Redirect"].startswith(reverse("panel:login"))

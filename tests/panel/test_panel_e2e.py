@@ -177,6 +177,13 @@ def test_an_admin_runs_the_business_from_the_browser(live, browser):
     assert "usage" in ledger_text
     assert usage_entry.amount_micros < 0
     shot(page, "10-team-detail")
+    # The CSV export streams from the ASGI server with the browser's session
+    export = page.request.get(
+        f"{base}/usage/?format=csv&team={team_url.rstrip('/').split('/')[-1]}"
+    )
+    rows = export.text().splitlines()
+    assert export.ok and rows[0].startswith("created_at,request_id")
+    assert len(rows) == 2 and response.headers["x-request-id"] in rows[1]
     page.set_viewport_size({"width": 390, "height": 844})
     shot(page, "11-team-detail-phone")
     page.set_viewport_size({"width": 1280, "height": 900})
