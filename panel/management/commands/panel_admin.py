@@ -29,7 +29,7 @@ class Command(BaseCommand):
             )
             if has_admin:
                 self.stdout.write(
-                    f"  Web panel      {url}   log in with your panel account "
+                    f"\n  Web panel      {url}   log in with your panel account "
                     f"(forgot it? python manage.py changepassword {username})\n"
                 )
                 return
