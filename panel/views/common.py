@@ -13,6 +13,13 @@ def actor(request) -> str:
     return actor_for(request.user)
 
 
+def param(request, name: str, max_length: int = 200) -> str:
+    """A query-string filter, trimmed; a NUL (which Postgres refuses in a query) matches
+    nothing rather than failing."""
+    value = request.GET.get(name, "").strip()[:max_length]
+    return "" if "\x00" in value else value
+
+
 def by_public_id(queryset, public_id: str):
     """The object with that public id, or a 404 page (a NUL would be a 500 in Postgres)."""
     if "\x00" in public_id:

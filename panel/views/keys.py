@@ -9,6 +9,7 @@ from panel.views.common import (
     actor,
     by_public_id,
     no_store,
+    param,
     remember_form_token,
     used_form_token,
 )
@@ -25,10 +26,10 @@ def _keys():
 
 def key_list(request):
     keys = _keys()
-    q = request.GET.get("q", "").strip()[:200]
-    team_id = request.GET.get("team", "").strip()[:40]
-    status = request.GET.get("status", "")
-    last_used = request.GET.get("last_used", "")
+    q = param(request, "q")
+    team_id = param(request, "team", 40)
+    status = param(request, "status")
+    last_used = param(request, "last_used")
     if q:
         keys = keys.filter(name__icontains=q) | keys.filter(public_id=q) | keys.filter(key_prefix=q)
     if team_id:

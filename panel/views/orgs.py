@@ -7,13 +7,13 @@ from django.views.decorators.http import require_POST
 from orgs import services
 from orgs.models import Organization
 from panel import forms, selectors
-from panel.views.common import actor, by_public_id
+from panel.views.common import actor, by_public_id, param
 from saas.errors import ServiceError
 from teams.models import Team
 
 
 def org_list(request):
-    q = request.GET.get("q", "").strip()[:200]
+    q = param(request, "q")
     orgs = Organization.objects.all()
     if q:
         orgs = (

@@ -13,7 +13,7 @@ from billing.models import LedgerEntry
 from billing.money import display_micros
 from orgs.models import Organization
 from panel import charts, forms, selectors
-from panel.views.common import actor, by_public_id
+from panel.views.common import actor, by_public_id, param
 from saas.errors import ServiceError
 from teams import services
 from teams.models import Team, VirtualKey
@@ -32,8 +32,8 @@ def _teams():
 
 
 def team_list(request):
-    q = request.GET.get("q", "").strip()[:200]
-    status = request.GET.get("status", "")
+    q = param(request, "q")
+    status = param(request, "status")
     teams = _teams()
     if q:
         teams = (
@@ -52,7 +52,7 @@ def team_list(request):
 
 
 def team_create(request):
-    initial = {"organization": request.GET.get("org", "")}
+    initial = {"organization": param(request, "org")}
     form = forms.TeamCreateForm(request.POST or None, initial=initial)
     org = Organization.objects.filter(public_id=initial["organization"]).first()
     if request.method == "POST" and form.is_valid():
@@ -192,7 +192,7 @@ def team_credits(request, id):
 def team_ledger(request, id):
     team = by_public_id(_teams(), id)
     entries = LedgerEntry.objects.filter(account__team=team)
-    kind = request.GET.get("kind", "")
+    kind = param(request, "kind")
     if kind in LedgerEntry.Kind.values:
         entries = entries.filter(kind=kind)
     page = selectors.keyset_page(entries, request.GET.get("cursor"))

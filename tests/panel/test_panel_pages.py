@@ -137,3 +137,18 @@ def test_static_files_are_served_with_validators_and_compression(db):
         "/static/nope.css",
     ):
         assert _get(app, path)[0] == 404
+
+
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [
+        ("org_list", {"q": "a\x00b"}),
+        ("team_list", {"q": "a\x00b", "status": "\x00"}),
+        ("key_list", {"q": "\x00", "team": "team_\x00", "status": "\x00", "last_used": "\x00"}),
+        ("audit", {"actor": "\x00", "action": "\x00", "object_id": "\x00", "organization": "\x00"}),
+        ("usage", {"team": "team_\x00", "model": "\x00"}),
+    ],
+)
+def test_junk_in_a_filter_is_never_a_server_error(as_admin, name, params):
+    response = as_admin.get(reverse(f"panel:{name}"), params)
+    assert response.status_code in (200, 400)
