@@ -1,15 +1,19 @@
 """Reads behind the panel's pages. Credits and usage numbers come from billing.selectors; this
 module adds the cross-tenant views only the panel needs (dashboard, lists)."""
 
+import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
+import redis
 from django.db.models import Count, F, Q, Sum
 from django.db.models.functions import TruncDay, TruncMinute
 
 from billing import selectors as billing
 from billing.models import UsageRecord
 from teams.models import Team
+
+logger = logging.getLogger(__name__)
 
 PAGE_SIZE = 50
 
@@ -101,7 +105,53 @@ def dashboard(*, now) -> dict:
         "top_teams": top_teams,
         "top_models": top_models,
         "budget_watch": budget_watch(),
+        "settlement": settlement_health(now=now),
     }
+
+
+def settlement_health(*, now) -> dict | None:
+    """Calls the gateway has handed off that Postgres has not settled yet (normally settled
+    within a second or two), and records parked as dead letters. None: Redis is unreachable."""
+    from billing import settlement
+    from proxy import lua
+    from proxy import state as gateway_state
+
+    client = gateway_state.client()
+    try:
+        groups = {
+            (g["name"].decode() if isinstance(g["name"], bytes) else g["name"]): g
+            for g in client.xinfo_groups(lua.USAGE_STREAM)
+        }
+    except redis.ResponseError:  # no stream yet: nothing was ever handed off
+        groups = {}
+    except redis.RedisError:
+        logger.warning("dashboard: Redis unreachable for settlement health", exc_info=True)
+        return None
+    try:
+        group = groups.get(settlement.GROUP)
+        if group is None:  # no settler ran yet: everything in the stream waits
+            waiting, after = client.xlen(lua.USAGE_STREAM), "-"
+        else:
+            # Taken but not acknowledged, plus not taken yet (Redis 7 reports the lag).
+            waiting = group["pending"] + (group.get("lag") or 0)
+            after = "-"
+            if group["pending"]:
+                after = client.xpending(lua.USAGE_STREAM, settlement.GROUP)["min"]
+            elif waiting:
+                last = group["last-delivered-id"]
+                after = "(" + (last.decode() if isinstance(last, bytes) else last)
+        oldest = None
+        if waiting:
+            first = client.xrange(lua.USAGE_STREAM, min=after, count=1)
+            if first:
+                entry_id = first[0][0]
+                entry_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+                oldest = max(now.timestamp() - int(entry_id.split("-")[0]) / 1000, 0)
+        dead = client.xlen(settlement.DEAD_LETTERS)
+    except redis.RedisError:
+        logger.warning("dashboard: Redis unreachable for settlement health", exc_info=True)
+        return None
+    return {"waiting": waiting, "oldest_seconds": oldest, "dead_letters": dead}
 
 
 def budget_watch(limit: int = 10) -> list[dict]:

@@ -427,3 +427,30 @@ def test_the_dashboard_shows_spend_and_teams_over_budget(as_admin, tenant_a, ten
         ("Team A", "exceeded")
     ]
     assert b"<svg" in response.content
+
+
+def test_the_dashboard_shows_usage_waiting_to_settle_and_dead_letters(as_admin, db):
+    from billing import settlement
+    from proxy import lua
+    from proxy import state as gateway_state
+
+    client = gateway_state.client()
+    # given nothing handed off yet
+    assert as_admin.get(reverse("panel:dashboard")).context["settlement"] == {
+        "waiting": 0,
+        "oldest_seconds": None,
+        "dead_letters": 0,
+    }
+    # given two records the gateway handed off, one taken by a settler and not acknowledged,
+    # and one record parked as a dead letter
+    settlement.ensure_group(client)
+    client.xadd(lua.USAGE_STREAM, {"rec": "{}"})
+    client.xadd(lua.USAGE_STREAM, {"rec": "{}"})
+    client.xreadgroup(settlement.GROUP, "crashed", {lua.USAGE_STREAM: ">"}, count=1)
+    client.xadd(settlement.DEAD_LETTERS, {"error": "poison"})
+    # when
+    health = as_admin.get(reverse("panel:dashboard")).context["settlement"]
+    # then
+    assert health["waiting"] == 2
+    assert 0 <= health["oldest_seconds"] < 60
+    assert health["dead_letters"] == 1
