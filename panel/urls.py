@@ -36,6 +36,7 @@ urlpatterns = [
     path("upstreams/", catalog.upstream_list, name="upstream_list"),
     path("upstreams/new/", catalog.upstream_create, name="upstream_create"),
     path("upstreams/<str:id>/", catalog.upstream_edit, name="upstream_edit"),
+    path("upstreams/<str:id>/test/", catalog.upstream_test, name="upstream_test"),
     path("upstreams/<str:id>/delete/", catalog.upstream_delete, name="upstream_delete"),
     path("usage/", usage.usage, name="usage"),
     path("audit/", audit.audit, name="audit"),

@@ -5,7 +5,7 @@ from django.db.models import Count
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from modelgroups import services
+from modelgroups import probe, services
 from modelgroups.models import Model, ModelGroup, Upstream
 from panel import forms
 from panel.views.common import actor, by_public_id
@@ -157,9 +157,8 @@ def upstream_create(request):
     return render(request, "panel/upstream_form.html", {"form": form, "upstream": None})
 
 
-def upstream_edit(request, id):
-    upstream = by_public_id(Upstream.objects.annotate(model_count=Count("models")), id)
-    initial = {
+def _upstream_initial(upstream) -> dict:
+    return {
         "name": upstream.name,
         "kind": upstream.kind,
         "base_url": upstream.base_url,
@@ -167,7 +166,11 @@ def upstream_edit(request, id):
         "read_timeout_seconds": upstream.read_timeout_seconds,
         "enabled": upstream.enabled,
     }
-    form = forms.UpstreamEditForm(request.POST or None, initial=initial)
+
+
+def upstream_edit(request, id):
+    upstream = by_public_id(Upstream.objects.annotate(model_count=Count("models")), id)
+    form = forms.UpstreamEditForm(request.POST or None, initial=_upstream_initial(upstream))
     if request.method == "POST" and form.is_valid():
         data = {
             k: v
@@ -187,6 +190,19 @@ def upstream_edit(request, id):
             messages.success(request, f"Upstream {upstream.name} saved.")
             return redirect("panel:upstream_list")
     return render(request, "panel/upstream_form.html", {"form": form, "upstream": upstream})
+
+
+@require_POST
+def upstream_test(request, id):
+    """Make a real call to the upstream and show its answer or the error."""
+    upstream = by_public_id(Upstream.objects.annotate(model_count=Count("models")), id)
+    outcome = probe.upstream_probe(upstream=upstream)
+    form = forms.UpstreamEditForm(initial=_upstream_initial(upstream))
+    return render(
+        request,
+        "panel/upstream_form.html",
+        {"form": form, "upstream": upstream, "probe": outcome},
+    )
 
 
 @require_POST

@@ -123,6 +123,7 @@ CHANGES = [
             "read_timeout_seconds": "5",
         },
     ),
+    ("upstream_test", ["upstream"], {}),  # changes nothing, but calls out with the secret
     ("upstream_delete", ["upstream"], {}),
 ]
 

@@ -454,3 +454,29 @@ def test_the_dashboard_shows_usage_waiting_to_settle_and_dead_letters(as_admin, 
     assert health["waiting"] == 2
     assert 0 <= health["oldest_seconds"] < 60
     assert health["dead_letters"] == 1
+
+
+def test_testing_an_upstream_makes_a_real_call_and_shows_the_answer(live, mock_catalog):
+    # given an admin and the live mock upstream
+    from tests.panel.conftest import logged_in, make_user
+
+    client = logged_in(make_user("alice", "admin"))
+    upstream = mock_catalog["upstream"]
+    # when
+    response = post(client, "upstream_test", [upstream.public_id])
+    # then
+    probe = response.context["probe"]
+    assert probe.ok and probe.status == 200
+    assert "mock-a" in probe.message or "model(s) served" in probe.message
+    assert b"It works." in response.content
+    assert b"sk-upstream-provider-secret-123456" not in response.content
+
+
+def test_a_failed_upstream_test_says_why(as_admin, catalog_objects):
+    # given an upstream nothing listens on (the discard port)
+    response = post(as_admin, "upstream_test", [catalog_objects["upstream"].public_id])
+    probe = response.context["probe"]
+    assert not probe.ok and probe.status is None and probe.retryable
+    assert probe.message.startswith("Could not connect")
+    assert b"It failed." in response.content
+    assert b"sk-provider-secret-value" not in response.content

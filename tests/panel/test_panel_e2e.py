@@ -102,6 +102,11 @@ def test_an_admin_runs_the_business_from_the_browser(live, browser):
     page.get_by_text("Upstream mock created.").wait_for()
     assert "sk-upstream-secret-e2e" not in page.content()
     shot(page, "04-upstreams")
+    # "Test connection" makes a real call (through htmx, in place)
+    page.get_by_role("link", name="mock").click()
+    page.get_by_role("button", name="Test connection").click()
+    page.locator("#probe-slot").get_by_text("It works.").wait_for()
+    shot(page, "04b-upstream-test")
 
     page.get_by_role("link", name="Models").click()
     page.get_by_role("link", name="New model").first.click()
