@@ -2,12 +2,12 @@
 PY := .venv/bin/python
 STAMP := .venv/.installed
 
-.PHONY: run test setup install env db migrate seed lint bench clean
+.PHONY: run test setup install env db migrate seed lint bench clean chromium
 
 run: setup seed
 	./scripts/run.sh
 
-test: setup
+test: setup chromium
 	.venv/bin/ruff check .
 	$(PY) manage.py makemigrations --check --dry-run
 	.venv/bin/pytest
@@ -33,6 +33,10 @@ migrate: db
 
 seed: migrate
 	$(PY) manage.py seed_demo
+
+# The panel's browser tests need Debian's chromium; installed when missing (as root, with apt).
+chromium:
+	@./scripts/ensure_chromium.sh
 
 lint: install
 	.venv/bin/ruff check .

@@ -62,3 +62,14 @@ def tokens_price(tokens: int, per_million_micros: int, *, round_up: bool = False
     if round_up:
         return -(-numerator // MICROS)
     return (numerator + MICROS // 2) // MICROS
+
+
+def display_micros(micros: int | None, *, places: int = 2, grouping: bool = True) -> str:
+    """12_500_000 -> "12.50" for people (and form inputs, with grouping off): at least
+    `places` decimals, every significant one up to 6, so nothing is rounded away; "" for None."""
+    if micros is None:
+        return ""
+    value = Decimal(micros) / MICROS  # exact: at most 6 places
+    whole, _, frac = (f"{value:,.6f}" if grouping else f"{value:.6f}").partition(".")
+    frac = frac.rstrip("0").ljust(places, "0")
+    return f"{whole}.{frac}" if frac else whole

@@ -1,5 +1,5 @@
 """One ASGI entry point: the gateway (/v1) and the dev mock upstream (/mock) on a raw fast path,
-Django (admin API, panel, health) for everything else."""
+static files (/static/) from memory, Django (admin API, panel, health) for everything else."""
 
 import os
 
@@ -10,6 +10,7 @@ django_app = get_asgi_application()
 
 from proxy.gateway import gateway  # noqa: E402 - needs Django set up first
 from proxy.mock_upstream import app as mock_upstream  # noqa: E402
+from saas.static import static_files  # noqa: E402
 
 
 def make_application(gateway_app):
@@ -22,6 +23,8 @@ def make_application(gateway_app):
             return await gateway_app(scope, receive, send)
         if path.startswith("/mock/"):
             return await mock_upstream(scope, receive, send)
+        if path.startswith("/static/"):
+            return await static_files(scope, receive, send)
         return await django_app(scope, receive, send)
 
     return application

@@ -37,6 +37,7 @@ INSTALLED_APPS = [
     "billing",
     "proxy",
     "alerts",
+    "panel",
 ]
 
 MIDDLEWARE = [
@@ -47,6 +48,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Panel roles (viewers never write) and error pages instead of stack traces.
+    "panel.middleware.PanelMiddleware",
 ]
 
 ROOT_URLCONF = "saas.urls"
@@ -63,6 +66,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "panel.context.panel",
             ],
         },
     },
@@ -97,8 +101,20 @@ TIME_ZONE = "UTC"
 USE_I18N = False
 USE_TZ = True
 
-STATIC_URL = "static/"
+# Served by saas.static straight from the ASGI router (see there for why not whitenoise).
+STATIC_URL = "/static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+
+# The web panel: Django users; platform admins are superusers or in the `admin` group, the
+# `viewer` group reads everything and changes nothing.
+LOGIN_URL = "panel:login"
+LOGIN_REDIRECT_URL = "panel:dashboard"
+LOGOUT_REDIRECT_URL = "panel:login"
+# An idle timeout: the session is renewed on every request and ends after this much silence.
+SESSION_COOKIE_AGE = env.int("PANEL_SESSION_IDLE_SECONDS", default=8 * 3600)
+SESSION_SAVE_EVERY_REQUEST = True
+SESSION_COOKIE_SECURE = env.bool("SECURE_COOKIES", default=False)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["orgs.auth.AdminKeyAuthentication"],

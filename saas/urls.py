@@ -62,6 +62,8 @@ urlpatterns = [
     path("api/", include(api_patterns)),
     path("django-admin/", admin.site.urls),
     path("health/live", health.live),
+    # The web panel owns everything else, so it comes last.
+    path("", include("panel.urls")),
 ]
 
 handler404 = "saas.api.json_not_found"

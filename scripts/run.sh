@@ -30,4 +30,5 @@ for _ in $(seq 1 50); do
   sleep 0.2
 done
 $PY manage.py demo_info --port "$PORT"
+$PY manage.py panel_admin --port "$PORT"
 wait -n "${pids[@]}"

@@ -1,0 +1,37 @@
+"""Template helpers: money for people, cache-busted assets, small formatting."""
+
+from django import template
+from django.conf import settings
+
+from billing.money import display_micros
+from saas.static import static_files
+
+register = template.Library()
+
+
+@register.filter
+def money(micros, places=2):
+    """Micro-units as a grouped decimal ("1,234.50"); an em dash for none."""
+    if micros is None or micros == "":
+        return "—"
+    return display_micros(int(micros), places=int(places))
+
+
+@register.simple_tag
+def asset(path: str) -> str:
+    """The URL of a static file with its content hash, so browsers may cache it for good."""
+    version = static_files.version(path)
+    return f"{settings.STATIC_URL}{path}" + (f"?v={version}" if version else "")
+
+
+@register.filter
+def percent(part, whole):
+    """part / whole as a whole percentage; "—" when there is no whole."""
+    if not whole:
+        return "—"
+    return f"{round(100 * (part or 0) / whole)}%"
+
+
+@register.filter
+def get(mapping, key):
+    return mapping.get(key) if mapping else None

@@ -1,0 +1,218 @@
+"""The shared catalog: model groups (ordered members, weights), models and upstreams."""
+
+from django.contrib import messages
+from django.db.models import Count
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from modelgroups import probe, services
+from modelgroups.models import Model, ModelGroup, Upstream
+from panel import forms
+from panel.views.common import actor, by_public_id
+from saas.errors import ServiceError
+
+
+def _delete(request, obj, service, list_url, edit_url, what):
+    try:
+        service(actor=actor(request), **{what: obj})
+    except ServiceError as exc:
+        messages.error(request, exc.message)
+        return redirect(edit_url, obj.public_id)
+    messages.success(request, f"{obj.name} deleted.")
+    return redirect(list_url)
+
+
+# Model groups
+
+
+def group_list(request):
+    groups = ModelGroup.objects.prefetch_related("members__model").annotate(
+        team_count=Count("teams")
+    )
+    return render(request, "panel/group_list.html", {"groups": groups.order_by("name")})
+
+
+def _group_form(request, group):
+    initial = {}
+    members = []
+    if group is not None:
+        initial = {
+            "name": group.name,
+            "display_name": group.display_name,
+            "description": group.description,
+        }
+        members = [
+            {"model": m.model, "priority": m.priority, "weight": m.weight}
+            for m in group.members.select_related("model")
+        ]
+    form = forms.ModelGroupForm(request.POST or None, initial=initial)
+    formset = forms.MemberFormSet(request.POST or None, initial=members, prefix="members")
+    if request.method == "POST" and form.is_valid() and formset.is_valid():
+        try:
+            if group is None:
+                group = services.model_group_create(
+                    actor=actor(request), members=formset.members(), **form.cleaned_data
+                )
+                messages.success(request, f"Model group {group.name} created.")
+            else:
+                data = {k: v for k, v in form.cleaned_data.items() if k in form.changed_data}
+                services.model_group_update(
+                    actor=actor(request), group=group, data=data, members=formset.members()
+                )
+                messages.success(request, f"Model group {group.name} saved.")
+        except ServiceError as exc:
+            forms.service_error_to_form(form, exc)
+        else:
+            return redirect("panel:group_list")
+    return render(
+        request,
+        "panel/group_form.html",
+        {"form": form, "formset": formset, "group": group},
+    )
+
+
+def group_create(request):
+    return _group_form(request, None)
+
+
+def group_edit(request, id):
+    group = by_public_id(ModelGroup.objects.annotate(team_count=Count("teams")), id)
+    return _group_form(request, group)
+
+
+@require_POST
+def group_delete(request, id):
+    group = by_public_id(ModelGroup.objects.all(), id)
+    return _delete(
+        request,
+        group,
+        services.model_group_delete,
+        "panel:group_list",
+        "panel:group_edit",
+        "group",
+    )
+
+
+# Models
+
+
+def model_list(request):
+    models = Model.objects.select_related("upstream").order_by("name")
+    return render(request, "panel/model_list.html", {"models": models})
+
+
+def _model_form(request, model):
+    initial = forms.CatalogModelForm.initial_for(model) if model else None
+    form = forms.CatalogModelForm(request.POST or None, initial=initial)
+    if request.method == "POST" and form.is_valid():
+        try:
+            if model is None:
+                model = services.model_create(actor=actor(request), **form.service_fields())
+                messages.success(request, f"Model {model.name} created.")
+            else:
+                data = form.service_fields(names=set(form.changed_data))
+                services.model_update(actor=actor(request), model=model, data=data)
+                messages.success(request, f"Model {model.name} saved.")
+        except ServiceError as exc:
+            forms.service_error_to_form(form, exc)
+        else:
+            return redirect("panel:model_list")
+    return render(request, "panel/model_form.html", {"form": form, "model": model})
+
+
+def model_create(request):
+    return _model_form(request, None)
+
+
+def model_edit(request, id):
+    return _model_form(request, by_public_id(Model.objects.select_related("upstream"), id))
+
+
+@require_POST
+def model_delete(request, id):
+    model = by_public_id(Model.objects.all(), id)
+    return _delete(
+        request, model, services.model_delete, "panel:model_list", "panel:model_edit", "model"
+    )
+
+
+# Upstreams
+
+
+def upstream_list(request):
+    upstreams = Upstream.objects.annotate(model_count=Count("models")).order_by("name")
+    return render(request, "panel/upstream_list.html", {"upstreams": upstreams})
+
+
+def upstream_create(request):
+    form = forms.UpstreamForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            upstream = services.upstream_create(actor=actor(request), **form.cleaned_data)
+        except ServiceError as exc:
+            forms.service_error_to_form(form, exc)
+        else:
+            messages.success(request, f"Upstream {upstream.name} created.")
+            return redirect("panel:upstream_list")
+    return render(request, "panel/upstream_form.html", {"form": form, "upstream": None})
+
+
+def _upstream_initial(upstream) -> dict:
+    return {
+        "name": upstream.name,
+        "kind": upstream.kind,
+        "base_url": upstream.base_url,
+        "connect_timeout_seconds": upstream.connect_timeout_seconds,
+        "read_timeout_seconds": upstream.read_timeout_seconds,
+        "enabled": upstream.enabled,
+    }
+
+
+def upstream_edit(request, id):
+    upstream = by_public_id(Upstream.objects.annotate(model_count=Count("models")), id)
+    form = forms.UpstreamEditForm(request.POST or None, initial=_upstream_initial(upstream))
+    if request.method == "POST" and form.is_valid():
+        data = {
+            k: v
+            for k, v in form.cleaned_data.items()
+            if k in form.changed_data and k not in ("api_key", "clear_api_key")
+        }
+        # Write-only: an empty field keeps the stored key; "" (clear) removes it.
+        if form.cleaned_data["api_key"]:
+            data["api_key"] = form.cleaned_data["api_key"]
+        elif form.cleaned_data["clear_api_key"]:
+            data["api_key"] = ""
+        try:
+            services.upstream_update(actor=actor(request), upstream=upstream, data=data)
+        except ServiceError as exc:
+            forms.service_error_to_form(form, exc)
+        else:
+            messages.success(request, f"Upstream {upstream.name} saved.")
+            return redirect("panel:upstream_list")
+    return render(request, "panel/upstream_form.html", {"form": form, "upstream": upstream})
+
+
+@require_POST
+def upstream_test(request, id):
+    """Make a real call to the upstream and show its answer or the error."""
+    upstream = by_public_id(Upstream.objects.annotate(model_count=Count("models")), id)
+    outcome = probe.upstream_probe(upstream=upstream)
+    form = forms.UpstreamEditForm(initial=_upstream_initial(upstream))
+    return render(
+        request,
+        "panel/upstream_form.html",
+        {"form": form, "upstream": upstream, "probe": outcome},
+    )
+
+
+@require_POST
+def upstream_delete(request, id):
+    upstream = by_public_id(Upstream.objects.all(), id)
+    return _delete(
+        request,
+        upstream,
+        services.upstream_delete,
+        "panel:upstream_list",
+        "panel:upstream_edit",
+        "upstream",
+    )

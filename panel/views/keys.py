@@ -1,0 +1,136 @@
+"""Virtual keys: mint (the secret shown once), list, detail, rotate, revoke."""
+
+from django.contrib import messages
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from panel import forms, selectors
+from panel.views.common import (
+    actor,
+    by_public_id,
+    no_store,
+    param,
+    remember_form_token,
+    used_form_token,
+)
+from saas.errors import ServiceError
+from teams import services
+from teams.models import Team, VirtualKey
+
+LAST_USED = {"never": "Never used", "used": "Used at least once"}
+
+
+def _keys():
+    return VirtualKey.objects.select_related("team__organization")
+
+
+def key_list(request):
+    keys = _keys()
+    q = param(request, "q")
+    team_id = param(request, "team", 40)
+    status = param(request, "status")
+    last_used = param(request, "last_used")
+    if q:
+        keys = keys.filter(name__icontains=q) | keys.filter(public_id=q) | keys.filter(key_prefix=q)
+    if team_id:
+        keys = keys.filter(team__public_id=team_id)
+    if status in VirtualKey.Status.values:
+        keys = keys.filter(status=status)
+    if last_used == "never":
+        keys = keys.filter(last_used_at__isnull=True)
+    elif last_used == "used":
+        keys = keys.filter(last_used_at__isnull=False)
+    page = selectors.keyset_page(keys, request.GET.get("cursor"))
+    context = {
+        "page": page,
+        "q": q,
+        "team_id": team_id,
+        "status": status,
+        "last_used": last_used,
+        "statuses": VirtualKey.Status.choices,
+        "last_used_choices": LAST_USED.items(),
+    }
+    return render(request, "panel/key_list.html", context)
+
+
+def _secret_page(request, key, secret, *, rotated=False):
+    return no_store(
+        render(request, "panel/key_secret.html", {"key": key, "secret": secret, "rotated": rotated})
+    )
+
+
+def key_create(request, id):
+    team = by_public_id(Team.objects.select_related("organization"), id)
+    form = forms.KeyForm(request.POST or None, team=team)
+    token = request.POST.get("form_token", "") if request.method == "POST" else ""
+    if request.method == "POST":
+        if (done := used_form_token(request, token)) is not None:
+            # The same form sent again (a reload, a double click): mint nothing more.
+            messages.info(request, "That key was already created; its secret was shown once.")
+            return redirect("panel:key_detail", done)
+        if form.is_valid():
+            fields, groups = form.service_fields()
+            try:
+                key, secret = services.key_create(
+                    actor=actor(request), team=team, model_groups=groups, **fields
+                )
+            except ServiceError as exc:
+                forms.service_error_to_form(form, exc)
+            else:
+                remember_form_token(request, token, key.public_id)
+                return _secret_page(request, key, secret)
+    return render(
+        request,
+        "panel/key_form.html",
+        {"team": team, "form": form, "form_token": token or forms.new_idempotency_key()},
+    )
+
+
+def key_detail(request, id):
+    key = by_public_id(_keys().prefetch_related("model_groups"), id)
+    usage = key.usage.select_related("team").order_by("-pk")[:20]
+    return render(
+        request,
+        "panel/key_detail.html",
+        {
+            "key": key,
+            "usage": usage,
+            "rotate_form": forms.RotateForm(),
+            "form_token": forms.new_idempotency_key(),
+        },
+    )
+
+
+@require_POST
+def key_rotate(request, id):
+    key = by_public_id(_keys(), id)
+    token = request.POST.get("form_token", "")
+    if used_form_token(request, token) is not None:
+        messages.info(request, "That key was already rotated; the new secret was shown once.")
+        return redirect("panel:key_detail", key.public_id)
+    form = forms.RotateForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Pick how long the old secret keeps working.")
+        return redirect("panel:key_detail", key.public_id)
+    try:
+        key, secret = services.key_rotate(
+            actor=actor(request),
+            key=key,
+            grace_seconds=form.cleaned_data["grace_period_seconds"],
+        )
+    except ServiceError as exc:
+        messages.error(request, exc.message)
+        return redirect("panel:key_detail", key.public_id)
+    remember_form_token(request, token, key.public_id)
+    return _secret_page(request, key, secret, rotated=True)
+
+
+@require_POST
+def key_revoke(request, id):
+    key = by_public_id(_keys(), id)
+    if key.status == VirtualKey.Status.REVOKED:
+        messages.info(request, "The key was already revoked.")
+    else:
+        services.key_revoke(actor=actor(request), key=key)
+        messages.success(request, f"Key {key.name} revoked: it stopped working.")
+    return redirect("panel:key_detail", key.public_id)

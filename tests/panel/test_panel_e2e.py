@@ -1,0 +1,220 @@
+"""The panel in a real browser: Debian's Chromium, driven by Playwright, against the whole ASGI
+application (panel, static files, gateway and mock upstream) served by uvicorn.
+
+Screenshots of each main page land in tests/artifacts/screenshots/ (kept after the run,
+ignored by git) so a person can look at them."""
+
+import re
+import shutil
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.panel.conftest import PASSWORD, make_user
+
+CHROMIUM = "/usr/bin/chromium"
+# No downloads, no background chatter: the machines have no internet.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SCREENSHOTS = Path(__file__).resolve().parent.parent / "artifacts" / "screenshots"
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(
+        shutil.which(CHROMIUM) is None,
+        reason=f"{CHROMIUM} is missing: `apt-get install chromium` (make test does it as root)",
+    ),
+]
+
+
+@pytest.fixture
+def browser(monkeypatch):
+    from django.db import connections
+
+    # The server answers each request in a fresh thread with its own connection: a max age
+    # of 0 closes it after the request, so the test database can be dropped at the end.
+    monkeypatch.setitem(connections.settings["default"], "CONN_MAX_AGE", 0)
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install -e '.[dev]'")
+    # Playwright's sync API runs an event loop in this thread; the test's own ORM calls
+    # (setup and settlement) are plain blocking calls between browser steps.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+        # Playwright's greenlet gives this test its own Django connection (connections are
+        # context-local): close it, or the test database cannot be dropped at the end.
+        connections.close_all()
+
+
+def shot(page, name: str) -> None:
+    page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=True)
+
+
+def test_an_admin_runs_the_business_from_the_browser(live, browser):
+    from billing import tasks
+    from billing.models import LedgerEntry
+
+    make_user("admin", "admin")
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.on("dialog", lambda dialog: dialog.accept())
+    base = live.url
+
+    # Log in (the dashboard sends an anonymous visitor to the login page)
+    page.goto(f"{base}/")
+    assert "/login/" in page.url
+    shot(page, "01-login")
+    page.get_by_label("Username").fill("admin")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.get_by_role("heading", name="Dashboard").wait_for()
+    assert page.evaluate("typeof htmx") == "object"  # the vendored script loaded
+    shot(page, "02-dashboard-empty")
+
+    # An organization
+    page.get_by_role("link", name="Organizations").click()
+    shot(page, "03-organizations-empty")
+    page.get_by_role("link", name="New organization").click()
+    page.get_by_label("Name").fill("Acme Corp")
+    page.get_by_label("External id").fill("crm-42")
+    page.get_by_role("button", name="Create organization").click()
+    page.get_by_role("heading", name="Acme Corp").wait_for()
+    org_url = page.url
+
+    # The catalog: an upstream (the live mock), a model, a model group
+    page.get_by_role("link", name="Upstreams").click()
+    page.get_by_role("link", name="New upstream").first.click()
+    page.get_by_label("Name").fill("mock")
+    page.get_by_label("Kind").select_option("mock")
+    page.get_by_label("Base URL").fill(live.mock_url)
+    page.get_by_label("API key").fill("sk-upstream-secret-e2e")
+    page.get_by_role("button", name="Create upstream").click()
+    page.get_by_text("Upstream mock created.").wait_for()
+    assert "sk-upstream-secret-e2e" not in page.content()
+    shot(page, "04-upstreams")
+    # "Test connection" makes a real call (through htmx, in place)
+    page.get_by_role("link", name="mock").click()
+    page.get_by_role("button", name="Test connection").click()
+    page.locator("#probe-slot").get_by_text("It works.").wait_for()
+    shot(page, "04b-upstream-test")
+
+    page.get_by_role("link", name="Models").click()
+    page.get_by_role("link", name="New model").first.click()
+    page.get_by_label("Name").fill("mock-a")
+    page.get_by_label("Upstream", exact=True).select_option(label="mock")
+    page.get_by_label("Upstream model").fill("mock-a")
+    page.get_by_label("Input price (credits per 1M tokens)").fill("1000")
+    page.get_by_label("Output price (credits per 1M tokens)").fill("2000")
+    page.get_by_role("button", name="Create model").click()
+    page.get_by_text("Model mock-a created.").wait_for()
+    shot(page, "05-models")
+
+    page.get_by_role("link", name="Model groups").click()
+    page.get_by_role("link", name="New model group").first.click()
+    page.get_by_label("Name", exact=True).fill("chat")
+    page.get_by_label("Display name").fill("Chat")
+    page.get_by_label("Model in row 1").select_option(label="mock-a")
+    page.get_by_label("Weight in row 1").fill("3")
+    shot(page, "06-model-group-editor")
+    page.get_by_role("button", name="Create model group").click()
+    page.get_by_text("Model group chat created.").wait_for()
+    shot(page, "07-model-groups")
+
+    # A team in the organization, with the group and a budget
+    page.goto(org_url)
+    page.get_by_role("link", name="New team").click()
+    page.get_by_label("Name", exact=True).fill("Acme prod")
+    page.get_by_label("chat").check()
+    page.get_by_label("Requests per minute").fill("600")
+    page.get_by_label("Budget period").select_option("monthly")
+    page.get_by_label("Budget per period (credits)").fill("100")
+    page.get_by_role("button", name="Create team").click()
+    page.get_by_role("heading", name="Acme prod").wait_for()
+    team_url = page.url
+
+    # Credits: a grant with a reason, then the ledger shows it
+    page.get_by_label("Amount (credits)").fill("25.00")
+    page.get_by_label("Reason").fill("prepaid invoice 17")
+    page.get_by_role("button", name="Post to the ledger").click()
+    page.get_by_text("Posted 25.00 credits to Acme prod.").wait_for()
+    ledger = page.get_by_role("region", name="Recent ledger entries")
+    assert "prepaid invoice 17" in ledger.inner_text()
+    assert "user:admin" in ledger.inner_text()
+    assert page.locator("#balance").inner_text() == "25.00"
+
+    # A key: the secret is shown once, with a copy button
+    mint = page.locator("details", has_text="Mint a new key")
+    if mint.get_attribute("open") is None:  # open already while the team has no key
+        mint.locator("summary").click()
+    page.get_by_label("Name", exact=True).fill("backend")
+    page.get_by_role("button", name="Mint key").click()
+    page.get_by_text("It will not be shown again").wait_for()
+    secret = page.locator("#secret").input_value()
+    assert secret.startswith("sk-")
+    page.get_by_role("button", name="Copy").click()
+    shot(page, "08-key-secret")
+    page.get_by_role("link", name="I have copied it").click()
+    assert secret not in page.content()
+    shot(page, "09-key-detail")
+
+    # The key works at the gateway, and the call's charge reaches the ledger
+    response = httpx.post(
+        f"{base}/v1/chat/completions",
+        headers={"Authorization": f"Bearer {secret}"},
+        json={"model": "chat", "messages": [{"role": "user", "content": "Hello from e2e"}]},
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    tasks.settle_usage()
+    usage_entry = LedgerEntry.objects.get(kind="usage")
+    page.goto(team_url)
+    ledger_text = page.get_by_role("region", name="Recent ledger entries").inner_text()
+    assert "usage" in ledger_text
+    assert usage_entry.amount_micros < 0
+    shot(page, "10-team-detail")
+    # The CSV export streams from the ASGI server with the browser's session
+    export = page.request.get(
+        f"{base}/usage/?format=csv&team={team_url.rstrip('/').split('/')[-1]}"
+    )
+    rows = export.text().splitlines()
+    assert export.ok and rows[0].startswith("created_at,request_id")
+    assert len(rows) == 2 and response.headers["x-request-id"] in rows[1]
+    page.set_viewport_size({"width": 390, "height": 844})
+    shot(page, "11-team-detail-phone")
+    page.set_viewport_size({"width": 1280, "height": 900})
+
+    # A destructive action asks first
+    page.get_by_text("Suspend…").click()
+    page.get_by_role("button", name="Yes, suspend").click()
+    page.get_by_text("Team Acme prod suspended.").wait_for()
+
+    # The other main pages
+    for link, name in [
+        ("Dashboard", "12-dashboard"),
+        ("Teams", "13-teams"),
+        ("Keys", "14-keys"),
+        ("Usage", "15-usage"),
+        ("Audit log", "16-audit-log"),
+    ]:
+        page.get_by_role("navigation", name="Main").get_by_role("link", name=link).click()
+        page.wait_for_load_state()
+        shot(page, name)
+    assert re.search(r"user:admin\s+credits\.grant", page.locator("main").inner_text())
+
+    # Live search narrows a list without a page load
+    page.get_by_role("link", name="Organizations").click()
+    page.get_by_label("Search").fill("nothing like this")
+    page.get_by_text("No organization matches").wait_for()
+    page.get_by_label("Search").fill("Acme")
+    page.get_by_role("link", name="Acme Corp").wait_for()
+    shot(page, "17-organizations")
