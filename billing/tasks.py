@@ -1,6 +1,6 @@
 from celery import shared_task
 
-from billing import resets, settlement
+from billing import resets, rollups, settlement
 
 
 @shared_task(ignore_result=True, acks_late=True, soft_time_limit=50, time_limit=60)
@@ -32,3 +32,16 @@ def reset_budget_periods():
     """Start the budget period of every team whose calendar boundary has passed (exactly once
     per period: rows are claimed with SKIP LOCKED; see billing.resets)."""
     return resets.budget_periods_reset_due()
+
+
+@shared_task(ignore_result=True, acks_late=True, soft_time_limit=240, time_limit=300)
+def roll_up_usage():
+    """Roll pending team-hours of closed hours into the hourly and daily aggregates (claimed
+    with SKIP LOCKED and recomputed whole, so overlapping runs never count twice)."""
+    return rollups.usage_roll_up()
+
+
+@shared_task(ignore_result=True, acks_late=True, soft_time_limit=540, time_limit=600)
+def prune_usage():
+    """Delete raw call records past USAGE_RAW_RETENTION_DAYS, in batches."""
+    return rollups.usage_raw_prune()
