@@ -238,6 +238,14 @@ CELERY_BEAT_SCHEDULE: dict = {
     },
 }
 
+# /health/ready: a periodic task is stale (and the service not ready) when its last success is
+# older than this many schedule intervals, and at least this many seconds.
+HEALTH_TASK_STALE_FACTOR = env.float("HEALTH_TASK_STALE_FACTOR", default=3.0)
+HEALTH_TASK_STALE_MIN_SECONDS = env.float("HEALTH_TASK_STALE_MIN_SECONDS", default=120.0)
+# /metrics: scrapers send `Authorization: Bearer <METRICS_TOKEN>`. Unset, /metrics is open with
+# DEBUG on and refused (403) otherwise: it names teams and their spend.
+METRICS_TOKEN = env("METRICS_TOKEN", default="")
+
 LOG_LEVEL = env("LOG_LEVEL", default="INFO")
 LOGGING = {
     "version": 1,
