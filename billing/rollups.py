@@ -48,8 +48,13 @@ SELECT c.hour, u.organization_id, u.team_id, u.key_id, u.model, u.model_group,
     coalesce(sum(u.cost_micros), 0),
     coalesce(sum(u.price_micros), 0)
 FROM unnest(%(teams)s::bigint[], %(hours)s::timestamptz[]) AS c(team_id, hour)
-JOIN billing_usagerecord u ON u.team_id = c.team_id
-    AND u.created_at >= c.hour AND u.created_at < c.hour + interval '1 hour'
+-- LATERAL: one index range scan per team-hour, never a scan of the whole table.
+CROSS JOIN LATERAL (
+    SELECT * FROM billing_usagerecord r
+    WHERE r.team_id = c.team_id
+      AND r.created_at >= c.hour AND r.created_at < c.hour + interval '1 hour'
+    OFFSET 0  -- a fence: the planner would flatten this into a join over the whole table
+) AS u
 GROUP BY c.hour, u.organization_id, u.team_id, u.key_id, u.model, u.model_group
 """
 DELETE_DAYS = """
@@ -65,8 +70,12 @@ SELECT c.day, h.organization_id, h.team_id, h.key_id, h.model, h.model_group,
     sum(h.requests), sum(h.errors), sum(h.cache_hits), sum(h.input_tokens),
     sum(h.output_tokens), sum(h.cost_micros), sum(h.price_micros)
 FROM unnest(%(teams)s::bigint[], %(days)s::timestamptz[]) AS c(team_id, day)
-JOIN billing_usagehourly h ON h.team_id = c.team_id
-    AND h.period_start >= c.day AND h.period_start < c.day + interval '1 day'
+CROSS JOIN LATERAL (
+    SELECT * FROM billing_usagehourly r
+    WHERE r.team_id = c.team_id
+      AND r.period_start >= c.day AND r.period_start < c.day + interval '1 day'
+    OFFSET 0
+) AS h
 GROUP BY c.day, h.organization_id, h.team_id, h.key_id, h.model, h.model_group
 """
 ROLLED_UP = """

@@ -91,8 +91,12 @@ parts AS (
   UNION ALL
     SELECT {raw_group}, {raw_sums}
     FROM pending p
-    JOIN billing_usagerecord u ON u.team_id = p.team_id
-        AND u.created_at >= p.hour AND u.created_at < p.hour + interval '1 hour'
+    CROSS JOIN LATERAL (  -- an index range scan per pending team-hour
+        SELECT * FROM billing_usagerecord r
+        WHERE r.team_id = p.team_id
+          AND r.created_at >= p.hour AND r.created_at < p.hour + interval '1 hour'
+        OFFSET 0  -- a fence: flattened, this becomes a join over the whole table
+    ) AS u
     WHERE u.{scope} = %(scope)s
     GROUP BY 1
   UNION ALL
