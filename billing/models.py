@@ -166,3 +166,79 @@ class CallLog(models.Model):
 
     def __str__(self):
         return self.request_id
+
+
+class UsageRollup(models.Model):
+    """Usage summed per bucket and (organization, team, key, model, model group).
+
+    Written only by billing.rollups (a whole team-hour recomputed from raw records at a time);
+    the usage API reads these plus the raw records of team-hours still pending."""
+
+    period_start = models.DateTimeField()  # UTC start of the hour (hourly) or day (daily)
+    organization = models.ForeignKey(
+        "orgs.Organization", on_delete=models.PROTECT, related_name="+"
+    )
+    team = models.ForeignKey("teams.Team", on_delete=models.PROTECT, related_name="+")
+    key = models.ForeignKey(
+        "teams.VirtualKey", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    model = models.CharField(max_length=200)
+    model_group = models.CharField(max_length=200, blank=True)
+    requests = models.BigIntegerField()
+    errors = models.BigIntegerField()  # calls whose status is not ok
+    cache_hits = models.BigIntegerField()
+    input_tokens = models.BigIntegerField()
+    output_tokens = models.BigIntegerField()
+    cost_micros = models.BigIntegerField()  # micro-USD paid to providers
+    price_micros = models.BigIntegerField()  # micro-credits charged
+
+    class Meta:
+        abstract = True
+
+    def __str__(self):
+        return f"{self.period_start:%Y-%m-%d %H:00} team {self.team_id} {self.model}"
+
+
+class UsageHourly(UsageRollup):
+    class Meta:
+        constraints = [
+            # A NULL key (a call without a key) is one group, not one group per row.
+            models.UniqueConstraint(
+                fields=["team", "period_start", "organization", "key", "model", "model_group"],
+                name="usage_hourly_unique_group",
+                nulls_distinct=False,
+            )
+        ]
+        indexes = [models.Index(fields=["organization", "period_start"])]
+
+
+class UsageDaily(UsageRollup):
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["team", "period_start", "organization", "key", "model", "model_group"],
+                name="usage_daily_unique_group",
+                nulls_distinct=False,
+            )
+        ]
+        indexes = [models.Index(fields=["organization", "period_start"])]
+
+
+class UsageRollupPending(models.Model):
+    """A team-hour whose raw records changed since it was last rolled up.
+
+    Marked by a database trigger in the same transaction as any insert into (or update of)
+    billing_usagerecord, so "not pending" always means "the roll-up rows are exact"."""
+
+    team = models.ForeignKey("teams.Team", on_delete=models.CASCADE, related_name="+")
+    hour = models.DateTimeField()  # UTC start of the hour
+    marked_at = models.DateTimeField()  # the last change; informational
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["team", "hour"], name="usage_rollup_pending_unique")
+        ]
+        indexes = [models.Index(fields=["hour"])]
+
+    def __str__(self):
+        return f"team {self.team_id} {self.hour:%Y-%m-%d %H:00}"

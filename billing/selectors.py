@@ -1,5 +1,8 @@
 """Reads over credits and usage, always scoped by the caller."""
 
+from datetime import UTC, datetime, timedelta
+
+from django.db import connection
 from django.db.models import Count, Q, Sum
 from django.db.models.functions import TruncDay
 from django.utils import timezone
@@ -46,13 +49,158 @@ def next_reset_at(*, account, period: str):
 
 GROUPINGS = {"day": "day", "model": "model", "key": "key__public_id"}
 
+# What each source of usage is grouped by, per grouping: raw records (u), hourly (h) and daily
+# (d) roll-ups. Keys are grouped by id here and named after the union.
+GROUP_EXPRESSIONS = {
+    "day": (
+        "date_trunc('day', u.created_at, 'UTC')",
+        "date_trunc('day', h.period_start, 'UTC')",
+        "d.period_start",
+    ),
+    "model": ("u.model", "h.model", "d.model"),
+    "key": ("u.key_id", "h.key_id", "d.key_id"),
+}
+RAW_SUMS = """count(*) AS requests,
+    count(*) FILTER (WHERE u.status <> 'ok') AS errors,
+    sum(u.input_tokens) AS input_tokens, sum(u.output_tokens) AS output_tokens,
+    sum(u.cost_micros) AS cost_micros, sum(u.price_micros) AS price_micros"""
+HOURLY_SUMS = """sum(h.requests), sum(h.errors), sum(h.input_tokens), sum(h.output_tokens),
+    sum(h.cost_micros), sum(h.price_micros)"""
+DAILY_SUMS = HOURLY_SUMS.replace("h.", "d.")
+PENDING_SCOPE = {
+    "team_id": "WHERE p.team_id = %(scope)s",
+    "organization_id": (
+        "JOIN teams_team t ON t.id = p.team_id WHERE t.organization_id = %(scope)s"
+    ),
+}
+# One statement, so one snapshot: a team-hour is either pending (read raw) or rolled up (read
+# its rows), never both or neither (see billing/rollups.py). Ranges: partial hours at the edges
+# [start, h0) and [h1, end) are raw; whole hours [h0, h1) are hourly rows or raw when pending;
+# whole days [d0, d1) inside them are daily rows when none of the team-day's hours is pending.
+USAGE_SQL = """
+WITH pending AS MATERIALIZED (
+    SELECT p.team_id, p.hour FROM billing_usagerolluppending p {pending_scope}
+        AND p.hour >= %(h0)s AND p.hour < %(h1)s
+),
+parts AS (
+    SELECT {raw_group} AS g, {raw_sums}
+    FROM billing_usagerecord u
+    WHERE u.{scope} = %(scope)s
+      AND ((u.created_at >= %(start)s AND u.created_at < %(h0)s)
+           OR (u.created_at >= %(h1)s AND u.created_at < %(end)s))
+    GROUP BY 1
+  UNION ALL
+    SELECT {raw_group}, {raw_sums}
+    FROM pending p
+    CROSS JOIN LATERAL (  -- an index range scan per pending team-hour
+        SELECT * FROM billing_usagerecord r
+        WHERE r.team_id = p.team_id
+          AND r.created_at >= p.hour AND r.created_at < p.hour + interval '1 hour'
+        OFFSET 0  -- a fence: flattened, this becomes a join over the whole table
+    ) AS u
+    WHERE u.{scope} = %(scope)s
+    GROUP BY 1
+  UNION ALL
+    SELECT {hourly_group}, {hourly_sums}
+    FROM billing_usagehourly h
+    WHERE h.{scope} = %(scope)s AND h.period_start >= %(h0)s AND h.period_start < %(h1)s
+      AND NOT EXISTS (
+          SELECT 1 FROM pending p WHERE p.team_id = h.team_id AND p.hour = h.period_start)
+      AND (h.period_start < %(d0)s OR h.period_start >= %(d1)s OR EXISTS (
+          SELECT 1 FROM pending p WHERE p.team_id = h.team_id
+            AND p.hour >= date_trunc('day', h.period_start, 'UTC')
+            AND p.hour < date_trunc('day', h.period_start, 'UTC') + interval '1 day'))
+    GROUP BY 1
+  UNION ALL
+    SELECT {daily_group}, {daily_sums}
+    FROM billing_usagedaily d
+    WHERE d.{scope} = %(scope)s AND d.period_start >= %(d0)s AND d.period_start < %(d1)s
+      AND NOT EXISTS (
+          SELECT 1 FROM pending p WHERE p.team_id = d.team_id
+            AND p.hour >= d.period_start AND p.hour < d.period_start + interval '1 day')
+    GROUP BY 1
+)
+SELECT {outer_group} AS g, sum(requests)::bigint, sum(errors)::bigint,
+    coalesce(sum(input_tokens), 0)::bigint, coalesce(sum(output_tokens), 0)::bigint,
+    coalesce(sum(cost_micros), 0)::bigint, coalesce(sum(price_micros), 0)::bigint
+FROM parts {outer_join}
+GROUP BY 1
+ORDER BY 1
+"""
+NUMBERS = ("requests", "errors", "input_tokens", "output_tokens", "cost_micros", "price_micros")
+
+
+def _usage_sql(scope_column: str, group_by: str) -> str:
+    raw, hourly, daily = GROUP_EXPRESSIONS[group_by]
+    by_key = group_by == "key"
+    return USAGE_SQL.format(
+        pending_scope=PENDING_SCOPE[scope_column],
+        scope=scope_column,
+        raw_group=raw,
+        raw_sums=RAW_SUMS,
+        hourly_group=hourly,
+        hourly_sums=HOURLY_SUMS,
+        daily_group=daily,
+        daily_sums=DAILY_SUMS,
+        outer_group="k.public_id" if by_key else "parts.g",
+        outer_join="LEFT JOIN teams_virtualkey k ON k.id = parts.g" if by_key else "",
+    )
+
+
+def _bounds(start: datetime, end: datetime) -> dict:
+    """Whole hours [h0, h1) and whole days [d0, d1) inside [start, end), all UTC."""
+    start, end = start.astimezone(UTC), end.astimezone(UTC)
+    try:
+        h0 = _ceil(start, hour=True)
+        h1 = end.replace(minute=0, second=0, microsecond=0)
+        d0 = _ceil(h0, hour=False)
+        d1 = h1.replace(hour=0)
+    except OverflowError:  # the first or last hour of the calendar: read raw records
+        return {"start": start, "end": end, "h0": end, "h1": end, "d0": end, "d1": end}
+    if h0 >= h1:
+        h0 = h1 = end
+    if d0 >= d1:
+        d0 = d1 = h1
+    return {"start": start, "end": end, "h0": h0, "h1": h1, "d0": d0, "d1": d1}
+
+
+def _ceil(moment: datetime, *, hour: bool) -> datetime:
+    floor = moment.replace(minute=0, second=0, microsecond=0)
+    if not hour:
+        floor = floor.replace(hour=0)
+    if floor == moment:
+        return moment
+    return floor + (timedelta(hours=1) if hour else timedelta(days=1))
+
 
 def usage_summary(*, scope: dict, start, end, group_by: str) -> dict:
-    """Totals and rows for usage in [start, end), grouped by day, model or key."""
+    """Totals and rows for usage in [start, end), grouped by day, model or key: exact, from
+    the roll-ups plus the raw records of whatever is not rolled up yet.
+
+    `scope` is {"team": team} or {"organization": org}; any other filter set (the panel's
+    usage explorer: none, or key, model, status…) is answered from the raw records."""
+    if len(scope) != 1 or not scope.keys() <= {"team", "organization"}:
+        return _usage_summary_raw(scope=scope, start=start, end=end, group_by=group_by)
+    ((name, owner),) = scope.items()
+    scope_column = {"team": "team_id", "organization": "organization_id"}[name]
+    params = {"scope": owner.pk, **_bounds(start, end)}
+    with connection.cursor() as cursor:
+        cursor.execute(_usage_sql(scope_column, group_by), params)
+        fetched = cursor.fetchall()
+    rows = []
+    totals = dict.fromkeys(NUMBERS, 0)
+    for value, *numbers in fetched:
+        row = dict(zip(NUMBERS, numbers, strict=True))
+        for field in NUMBERS:
+            totals[field] += row[field]
+        rows.append({group_by: value.date().isoformat() if group_by == "day" else value, **row})
+    return {"totals": totals, "rows": rows}
+
+
+def _usage_summary_raw(*, scope: dict, start, end, group_by: str) -> dict:
     qs = UsageRecord.objects.filter(created_at__gte=start, created_at__lt=end, **scope)
     aggregates = {
         "requests": Count("id"),
-        # Failed calls, ours or the upstream's, and requests the upstream refused.
         "errors": Count("id", filter=~Q(status=UsageRecord.Status.OK)),
         "input_tokens": Sum("input_tokens", default=0),
         "output_tokens": Sum("output_tokens", default=0),
@@ -61,11 +209,11 @@ def usage_summary(*, scope: dict, start, end, group_by: str) -> dict:
     }
     column = GROUPINGS[group_by]
     if group_by == "day":
-        qs_grouped = qs.annotate(day=TruncDay("created_at")).values("day")
+        grouped = qs.annotate(day=TruncDay("created_at")).values("day")
     else:
-        qs_grouped = qs.values(column)
+        grouped = qs.values(column)
     rows = []
-    for row in qs_grouped.annotate(**aggregates).order_by(column):
+    for row in grouped.annotate(**aggregates).order_by(column):
         value = row.pop(column)
         rows.append({group_by: value.date().isoformat() if group_by == "day" else value, **row})
     return {"totals": qs.aggregate(**aggregates), "rows": rows}

@@ -17,6 +17,7 @@ import orjson
 import redis
 from django.db import DataError, IntegrityError, transaction
 
+from billing import metrics as usage_metrics
 from billing.models import CallLog, CreditAccount, Job, LedgerEntry, UsageRecord
 from billing.services import UsageCharge, ledger_post_usage_batch
 from proxy import lua, state
@@ -130,6 +131,12 @@ def settle_messages(client, messages) -> int:
     with transaction.atomic():
         named = {r["job"] for r in calls + closed if r.get("job")}
         jobs = _settle_job_openings(opened, keys, named)
+        # Posted by an earlier delivery of the same record: not counted again in the metrics.
+        seen = set(
+            UsageRecord.objects.filter(request_id__in=[r["rid"] for r in calls]).values_list(
+                "request_id", flat=True
+            )
+        )
         UsageRecord.objects.bulk_create(
             [
                 UsageRecord(
@@ -176,6 +183,10 @@ def settle_messages(client, messages) -> int:
                 last_used_at=when
             )
 
+    try:
+        usage_metrics.record_settled(client, [r for r in calls if r["rid"] not in seen])
+    except redis.RedisError:
+        logger.warning("could not count %d settled calls in the metrics", len(calls))
     # After commit: acknowledge and release `pend` together (see lua.ACK_SETTLED).
     args = [GROUP]
     for r in [*records, *orphans]:

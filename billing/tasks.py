@@ -1,6 +1,6 @@
 from celery import shared_task
 
-from billing import reconcile, resets, settlement
+from billing import reconcile, resets, rollups, settlement
 
 
 @shared_task(ignore_result=True, acks_late=True, soft_time_limit=50, time_limit=60)
@@ -38,3 +38,16 @@ def reset_budget_periods():
 def reconcile_gateway_state():
     """Repair the gateway's Redis account state from the ledger (and rebuild it after a flush)."""
     return len(reconcile.reconcile_gateway_state())
+
+
+@shared_task(ignore_result=True, acks_late=True, soft_time_limit=240, time_limit=300)
+def roll_up_usage():
+    """Roll pending team-hours of closed hours into the hourly and daily aggregates (claimed
+    with SKIP LOCKED and recomputed whole, so overlapping runs never count twice)."""
+    return rollups.usage_roll_up()
+
+
+@shared_task(ignore_result=True, acks_late=True, soft_time_limit=540, time_limit=600)
+def prune_usage():
+    """Delete raw call records past USAGE_RAW_RETENTION_DAYS, in batches."""
+    return rollups.usage_raw_prune()

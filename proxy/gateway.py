@@ -20,7 +20,7 @@ import orjson
 from django.conf import settings
 from redis.asyncio import BlockingConnectionPool, Redis
 
-from proxy import cache, lua, state
+from proxy import cache, lua, metrics, state
 from proxy.config import GatewayConfig, Route
 from proxy.errors import GatewayError
 from proxy.jobs import JobEndpoints, job_id_of
@@ -134,6 +134,7 @@ class Gateway(JobEndpoints):
             return await self._lifespan(receive, send)
         if self.config is None:
             await self.startup()
+        clock = metrics.request_started()
         rid = "req_" + os.urandom(12).hex()
         try:
             await self._handle(scope, receive, send, rid)
@@ -152,6 +153,8 @@ class Gateway(JobEndpoints):
                 ),
                 rid,
             )
+        finally:
+            metrics.request_finished(clock)
 
     async def _lifespan(self, receive, send):
         while True:
@@ -692,6 +695,7 @@ class Gateway(JobEndpoints):
     async def _unary(self, send, ctx, request, routes, upstream_path, lookup):
         failures: list[Attempt] = []
         for route in routes:
+            waited = time.perf_counter()
             try:
                 async with self._upstream_request(route, request, upstream_path, ctx.rid) as resp:
                     raw = await resp.read()
@@ -702,6 +706,8 @@ class Gateway(JobEndpoints):
             except aiohttp.ClientError as exc:
                 failures.append(Attempt(route, f"connection failed ({type(exc).__name__})"))
                 continue
+            finally:
+                metrics.upstream_wait_ended(waited)
             if status >= 400:
                 if await self._upstream_refused(send, ctx, route, status, raw, failures):
                     return
@@ -746,6 +752,7 @@ class Gateway(JobEndpoints):
         }
         failures: list[Attempt] = []
         for route in routes:
+            waited = time.perf_counter()
             try:
                 resp = await self._upstream_request(route, request, upstream_path, ctx.rid)
             except TimeoutError:
@@ -754,6 +761,8 @@ class Gateway(JobEndpoints):
             except aiohttp.ClientError as exc:
                 failures.append(Attempt(route, f"connection failed ({type(exc).__name__})"))
                 continue
+            finally:
+                metrics.upstream_wait_ended(waited)
             if resp.status != 200:
                 raw = await resp.read()
                 resp.release()
@@ -774,6 +783,7 @@ class Gateway(JobEndpoints):
         aiohttp response does not wake a pending read); what was generated until then is
         charged."""
         relay = StreamRelay(send, ctx, request, route, client_wants_usage, lookup)
+        relay_started = time.perf_counter()
         pump = asyncio.ensure_future(relay.pump(resp))
         gone = asyncio.ensure_future(_wait_disconnect(receive))
         try:
@@ -784,6 +794,7 @@ class Gateway(JobEndpoints):
                     task.cancel()
             await asyncio.gather(pump, gone, return_exceptions=True)
             resp.release()
+            metrics.upstream_wait_ended(relay_started)
         client_gone = gone.done() and not gone.cancelled()
         if not ctx.done:
             # No [DONE] (client gone, upstream cut, or a server that omits it): charge what

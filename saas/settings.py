@@ -4,6 +4,7 @@ from pathlib import Path
 
 import environ
 from celery.schedules import crontab
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -172,6 +173,13 @@ GATEWAY_CACHE_MAX_BYTES = env.int("GATEWAY_CACHE_MAX_BYTES", default=1024 * 1024
 # Compliance logging: each logged body is cut at this size (the record says so).
 GATEWAY_LOG_MAX_BYTES = env.int("GATEWAY_LOG_MAX_BYTES", default=256 * 1024)
 
+# Usage: raw call records (and closed jobs) are kept this many days, then pruned; the hourly
+# and daily roll-ups are kept for good. At least 3: roll-ups never recompute an hour within a
+# day of the cutoff (see billing/rollups.py).
+USAGE_RAW_RETENTION_DAYS = env.int("USAGE_RAW_RETENTION_DAYS", default=90)
+if USAGE_RAW_RETENTION_DAYS < 3:
+    raise ImproperlyConfigured("USAGE_RAW_RETENTION_DAYS must be at least 3.")
+
 # Celery: Redis broker; tasks ack late and are idempotent (see STYLE.md).
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default=REDIS_URL)
 CELERY_RESULT_BACKEND = None
@@ -205,6 +213,17 @@ CELERY_BEAT_SCHEDULE: dict = {
         "task": "billing.tasks.expire_jobs",
         "schedule": 60.0,
         "options": {"expires": 30},
+    },
+    # Closed hours into the hourly and daily roll-ups (the usage API reads the open hour raw).
+    "roll-up-usage": {
+        "task": "billing.tasks.roll_up_usage",
+        "schedule": 60.0,
+        "options": {"expires": 50},
+    },
+    "prune-usage": {
+        "task": "billing.tasks.prune_usage",
+        "schedule": crontab(minute=41),
+        "options": {"expires": 600},
     },
     "purge-call-logs": {
         "task": "billing.tasks.purge_call_logs",
@@ -240,6 +259,14 @@ CELERY_BEAT_SCHEDULE: dict = {
         "options": {"expires": 60},
     },
 }
+
+# /health/ready: a periodic task is stale (and the service not ready) when its last success is
+# older than this many schedule intervals, and at least this many seconds.
+HEALTH_TASK_STALE_FACTOR = env.float("HEALTH_TASK_STALE_FACTOR", default=3.0)
+HEALTH_TASK_STALE_MIN_SECONDS = env.float("HEALTH_TASK_STALE_MIN_SECONDS", default=120.0)
+# /metrics: scrapers send `Authorization: Bearer <METRICS_TOKEN>`. Unset, /metrics is open with
+# DEBUG on and refused (403) otherwise: it names teams and their spend.
+METRICS_TOKEN = env("METRICS_TOKEN", default="")
 
 LOG_LEVEL = env("LOG_LEVEL", default="INFO")
 LOGGING = {

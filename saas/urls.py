@@ -7,6 +7,7 @@ from billing import api as billing_api
 from modelgroups import api as mg_api
 from orgs import api as orgs_api
 from saas import health
+from saas import metrics as metrics_view
 from teams import api as teams_api
 
 api_patterns = [
@@ -62,6 +63,8 @@ urlpatterns = [
     path("api/", include(api_patterns)),
     path("django-admin/", admin.site.urls),
     path("health/live", health.live),
+    path("health/ready", health.ready),
+    path("metrics", metrics_view.metrics),
     # The web panel owns everything else, so it comes last.
     path("", include("panel.urls")),
 ]

@@ -6,6 +6,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from billing.models import UsageDaily
 from billing.services import account_create
 from orgs.services import apply_changes, audit_record
 from proxy import state as gateway_state
@@ -150,7 +151,12 @@ def team_delete(*, actor: str, team: Team) -> None:
     with transaction.atomic(durable=True):
         team_pk = team.pk  # gone from the instance once deleted
         transaction.on_commit(lambda: gateway_state.unpublish_team(team_pk))
-        if team.account.entries.exists() or team.usage.exists():
+        # Raw usage is pruned after its retention; the daily roll-ups keep the history.
+        if (
+            team.account.entries.exists()
+            or team.usage.exists()
+            or UsageDaily.objects.filter(team=team).exists()
+        ):
             raise Conflict(
                 f"{team.public_id} has credit or usage history, which must be kept; "
                 "suspend the team instead."

@@ -1,0 +1,234 @@
+"""Prometheus metrics at /metrics.
+
+Sources, read at scrape time:
+- settled usage per team and model, and the call-to-ledger lag histogram: counters the settler
+  keeps in Redis (billing.metrics), so they move within seconds of a call and are monotonic;
+- the usage stream (length, pending, undelivered, dead letters, age of the oldest unsettled
+  record) and the Celery queue length: Redis and the broker;
+- periodic task heartbeats (saas.heartbeats);
+- the gateway overhead histogram: in this process (proxy.metrics).
+
+Authentication: with METRICS_TOKEN set, `Authorization: Bearer <token>` is required; unset, the
+endpoint is open with DEBUG on and refused otherwise, because it names teams and their spend.
+"""
+
+import hmac
+import logging
+import time
+
+import redis
+from django.conf import settings
+from django.http import HttpResponse, JsonResponse
+from prometheus_client import CONTENT_TYPE_LATEST, ProcessCollector, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
+
+from billing import metrics as usage_metrics
+from billing.settlement import DEAD_LETTERS, GROUP
+from proxy import lua, state
+from proxy.metrics import REGISTRY
+from saas import heartbeats
+from teams.models import Team
+
+logger = logging.getLogger(__name__)
+
+# kombu's Redis transport keeps each priority level of a queue in its own list.
+PRIORITY_SEPARATOR = "\x06\x16"
+PRIORITY_STEPS = (3, 6, 9)
+
+USAGE_COUNTERS = {
+    "requests": ("tollgate_usage_requests", "Settled gateway calls."),
+    "errors": ("tollgate_usage_errors", "Settled calls whose status is not ok."),
+    "cache_hits": ("tollgate_usage_cache_hits", "Settled calls answered from the cache."),
+    "input_tokens": ("tollgate_usage_input_tokens", "Input (prompt) tokens of settled calls."),
+    "output_tokens": ("tollgate_usage_output_tokens", "Output tokens of settled calls."),
+    "cost_micros": ("tollgate_usage_cost_micros", "Provider cost of settled calls, micro-USD."),
+    "price_micros": (
+        "tollgate_usage_price_micros",
+        "Price charged for settled calls, micro-credits.",
+    ),
+}
+
+
+def metrics(request):
+    token = settings.METRICS_TOKEN
+    if token:
+        given = request.headers.get("Authorization", "").encode()
+        if not hmac.compare_digest(given, f"Bearer {token}".encode()):
+            response = JsonResponse(
+                {"error": {"type": "authentication_error", "message": "Bearer token required."}},
+                status=401,
+            )
+            response["WWW-Authenticate"] = "Bearer"
+            return response
+    elif not settings.DEBUG:
+        return JsonResponse(
+            {
+                "error": {
+                    "type": "permission_error",
+                    "message": "Set METRICS_TOKEN to enable /metrics outside DEBUG.",
+                }
+            },
+            status=403,
+        )
+    return HttpResponse(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST)
+
+
+class ControlPlaneCollector:
+    """Everything not kept in this process, read when scraped. A source that cannot be read
+    is left out of that scrape (and tollgate_scrape_errors says which), never a failed scrape."""
+
+    def collect(self):
+        errors = GaugeMetricFamily(
+            "tollgate_scrape_errors",
+            "1 when a source could not be read during this scrape.",
+            labels=["source"],
+        )
+        for source, read in (
+            ("usage", self._usage),
+            ("usage_stream", self._stream),
+            ("celery_queue", self._celery_queue),
+            ("periodic_tasks", self._tasks),
+        ):
+            try:
+                yield from read()
+                errors.add_metric([source], 0)
+            except Exception:  # one missing source must not fail the scrape
+                logger.warning("metrics source %s could not be read", source, exc_info=True)
+                errors.add_metric([source], 1)
+        yield errors
+
+    def _usage(self):
+        client = state.client()
+        counters = usage_metrics.usage_counters(client)
+        public = dict(
+            Team.objects.filter(pk__in={team for team, _ in counters}).values_list(
+                "pk", "public_id"
+            )
+        )
+        families = {
+            name: CounterMetricFamily(metric, text, labels=["team", "model"])
+            for name, (metric, text) in USAGE_COUNTERS.items()
+        }
+        for (team, model), values in sorted(counters.items()):
+            labels = [public.get(team, str(team)), model]
+            for name, family in families.items():
+                family.add_metric(labels, values[name])
+        yield from families.values()
+        buckets, total = usage_metrics.settlement_lag(client)
+        yield HistogramMetricFamily(
+            "tollgate_settlement_lag_seconds",
+            "Time from a call's end (gateway clock) to its ledger entry's commit (settler).",
+            buckets=buckets,
+            sum_value=total,
+        )
+
+    def _stream(self):
+        client = state.client()
+        length = client.xlen(lua.USAGE_STREAM)
+        pending = undelivered = 0
+        oldest_ids = []
+        group = next(
+            (
+                g
+                for g in _groups(client)
+                if g["name"] in (GROUP, GROUP.encode())  # bytes unless decode_responses
+            ),
+            None,
+        )
+        if group is None:
+            first = client.xrange(lua.USAGE_STREAM, count=1)
+            undelivered = length
+            oldest_ids += [first[0][0]] if first else []
+        else:
+            summary = client.xpending(lua.USAGE_STREAM, GROUP)
+            pending = summary["pending"]
+            if pending:
+                oldest_ids.append(summary["min"])
+            last = group["last-delivered-id"]
+            last = last.decode() if isinstance(last, bytes) else last
+            after = client.xrange(lua.USAGE_STREAM, min=f"({last}", count=1)
+            if after:
+                oldest_ids.append(after[0][0])
+            undelivered = group.get("lag") or 0
+        ages = [max(time.time() - _stream_id_seconds(i), 0.0) for i in oldest_ids]
+        yield _gauge("tollgate_usage_stream_length", "Entries in the usage stream.", length)
+        yield _gauge(
+            "tollgate_usage_stream_pending",
+            "Usage records delivered to a settler and not yet acknowledged.",
+            pending,
+        )
+        yield _gauge(
+            "tollgate_usage_stream_undelivered",
+            "Usage records not yet read by any settler.",
+            undelivered,
+        )
+        yield _gauge(
+            "tollgate_usage_dead_letters",
+            "Usage records that could not be settled (tg:usage:dead), for a person to look at.",
+            client.xlen(DEAD_LETTERS),
+        )
+        yield _gauge(
+            "tollgate_settlement_oldest_unsettled_age_seconds",
+            "Age of the oldest usage record not yet settled; 0 when none is waiting.",
+            max(ages, default=0.0),
+        )
+
+    def _celery_queue(self):
+        from saas.health import broker_client
+
+        if not settings.CELERY_BROKER_URL.startswith(("redis://", "rediss://", "unix://")):
+            return
+        queue = getattr(settings, "CELERY_TASK_DEFAULT_QUEUE", "celery")
+        client = broker_client()
+        pipe = client.pipeline(transaction=False)
+        pipe.llen(queue)
+        for step in PRIORITY_STEPS:
+            pipe.llen(f"{queue}{PRIORITY_SEPARATOR}{step}")
+        family = GaugeMetricFamily(
+            "tollgate_celery_queue_length", "Tasks waiting in the broker.", labels=["queue"]
+        )
+        family.add_metric([queue], sum(pipe.execute()))
+        yield family
+
+    def _tasks(self):
+        age = GaugeMetricFamily(
+            "tollgate_periodic_task_last_success_age_seconds",
+            "Seconds since the periodic task last succeeded (absent: never seen).",
+            labels=["entry", "task"],
+        )
+        stale = GaugeMetricFamily(
+            "tollgate_periodic_task_stale",
+            "1 when the periodic task has not succeeded within its allowance.",
+            labels=["entry", "task"],
+        )
+        for entry, task in heartbeats.task_health().items():
+            labels = [entry, task["task"]]
+            if task["age_seconds"] is not None:
+                age.add_metric(labels, task["age_seconds"])
+            stale.add_metric(labels, 1 if task["status"] == "stale" else 0)
+        yield age
+        yield stale
+
+
+def _gauge(name: str, text: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, text, value=value)
+
+
+def _groups(client) -> list[dict]:
+    try:
+        return client.xinfo_groups(lua.USAGE_STREAM)
+    except redis.ResponseError:  # no stream yet
+        return []
+
+
+def _stream_id_seconds(stream_id) -> float:
+    raw = stream_id.decode() if isinstance(stream_id, bytes) else stream_id
+    return int(raw.split("-", 1)[0]) / 1000
+
+
+REGISTRY.register(ControlPlaneCollector())
+ProcessCollector(registry=REGISTRY)  # memory, CPU and open files of this (gateway) process
