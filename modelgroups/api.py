@@ -1,11 +1,11 @@
 """Admin API: upstreams, models and model groups (the shared catalog)."""
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.response import Response
 
 from modelgroups import services
-from modelgroups.models import Model, ModelGroup, Upstream
+from modelgroups.models import Model, ModelGroup, ModelHealth, Upstream
 from orgs.auth import IsPlatformAdmin, PlatformWritesOnly
 from saas.api import AdminView
 from saas.fields import INT_MAX, MoneyField, PublicIdRelatedField
@@ -25,6 +25,7 @@ class UpstreamOutput(serializers.ModelSerializer):
             "has_api_key",
             "connect_timeout_seconds",
             "read_timeout_seconds",
+            "health_check",
             "enabled",
             "created_at",
             "updated_at",
@@ -44,6 +45,12 @@ class UpstreamInput(serializers.Serializer):
     )
     connect_timeout_seconds = serializers.FloatField(min_value=0.1, max_value=60, required=False)
     read_timeout_seconds = serializers.FloatField(min_value=0.1, max_value=3600, required=False)
+    health_check = serializers.ChoiceField(
+        choices=Upstream.HealthCheck.choices,
+        required=False,
+        help_text="How its models are probed: a one-token call to each (default), one GET "
+        "/models for all, or off.",
+    )
     enabled = serializers.BooleanField(required=False)
 
 
@@ -92,9 +99,25 @@ class UpstreamDetail(UpstreamBase):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
+class ModelHealthOutput(serializers.ModelSerializer):
+    class Meta:
+        model = ModelHealth
+        fields = ["status", "latency_ms", "last_error", "checked_at", "status_since"]
+        extra_kwargs = {
+            "latency_ms": {"help_text": "How long the last probe took."},
+            "last_error": {"help_text": "Why the last probe failed, redacted; empty when up."},
+            "status_since": {"help_text": "When the status last changed."},
+        }
+
+
+# What a model that was never probed shows.
+UNKNOWN_HEALTH = ModelHealthOutput(ModelHealth()).data
+
+
 class ModelOutput(serializers.ModelSerializer):
     id = serializers.CharField(source="public_id")
     upstream = serializers.CharField(source="upstream.public_id")
+    health = serializers.SerializerMethodField()
     input_cost_per_mtok = MoneyField(
         source="input_cost_micros", help_text="Provider cost, USD per 1M input tokens."
     )
@@ -119,9 +142,17 @@ class ModelOutput(serializers.ModelSerializer):
             "context_window",
             "max_output_tokens",
             "enabled",
+            "health",
             "created_at",
             "updated_at",
         ]
+
+    @extend_schema_field(ModelHealthOutput)
+    def get_health(self, model):
+        try:
+            return ModelHealthOutput(model.health).data
+        except ModelHealth.DoesNotExist:
+            return dict(UNKNOWN_HEALTH)
 
 
 class ModelInput(serializers.Serializer):
@@ -155,7 +186,7 @@ class ModelBase(AdminView):
     filterset_fields = ["mode", "enabled"]
 
     def get_queryset(self):
-        return Model.objects.select_related("upstream")
+        return Model.objects.select_related("upstream", "health")
 
 
 class ModelList(ModelBase):
@@ -190,6 +221,17 @@ class ModelDetail(ModelBase):
     def delete(self, request, id):
         services.model_delete(actor=self.actor, model=self.get_object())
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class ModelCheck(ModelBase):
+    permission_classes = [IsPlatformAdmin]
+
+    @extend_schema(request=None, responses=ModelHealthOutput)
+    def post(self, request, id):
+        """Probe the model now (even if disabled or its upstream's probe is off) and return
+        the verdict, which the gateways also learn."""
+        health = services.model_health_check(model=self.get_object())
+        return Response(ModelHealthOutput(health).data)
 
 
 class MemberSerializer(serializers.Serializer):

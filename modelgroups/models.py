@@ -12,6 +12,11 @@ class Upstream(models.Model):
         LITELLM = "litellm", "LiteLLM proxy"
         MOCK = "mock", "Built-in mock (development and tests only)"
 
+    class HealthCheck(models.TextChoices):
+        CALL = "call", "A one-token call to each model"
+        MODELS = "models", "The upstream's model list (one request for all its models)"
+        OFF = "off", "Not probed (health unknown)"
+
     public_id = PublicIdField(prefix="ups")
     name = models.CharField(max_length=200, unique=True)
     kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.OPENAI)
@@ -21,6 +26,10 @@ class Upstream(models.Model):
     connect_timeout_seconds = models.FloatField(default=5.0)
     # Applies between bytes, so long streams are fine while tokens keep coming.
     read_timeout_seconds = models.FloatField(default=120.0)
+    # How the periodic probe checks this upstream's models (modelgroups.health).
+    health_check = models.CharField(
+        max_length=8, choices=HealthCheck.choices, default=HealthCheck.CALL
+    )
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -80,6 +89,31 @@ class Model(models.Model):
 
     def __str__(self):
         return self.name
+
+
+class ModelHealth(models.Model):
+    """The last probe of a model, written by modelgroups.health; no row yet = unknown."""
+
+    class Status(models.TextChoices):
+        UP = "up"
+        DEGRADED = "degraded"  # answers, but slowly, rate-limited or not as expected
+        DOWN = "down"  # the gateway skips it until its cooldown ends
+        UNKNOWN = "unknown"  # never probed, or its upstream's probe is off
+
+    model = models.OneToOneField(
+        Model, on_delete=models.CASCADE, primary_key=True, related_name="health"
+    )
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.UNKNOWN)
+    latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    # Redacted before it is stored: never holds the provider key.
+    last_error = models.TextField(blank=True)
+    checked_at = models.DateTimeField(null=True, blank=True)
+    status_since = models.DateTimeField(null=True, blank=True)
+    # A probe round claims a row by moving this forward, so two rounds never probe it twice.
+    next_check_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self):
+        return f"{self.model_id}:{self.status}"
 
 
 class ModelGroup(models.Model):

@@ -1,75 +1,214 @@
-"""Connection test for an upstream: `GET {base_url}/models` with its stored key.
+"""Upstream health probes: the only control-plane code that calls an upstream (httpx).
 
-The control plane's only direct call to a provider (the gateway, in proxy/, makes the traffic
-calls). Never called inside a database transaction; the key never appears in the result."""
+A probe is cheap: a one-token call for chat and completion models, a one-word embedding for
+embedding models, or, for an upstream set to "models", one GET /models shared by all its
+models. Each probe has explicit timeouts and the number in flight is bounded, so a hung
+upstream holds one slot for at most its timeout and never the round; the round itself has a
+deadline. Error text is redacted before it leaves this module: providers echo keys back
+("Incorrect API key provided: sk-…").
 
+Verdicts: a 2xx answer is up (degraded when slower than `slow_ms`); 5xx, 401, 403, 404, a
+timeout, a connection failure or an unreadable answer is down (every call would fail the
+same way); 408, 409, 429 and other 4xx are degraded (the upstream is alive but refused or
+throttled the probe). A model missing from its upstream's list is degraded, not down: some
+proxies list only part of what they serve, and live traffic trips the gateway's breaker
+anyway if calls fail.
+"""
+
+import asyncio
+import logging
+import re
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import httpx
+import orjson
 
-from modelgroups.models import Upstream
-from saas.secrets import decrypt
+logger = logging.getLogger(__name__)
 
-# A person is waiting on the answer: never longer than this, whatever the upstream allows.
-MAX_SECONDS = 10.0
-SHOWN_MODELS = 8
-
-
-@dataclass(frozen=True)
-class ProbeResult:
-    ok: bool
-    status: int | None  # the HTTP status; None when no answer came
-    latency_ms: int
-    message: str  # the models it serves, or what went wrong, in words
-    retryable: bool  # a timeout, a refused connection, 429 or 5xx: worth trying again
+UP, DEGRADED, DOWN = "up", "degraded", "down"
+CALL, MODELS = "call", "models"
+DOWN_STATUS = frozenset({401, 403, 404})
+PROMPT = "ping"
+SECRET_PATTERN = re.compile(r"(sk|tga|tgm)-[A-Za-z0-9_\-]{8,}")
+BEARER_PATTERN = re.compile(r"(?i)\bbearer\s+[\w.~+/-]+=*")  # an RFC 6750 token
+MAX_ERROR_CHARS = 300
 
 
-def upstream_probe(*, upstream: Upstream) -> ProbeResult:
-    """Ask the upstream which models it serves, as the gateway would authenticate."""
-    api_key = decrypt(upstream.api_key_encrypted)
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    timeout = httpx.Timeout(
-        min(upstream.read_timeout_seconds, MAX_SECONDS),
-        connect=min(upstream.connect_timeout_seconds, MAX_SECONDS),
-    )
-    url = upstream.base_url.rstrip("/") + "/models"
-    started = time.monotonic()
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One model to probe, as plain data: the async part touches no ORM."""
 
-    def result(ok, status, message, retryable):
-        elapsed = int((time.monotonic() - started) * 1000)
-        if api_key:
-            message = message.replace(api_key, "[redacted]")
-        return ProbeResult(ok, status, elapsed, message, retryable)
+    key: int  # the model's pk, to match the result back
+    method: str  # CALL or MODELS
+    mode: str  # chat, completion or embedding
+    base_url: str
+    upstream_model: str
+    api_key: str
+    connect_timeout: float
 
-    try:
-        response = httpx.get(url, headers=headers, timeout=timeout, follow_redirects=False)
-    except httpx.TimeoutException:
-        return result(False, None, f"No answer within {timeout.read or MAX_SECONDS:g} s.", True)
-    except httpx.HTTPError as exc:
-        return result(False, None, f"Could not connect: {exc}", True)
-    if response.status_code != 200:
-        return result(
-            False,
-            response.status_code,
-            f"HTTP {response.status_code}: {_error_text(response)}",
-            response.status_code == 429 or response.status_code >= 500,
-        )
-    try:
-        ids = [m["id"] for m in response.json()["data"]]
-    except (ValueError, KeyError, TypeError):
-        return result(False, 200, "It answered, but not with an OpenAI-style model list.", False)
-    shown = ", ".join(ids[:SHOWN_MODELS]) + (", …" if len(ids) > SHOWN_MODELS else "")
-    return result(True, 200, f"Connected: {len(ids)} model(s) served ({shown}).", False)
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    status: str  # UP, DEGRADED or DOWN
+    latency_ms: int | None
+    error: str  # redacted; empty when up
+    at: datetime  # when the answer (or the failure) came
+
+
+def redact(text: str, secret: str) -> str:
+    if secret:
+        text = text.replace(secret, "[redacted]")
+    text = BEARER_PATTERN.sub("Bearer [redacted]", text)
+    return SECRET_PATTERN.sub("[redacted]", text)
+
+
+def _call_request(target: Target) -> tuple[str, dict]:
+    if target.mode == "embedding":
+        return "/embeddings", {"model": target.upstream_model, "input": PROMPT}
+    if target.mode == "completion":
+        return "/completions", {"model": target.upstream_model, "prompt": PROMPT, "max_tokens": 1}
+    return "/chat/completions", {
+        "model": target.upstream_model,
+        "messages": [{"role": "user", "content": PROMPT}],
+        "max_tokens": 1,
+    }
 
 
 def _error_text(response: httpx.Response) -> str:
     try:
-        error = response.json().get("error")
-        if isinstance(error, dict) and error.get("message"):
-            return str(error["message"])[:300]
-        if isinstance(error, str):
-            return error[:300]
-    except (ValueError, AttributeError):
-        pass
-    return response.text[:300] or response.reason_phrase
+        parsed = orjson.loads(response.content)
+        err = parsed.get("error", parsed) if isinstance(parsed, dict) else parsed
+        message = err.get("message") if isinstance(err, dict) else err
+        text = str(message or "")
+    except orjson.JSONDecodeError:
+        text = response.content[:MAX_ERROR_CHARS].decode(errors="replace")
+    return f"HTTP {response.status_code}: {text}" if text else f"HTTP {response.status_code}"
+
+
+def _verdict_for(response: httpx.Response) -> str:
+    code = response.status_code
+    if code >= 500 or code in DOWN_STATUS:
+        return DOWN
+    return DEGRADED
+
+
+def _result(status: str, started: float | None, error: str, secret: str) -> Result:
+    latency = None if started is None else int((time.monotonic() - started) * 1000)
+    return Result(status, latency, redact(error, secret)[:MAX_ERROR_CHARS], datetime.now(UTC))
+
+
+def _headers(target: Target) -> dict:
+    headers = {"User-Agent": "Tollgate-Health/1"}
+    if target.api_key:
+        headers["Authorization"] = f"Bearer {target.api_key}"
+    return headers
+
+
+async def _send(client: httpx.AsyncClient, target: Target, timeout: float, method: str, path, body):
+    """One request within `timeout` seconds in all (httpx's own timeouts are per operation,
+    so a server that trickles bytes would otherwise hold the slot longer)."""
+    async with asyncio.timeout(timeout):
+        return await client.request(
+            method,
+            target.base_url.rstrip("/") + path,
+            json=body,
+            headers=_headers(target),
+            timeout=httpx.Timeout(timeout, connect=min(target.connect_timeout, timeout)),
+        )
+
+
+async def _probe_call(client, target: Target, timeout: float, slow_ms: int) -> Result:
+    path, body = _call_request(target)
+    started = time.monotonic()
+    secret = target.api_key
+    try:
+        response = await _send(client, target, timeout, "POST", path, body)
+    except TimeoutError:
+        return _result(DOWN, started, f"timed out after {timeout:g}s", secret)
+    except httpx.HTTPError as exc:
+        return _result(DOWN, started, f"connection failed ({type(exc).__name__})", secret)
+    if not response.is_success:
+        return _result(_verdict_for(response), started, _error_text(response), secret)
+    try:
+        orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        return _result(DOWN, started, "answered with invalid JSON", secret)
+    return _timed(_result(UP, started, "", secret), slow_ms)
+
+
+def _timed(result: Result, slow_ms: int) -> Result:
+    if result.status == UP and result.latency_ms is not None and result.latency_ms > slow_ms:
+        error = f"slow: answered in {result.latency_ms} ms (over {slow_ms} ms)"
+        return Result(DEGRADED, result.latency_ms, error, result.at)
+    return result
+
+
+async def _fetch_list(client, target: Target, timeout: float) -> tuple[Result, set[str] | None]:
+    """GET /models once for an upstream: (its verdict, the model ids it lists)."""
+    started = time.monotonic()
+    secret = target.api_key
+    try:
+        response = await _send(client, target, timeout, "GET", "/models", None)
+    except TimeoutError:
+        return _result(DOWN, started, f"timed out after {timeout:g}s", secret), None
+    except httpx.HTTPError as exc:
+        return _result(DOWN, started, f"connection failed ({type(exc).__name__})", secret), None
+    if not response.is_success:
+        return _result(_verdict_for(response), started, _error_text(response), secret), None
+    try:
+        data = orjson.loads(response.content).get("data")
+        ids = {str(m["id"]) for m in data if isinstance(m, dict) and "id" in m}
+    except (orjson.JSONDecodeError, AttributeError, TypeError):
+        return _result(DEGRADED, started, "the model list is not valid JSON", secret), None
+    return _result(UP, started, "", secret), ids
+
+
+def _listed(found: tuple[Result, set[str] | None], target: Target, slow_ms: int) -> Result:
+    result, ids = found
+    if ids is not None and target.upstream_model not in ids:
+        error = f"{target.upstream_model!r} is not in the upstream's model list"
+        return Result(DEGRADED, result.latency_ms, error, result.at)
+    return _timed(result, slow_ms)
+
+
+async def run(
+    targets: list[Target], *, concurrency: int, timeout: float, slow_ms: int, deadline: float
+) -> dict[int, Result]:
+    """Probe the targets, at most `concurrency` at a time, each within `timeout` seconds.
+    Probes still waiting for a slot at `deadline` are dropped (no verdict, not "down")."""
+    slots = asyncio.Semaphore(concurrency)
+    results: dict[int, Result] = {}
+    lists: dict[tuple, asyncio.Future] = {}
+
+    async def bounded(coro):
+        async with slots:
+            return await coro
+
+    async def one(client, target: Target):
+        try:
+            if target.method == MODELS:
+                shared = (target.base_url, target.api_key, target.connect_timeout)
+                if shared not in lists:
+                    lists[shared] = asyncio.ensure_future(
+                        bounded(_fetch_list(client, target, timeout))
+                    )
+                # Shielded: one waiter cancelled at the deadline must not cancel the others'.
+                found = await asyncio.shield(lists[shared])
+                results[target.key] = _listed(found, target, slow_ms)
+            else:
+                results[target.key] = await bounded(_probe_call(client, target, timeout, slow_ms))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("health probe of model %s failed unexpectedly", target.key)
+
+    async with httpx.AsyncClient(follow_redirects=False) as client:
+        tasks = [asyncio.ensure_future(one(client, t)) for t in targets]
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=deadline)
+            for task in (*pending, *lists.values()):
+                task.cancel()
+            await asyncio.gather(*tasks, *lists.values(), return_exceptions=True)
+    return results

@@ -1,15 +1,20 @@
 """Upstreams, models and model groups: the catalog customers' calls are routed through."""
 
+import asyncio
+from datetime import timedelta
 from decimal import Decimal
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Case, F, Q, Value, When
+from django.utils import timezone
 
-from modelgroups.models import Model, ModelGroup, ModelGroupMember, Upstream
+from modelgroups import probe
+from modelgroups.models import Model, ModelGroup, ModelGroupMember, ModelHealth, Upstream
 from orgs.services import apply_changes, audit_record
 from proxy import state as gateway_state
 from saas.errors import Conflict
-from saas.secrets import encrypt
+from saas.secrets import decrypt, encrypt
 
 
 def _conflict(exc: IntegrityError, what: str, name: str) -> Conflict:
@@ -198,3 +203,105 @@ def model_group_delete(*, actor: str, group: ModelGroup) -> None:
             changes={"name": [group.name, None]},
         )
         group.delete()
+
+
+# --- health ---------------------------------------------------------------------------------
+
+
+def _probe_target(model: Model, method: str) -> probe.Target:
+    upstream = model.upstream
+    return probe.Target(
+        key=model.pk,
+        method=method,
+        mode=model.mode,
+        base_url=upstream.base_url,
+        upstream_model=model.upstream_model,
+        api_key=decrypt(upstream.api_key_encrypted) if upstream.api_key_encrypted else "",
+        connect_timeout=upstream.connect_timeout_seconds,
+    )
+
+
+def _probe(targets: list[probe.Target]) -> dict[int, probe.Result]:
+    return asyncio.run(
+        probe.run(
+            targets,
+            concurrency=settings.HEALTH_PROBE_CONCURRENCY,
+            timeout=settings.HEALTH_PROBE_TIMEOUT_SECONDS,
+            slow_ms=settings.HEALTH_PROBE_SLOW_MS,
+            deadline=settings.HEALTH_PROBE_ROUND_SECONDS,
+        )
+    )
+
+
+def _health_record(model_pk: int, result: probe.Result) -> None:
+    """Store a verdict unless a newer one is already there (a manual check racing a round)."""
+    ModelHealth.objects.filter(
+        Q(checked_at__isnull=True) | Q(checked_at__lt=result.at), pk=model_pk
+    ).update(
+        status=result.status,
+        latency_ms=result.latency_ms,
+        last_error=result.error,
+        checked_at=result.at,
+        # The right-hand side sees the old status: keep the date while the status holds.
+        status_since=Case(
+            When(status=result.status, status_since__isnull=False, then=F("status_since")),
+            default=Value(result.at),
+        ),
+    )
+
+
+def model_health_probe_due() -> int:
+    """Probe every enabled model whose turn has come and publish the verdicts; returns how
+    many were probed. Rows are claimed first, so overlapping rounds never probe one twice."""
+    now = timezone.now()
+    probed = Model.objects.filter(enabled=True, upstream__enabled=True).exclude(
+        upstream__health_check=Upstream.HealthCheck.OFF
+    )
+    new = probed.filter(health__isnull=True).values_list("pk", flat=True)
+    ModelHealth.objects.bulk_create([ModelHealth(model_id=pk) for pk in new], ignore_conflicts=True)
+    with transaction.atomic(durable=True):
+        # A model whose upstream is no longer probed has no known health: an old "down"
+        # must not keep the gateway skipping it.
+        unprobed = list(
+            ModelHealth.objects.filter(model__upstream__health_check=Upstream.HealthCheck.OFF)
+            .exclude(status=ModelHealth.Status.UNKNOWN)
+            .values_list("pk", flat=True)
+        )
+        ModelHealth.objects.filter(pk__in=unprobed).update(
+            status=ModelHealth.Status.UNKNOWN, latency_ms=None, last_error="", status_since=now
+        )
+        claimed = list(
+            ModelHealth.objects.filter(model__in=probed)
+            .filter(Q(next_check_at__isnull=True) | Q(next_check_at__lte=now))
+            .order_by("pk")
+            .select_for_update(skip_locked=True, no_key=True, of=("self",))
+            .values_list("pk", flat=True)
+        )
+        # Half an interval: due again by the next beat, but not for a round running now.
+        interval = timedelta(seconds=settings.HEALTH_PROBE_INTERVAL_SECONDS)
+        ModelHealth.objects.filter(pk__in=claimed).update(next_check_at=now + interval / 2)
+        if unprobed:
+            transaction.on_commit(lambda: gateway_state.publish_health(unprobed))
+    models = Model.objects.select_related("upstream").filter(pk__in=claimed).order_by("pk")
+    results = _probe([_probe_target(m, m.upstream.health_check) for m in models])
+    with transaction.atomic(durable=True):
+        for pk in sorted(results):  # primary-key order: no deadlock with a concurrent writer
+            _health_record(pk, results[pk])
+        transaction.on_commit(lambda: gateway_state.publish_health(sorted(results)))
+    return len(results)
+
+
+def model_health_check(*, model: Model) -> ModelHealth:
+    """Probe one model now (the panel's "test connection"), even when its upstream's periodic
+    probe is off or the model is disabled; record and publish the verdict."""
+    method = model.upstream.health_check
+    if method == Upstream.HealthCheck.OFF:
+        method = Upstream.HealthCheck.CALL  # asked for explicitly, so one call is fine
+    result = _probe([_probe_target(model, method)]).get(model.pk)
+    if result is None:  # only if the round's deadline is shorter than the probe timeout
+        result = probe.Result(probe.DOWN, None, "timed out", timezone.now())
+    with transaction.atomic(durable=True):
+        ModelHealth.objects.get_or_create(model=model)
+        _health_record(model.pk, result)
+        transaction.on_commit(lambda: gateway_state.publish_health([model.pk]))
+    return ModelHealth.objects.get(pk=model.pk)

@@ -16,6 +16,7 @@ import orjson
 from redis.asyncio import Redis
 
 from proxy import state
+from proxy.breaker import Breaker
 from proxy.pricing import Pricing
 from saas.secrets import decrypt
 
@@ -123,12 +124,14 @@ def build_catalog(raw: dict) -> Catalog:
 
 
 class GatewayConfig:
-    def __init__(self, redis: Redis, refresh_seconds: float = 0.2):
+    def __init__(self, redis: Redis, refresh_seconds: float = 0.2, breaker: Breaker | None = None):
         self.redis = redis
         self.refresh_seconds = refresh_seconds
         self.keys: dict[str, dict] = {}
         self.teams: dict[int, dict] = {}
         self.catalog = Catalog()
+        # Survives catalog rebuilds: keyed by model id, not by Route object.
+        self.breaker = breaker or Breaker()
         self._last_id = b"0-0"
         self._task: asyncio.Task | None = None
         self._lock = asyncio.Lock()  # one reader of the change feed at a time
@@ -149,10 +152,12 @@ class GatewayConfig:
         pipe.hgetall(state.KEYS)
         pipe.hgetall(state.TEAMS)
         pipe.get(state.CATALOG)
-        keys, teams, catalog = await pipe.execute()
+        pipe.hgetall(state.HEALTH)
+        keys, teams, catalog, health = await pipe.execute()
         self.keys = {h.decode(): _key(v) for h, v in keys.items()}
         self.teams = {int(t): _team(v) for t, v in teams.items()}
         self.catalog = build_catalog(orjson.loads(catalog)) if catalog else Catalog()
+        self._apply_health({m.decode(): v for m, v in health.items()})
         self._last_id = last[0][0] if last else b"0-0"
 
     async def _follow(self) -> None:
@@ -192,6 +197,17 @@ class GatewayConfig:
             if h
         }
         team_ids = {int(e[1][b"id"]) for e in entries if e[1][b"kind"] == b"team"}
+        if b"health" in kinds:
+            ids = sorted(
+                {
+                    m
+                    for e in entries
+                    if e[1][b"kind"] == b"health"
+                    for m in e[1][b"id"].decode().split(",")
+                }
+            )
+            found = await self.redis.hmget(state.HEALTH, ids)
+            self._apply_health(dict(zip(ids, found, strict=True)))
         if hashes:
             hashes_list = sorted(hashes)
             for h, raw in zip(
@@ -210,6 +226,10 @@ class GatewayConfig:
                     self.teams.pop(t, None)
                 else:
                     self.teams[t] = _team(raw)
+
+    def _apply_health(self, health: dict[str, bytes | None]) -> None:
+        for model_id, raw in health.items():
+            self.breaker.probed(model_id, orjson.loads(raw)["status"] if raw else "unknown")
 
     async def key(self, key_hash: str) -> dict | None:
         found = self.keys.get(key_hash)

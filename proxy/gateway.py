@@ -21,6 +21,7 @@ from django.conf import settings
 from redis.asyncio import BlockingConnectionPool, Redis
 
 from proxy import cache, lua, metrics, state
+from proxy.breaker import Breaker
 from proxy.config import GatewayConfig, Route
 from proxy.errors import GatewayError
 from proxy.jobs import JobEndpoints, job_id_of
@@ -116,7 +117,10 @@ class Gateway(JobEndpoints):
                 auto_decompress=True,
                 skip_auto_headers=("User-Agent", "Accept-Encoding"),
             )
-            config = GatewayConfig(self.redis, settings.GATEWAY_REFRESH_SECONDS)
+            breaker = Breaker(
+                settings.GATEWAY_BREAKER_FAILURES, settings.GATEWAY_BREAKER_COOLDOWN_SECONDS
+            )
+            config = GatewayConfig(self.redis, settings.GATEWAY_REFRESH_SECONDS, breaker)
             await config.start()
             self.config = config
 
@@ -376,6 +380,8 @@ class Gateway(JobEndpoints):
                 "model_mode_mismatch",
                 "model",
             )
+        if len(routes) > 1:
+            routes = self.config.breaker.order(routes)  # models marked down go last
         return routes, group
 
     @staticmethod
@@ -683,14 +689,19 @@ class Gateway(JobEndpoints):
         """An upstream error answer: a reason to try the next model (recorded in failures,
         returns False), or the caller's own mistake, passed on uncharged (returns True)."""
         if status in FALLBACK_STATUS:
-            failures.append(
-                Attempt(route, f"HTTP {status}: {redact(_error_message(raw, status), route)}")
-            )
+            message = f"HTTP {status}: {redact(_error_message(raw, status), route)}"
+            self._failed(failures, Attempt(route, message))
             return False
+        self.config.breaker.succeeded(route.id)  # it answered: the upstream is up
         body = redact(raw.decode(errors="replace"), route).encode()
         await ctx.finish(route, 0, 0, "rejected", estimated=False, response=body)
         await self._send_json(send, status, body, ctx.rid)
         return True
+
+    def _failed(self, failures: list, attempt: Attempt) -> None:
+        """An attempt that makes the call fall back: kept for the error, told to the breaker."""
+        failures.append(attempt)
+        self.config.breaker.failed(attempt.route.id)
 
     async def _unary(self, send, ctx, request, routes, upstream_path, lookup):
         failures: list[Attempt] = []
@@ -701,10 +712,10 @@ class Gateway(JobEndpoints):
                     raw = await resp.read()
                     status = resp.status
             except TimeoutError:
-                failures.append(Attempt(route, "timed out", timeout=True))
+                self._failed(failures, Attempt(route, "timed out", timeout=True))
                 continue
             except aiohttp.ClientError as exc:
-                failures.append(Attempt(route, f"connection failed ({type(exc).__name__})"))
+                self._failed(failures, Attempt(route, f"connection failed ({type(exc).__name__})"))
                 continue
             finally:
                 metrics.upstream_wait_ended(waited)
@@ -715,8 +726,9 @@ class Gateway(JobEndpoints):
             try:
                 payload = orjson.loads(raw)
             except orjson.JSONDecodeError:
-                failures.append(Attempt(route, "answered with invalid JSON"))
+                self._failed(failures, Attempt(route, "answered with invalid JSON"))
                 continue
+            self.config.breaker.succeeded(route.id)
             usage = payload.get("usage") if isinstance(payload, dict) else None
             if isinstance(usage, dict) and "prompt_tokens" in usage:
                 in_t = int(usage.get("prompt_tokens") or 0)
@@ -756,10 +768,10 @@ class Gateway(JobEndpoints):
             try:
                 resp = await self._upstream_request(route, request, upstream_path, ctx.rid)
             except TimeoutError:
-                failures.append(Attempt(route, "timed out", timeout=True))
+                self._failed(failures, Attempt(route, "timed out", timeout=True))
                 continue
             except aiohttp.ClientError as exc:
-                failures.append(Attempt(route, f"connection failed ({type(exc).__name__})"))
+                self._failed(failures, Attempt(route, f"connection failed ({type(exc).__name__})"))
                 continue
             finally:
                 metrics.upstream_wait_ended(waited)
@@ -769,6 +781,7 @@ class Gateway(JobEndpoints):
                 if await self._upstream_refused(send, ctx, route, resp.status, raw, failures):
                     return
                 continue
+            self.config.breaker.succeeded(route.id)
             return await self._relay(
                 receive, send, ctx, request, route, resp, client_wants_usage, lookup
             )
@@ -796,6 +809,8 @@ class Gateway(JobEndpoints):
             resp.release()
             metrics.upstream_wait_ended(relay_started)
         client_gone = gone.done() and not gone.cancelled()
+        if relay.failed:
+            self.config.breaker.failed(route.id)  # the upstream broke off mid-stream
         if not ctx.done:
             # No [DONE] (client gone, upstream cut, or a server that omits it): charge what
             # was generated up to this point.

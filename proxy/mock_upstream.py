@@ -26,7 +26,9 @@ Per-request knobs; a header wins over the model name, which wins over the server
     x-mock-fail-after-chunks: N  fail-after-N          stream N frames, then close mid-body
     x-mock-reply-tokens: N       reply-N               natural reply length of N tokens
 The server-wide latency default is MOCK_LATENCY_MS (or --latency-ms). The authorization header
-is ignored; request bodies are never logged or kept.
+is ignored, except by a model whose name contains `echo-auth`: it answers 401 with the header
+in the message, as some providers do, to test that Tollgate redacts it. Request bodies are
+never logged or kept.
 """
 
 from __future__ import annotations
@@ -635,6 +637,10 @@ class MockUpstream:
                 return
             if bad_body is not None:
                 raise bad_body
+            if "echo-auth" in str(payload.get("model")):
+                auth = dict(scope["headers"]).get(b"authorization", b"").decode(errors="replace")
+                message = f"Incorrect API key provided: {auth}."
+                raise _RequestError(401, message, code="invalid_api_key")
             await handler(payload, knobs, receive, send)
         except _RequestError as exc:
             await _send_json(send, exc.status, exc.body)

@@ -8,6 +8,8 @@ Layout (all under the `tg:` prefix):
   tg:keys        hash  key hash -> key snapshot (also under the previous hash during a grace)
   tg:teams       hash  team pk  -> team snapshot
   tg:catalog     str   upstreams, models and model groups
+  tg:health      hash  model public id -> {status, checked}: the probes' verdicts, kept out of
+                       the catalog so a probe round does not make every gateway rebuild it
   tg:acct:{team} hash  bal, pspend, ver (from Postgres) + pend, resv (gateway-side, see lua.py)
   tg:changes     stream of {kind, id, hashes}: what to reload
 """
@@ -27,6 +29,7 @@ logger = logging.getLogger(__name__)
 KEYS = "tg:keys"
 TEAMS = "tg:teams"
 CATALOG = "tg:catalog"
+HEALTH = "tg:health"
 CHANGES = "tg:changes"
 CHANGES_MAXLEN = 100_000
 
@@ -137,6 +140,17 @@ def catalog_snapshot() -> dict:
     }
 
 
+def health_snapshot(health) -> dict:
+    return {"status": health.status, "checked": _epoch(health.checked_at)}
+
+
+def _health_rows(**filters) -> dict[str, bytes]:
+    from modelgroups.models import ModelHealth
+
+    rows = ModelHealth.objects.filter(**filters).select_related("model")
+    return {h.model.public_id: orjson.dumps(health_snapshot(h)) for h in rows}
+
+
 def _announce(pipe, kind: str, id_: str = "", hashes: str = "") -> None:
     pipe.xadd(
         CHANGES,
@@ -202,6 +216,30 @@ def publish_catalog() -> None:
 
 
 @_safely
+def publish_health(model_pks: Iterable[int]) -> None:
+    """Publish models' health; announce only the models whose status changed, so a round of
+    unchanged verdicts costs the gateways nothing. Compared with what Redis holds (not with
+    the database's previous value), so an announcement lost to a Redis hiccup is made by the
+    next round."""
+    snaps = _health_rows(pk__in=list(model_pks))
+    if not snaps:
+        return
+    ids = sorted(snaps)
+    r = client()
+    before = r.hmget(HEALTH, ids)
+    changed = [
+        mid
+        for mid, old in zip(ids, before, strict=True)
+        if old is None or orjson.loads(old)["status"] != orjson.loads(snaps[mid])["status"]
+    ]
+    pipe = r.pipeline()
+    pipe.hset(HEALTH, mapping=snaps)
+    if changed:
+        _announce(pipe, "health", ",".join(changed))
+    pipe.execute()
+
+
+@_safely
 def publish_account(account) -> None:
     """Move the gateway's copy of the settled balance forward (never backward); build it,
     with the keys' spend, when Redis has none (a new team, or Redis was flushed)."""
@@ -234,12 +272,15 @@ def publish_all() -> None:
     for team in Team.objects.select_related("account").prefetch_related("model_groups"):
         teams[str(team.pk)] = orjson.dumps(team_snapshot(team))
         accounts.append(team.account)
+    health = _health_rows()
     pipe = client().pipeline(transaction=True)
-    pipe.delete(KEYS, TEAMS)
+    pipe.delete(KEYS, TEAMS, HEALTH)
     if keys:
         pipe.hset(KEYS, mapping=keys)
     if teams:
         pipe.hset(TEAMS, mapping=teams)
+    if health:
+        pipe.hset(HEALTH, mapping=health)
     pipe.set(CATALOG, orjson.dumps(catalog_snapshot()))
     _announce(pipe, "all")
     pipe.execute()

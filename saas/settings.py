@@ -146,6 +146,8 @@ SPECTACULAR_SETTINGS = {
         "TeamStatusEnum": "teams.models.Team.Status",
         "KeyStatusEnum": "teams.models.VirtualKey.Status",
         "UpstreamKindEnum": "modelgroups.models.Upstream.Kind",
+        "UpstreamHealthCheckEnum": "modelgroups.models.Upstream.HealthCheck",
+        "ModelHealthStatusEnum": "modelgroups.models.ModelHealth.Status",
         "LedgerKindEnum": "billing.models.LedgerEntry.Kind",
         "CallStatusEnum": "billing.models.UsageRecord.Status",
         "JobStatusEnum": "billing.models.Job.Status",
@@ -172,6 +174,22 @@ GATEWAY_JOB_RETAIN_SECONDS = env.int("GATEWAY_JOB_RETAIN_SECONDS", default=7 * 8
 GATEWAY_CACHE_MAX_BYTES = env.int("GATEWAY_CACHE_MAX_BYTES", default=1024 * 1024)
 # Compliance logging: each logged body is cut at this size (the record says so).
 GATEWAY_LOG_MAX_BYTES = env.int("GATEWAY_LOG_MAX_BYTES", default=256 * 1024)
+# Circuit breaker (proxy/breaker.py): this many consecutive failed attempts at a model in one
+# gateway process, or a probe marking it down, move it to the end of the fallback order for
+# the cooldown; then one request tries it again.
+GATEWAY_BREAKER_FAILURES = env.int("GATEWAY_BREAKER_FAILURES", default=5)
+GATEWAY_BREAKER_COOLDOWN_SECONDS = env.float("GATEWAY_BREAKER_COOLDOWN_SECONDS", default=30.0)
+
+# Upstream health probes (modelgroups.probe): every enabled model, once per interval.
+HEALTH_PROBE_INTERVAL_SECONDS = env.int("HEALTH_PROBE_INTERVAL_SECONDS", default=60)
+# Per probe, connect included (the upstream's own connect timeout applies if shorter).
+HEALTH_PROBE_TIMEOUT_SECONDS = env.float("HEALTH_PROBE_TIMEOUT_SECONDS", default=10.0)
+HEALTH_PROBE_CONCURRENCY = env.int("HEALTH_PROBE_CONCURRENCY", default=16)
+# A working model slower than this is "degraded" (still routed normally).
+HEALTH_PROBE_SLOW_MS = env.int("HEALTH_PROBE_SLOW_MS", default=5000)
+# A round stops waiting after this; unfinished probes get no verdict. Below the task's
+# soft time limit (modelgroups.tasks.probe_models).
+HEALTH_PROBE_ROUND_SECONDS = env.float("HEALTH_PROBE_ROUND_SECONDS", default=45.0)
 
 # Usage: raw call records (and closed jobs) are kept this many days, then pruned; the hourly
 # and daily roll-ups are kept for good. At least 3: roll-ups never recompute an hour within a
@@ -251,6 +269,12 @@ CELERY_BEAT_SCHEDULE: dict = {
         "task": "alerts.tasks.redeliver_stuck_webhooks",
         "schedule": 300.0,
         "options": {"expires": 60},
+    },
+    # Upstream health: probe the models that are due, publish verdicts to the gateways.
+    "probe-models": {
+        "task": "modelgroups.tasks.probe_models",
+        "schedule": float(HEALTH_PROBE_INTERVAL_SECONDS),
+        "options": {"expires": HEALTH_PROBE_INTERVAL_SECONDS},
     },
     # Full republish of gateway state: repairs anything a failed after-commit publish missed.
     "publish-gateway-state": {

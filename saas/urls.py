@@ -36,6 +36,7 @@ api_patterns = [
     path("upstreams/<str:id>/", mg_api.UpstreamDetail.as_view()),
     path("models/", mg_api.ModelList.as_view()),
     path("models/<str:id>/", mg_api.ModelDetail.as_view()),
+    path("models/<str:id>/check/", mg_api.ModelCheck.as_view()),
     path("model-groups/", mg_api.ModelGroupList.as_view()),
     path("model-groups/<str:id>/", mg_api.ModelGroupDetail.as_view()),
     path("webhooks/", alerts_api.WebhookList.as_view()),

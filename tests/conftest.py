@@ -295,7 +295,7 @@ def db_state() -> dict:
     """Every row the admin API can write, to show that a refused request changed nothing."""
     from alerts.models import Alert, WebhookDelivery, WebhookEndpoint
     from billing.models import CreditAccount, LedgerEntry
-    from modelgroups.models import Model, ModelGroup, ModelGroupMember, Upstream
+    from modelgroups.models import Model, ModelGroup, ModelGroupMember, ModelHealth, Upstream
     from orgs.models import AdminKey, AuditEvent, Organization
     from teams.models import Team, VirtualKey
 
@@ -313,6 +313,7 @@ def db_state() -> dict:
         Model,
         ModelGroup,
         ModelGroupMember,
+        ModelHealth,
         WebhookEndpoint,
         WebhookDelivery,
         Alert,

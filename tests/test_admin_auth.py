@@ -55,6 +55,7 @@ ENDPOINTS = [
     ("get", "models/<str:id>/", None),
     ("patch", "models/<str:id>/", {"enabled": False}),
     ("delete", "models/<str:id>/", None),
+    ("post", "models/<str:id>/check/", None),
     ("get", "model-groups/", None),
     ("post", "model-groups/", {"name": "slow", "models": [{"model": "gpt-b"}]}),
     ("get", "model-groups/<str:id>/", None),

@@ -353,6 +353,16 @@ def test_model_name_injects_errors_on_embeddings_and_streams(client):
     assert_openai_error(stream, 500)
 
 
+def test_an_echo_auth_model_answers_401_with_the_key_it_was_sent(client):
+    # when: like a provider that repeats the rejected key (what Tollgate must redact)
+    response = client.post(
+        CHAT, json=chat_body(model="mock-echo-auth"), headers={"authorization": "Bearer sk-x1"}
+    )
+    # then
+    error = assert_openai_error(response, 401)
+    assert error["message"] == "Incorrect API key provided: Bearer sk-x1."
+
+
 def test_status_header_wins_over_the_model_name(client):
     # when
     response = client.post(

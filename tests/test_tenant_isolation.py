@@ -67,6 +67,7 @@ PLATFORM_ONLY = [
     ("post", "models/", {"name": "m-new", "upstream": "prov", "upstream_model": "x"}),
     ("patch", "models/{model}/", {"enabled": False}),
     ("delete", "models/{model}/", None),
+    ("post", "models/{model}/check/", None),
     ("post", "model-groups/", {"name": "slow", "models": [{"model": "gpt-b"}]}),
     ("patch", "model-groups/{group}/", {"description": "hijacked"}),
     ("delete", "model-groups/{group}/", None),

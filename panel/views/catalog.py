@@ -5,7 +5,7 @@ from django.db.models import Count
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from modelgroups import probe, services
+from modelgroups import connection, services
 from modelgroups.models import Model, ModelGroup, Upstream
 from panel import forms
 from panel.views.common import actor, by_public_id
@@ -196,7 +196,7 @@ def upstream_edit(request, id):
 def upstream_test(request, id):
     """Make a real call to the upstream and show its answer or the error."""
     upstream = by_public_id(Upstream.objects.annotate(model_count=Count("models")), id)
-    outcome = probe.upstream_probe(upstream=upstream)
+    outcome = connection.upstream_probe(upstream=upstream)
     form = forms.UpstreamEditForm(initial=_upstream_initial(upstream))
     return render(
         request,

@@ -1,0 +1,75 @@
+"""Connection test for an upstream: `GET {base_url}/models` with its stored key.
+
+The control plane's only direct call to a provider (the gateway, in proxy/, makes the traffic
+calls). Never called inside a database transaction; the key never appears in the result."""
+
+import time
+from dataclasses import dataclass
+
+import httpx
+
+from modelgroups.models import Upstream
+from saas.secrets import decrypt
+
+# A person is waiting on the answer: never longer than this, whatever the upstream allows.
+MAX_SECONDS = 10.0
+SHOWN_MODELS = 8
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    ok: bool
+    status: int | None  # the HTTP status; None when no answer came
+    latency_ms: int
+    message: str  # the models it serves, or what went wrong, in words
+    retryable: bool  # a timeout, a refused connection, 429 or 5xx: worth trying again
+
+
+def upstream_probe(*, upstream: Upstream) -> ProbeResult:
+    """Ask the upstream which models it serves, as the gateway would authenticate."""
+    api_key = decrypt(upstream.api_key_encrypted)
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    timeout = httpx.Timeout(
+        min(upstream.read_timeout_seconds, MAX_SECONDS),
+        connect=min(upstream.connect_timeout_seconds, MAX_SECONDS),
+    )
+    url = upstream.base_url.rstrip("/") + "/models"
+    started = time.monotonic()
+
+    def result(ok, status, message, retryable):
+        elapsed = int((time.monotonic() - started) * 1000)
+        if api_key:
+            message = message.replace(api_key, "[redacted]")
+        return ProbeResult(ok, status, elapsed, message, retryable)
+
+    try:
+        response = httpx.get(url, headers=headers, timeout=timeout, follow_redirects=False)
+    except httpx.TimeoutException:
+        return result(False, None, f"No answer within {timeout.read or MAX_SECONDS:g} s.", True)
+    except httpx.HTTPError as exc:
+        return result(False, None, f"Could not connect: {exc}", True)
+    if response.status_code != 200:
+        return result(
+            False,
+            response.status_code,
+            f"HTTP {response.status_code}: {_error_text(response)}",
+            response.status_code == 429 or response.status_code >= 500,
+        )
+    try:
+        ids = [m["id"] for m in response.json()["data"]]
+    except (ValueError, KeyError, TypeError):
+        return result(False, 200, "It answered, but not with an OpenAI-style model list.", False)
+    shown = ", ".join(ids[:SHOWN_MODELS]) + (", …" if len(ids) > SHOWN_MODELS else "")
+    return result(True, 200, f"Connected: {len(ids)} model(s) served ({shown}).", False)
+
+
+def _error_text(response: httpx.Response) -> str:
+    try:
+        error = response.json().get("error")
+        if isinstance(error, dict) and error.get("message"):
+            return str(error["message"])[:300]
+        if isinstance(error, str):
+            return error[:300]
+    except (ValueError, AttributeError):
+        pass
+    return response.text[:300] or response.reason_phrase
