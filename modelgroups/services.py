@@ -5,6 +5,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
+from litellm_sync import services as litellm_sync
 from modelgroups.models import Model, ModelGroup, ModelGroupMember, Upstream
 from orgs.services import apply_changes, audit_record
 from proxy import state as gateway_state
@@ -46,6 +47,7 @@ def upstream_update(*, actor: str, upstream: Upstream, data: dict) -> Upstream:
             apply_changes(
                 obj=upstream, actor=actor, action="upstream.update", organization_id=None, data=data
             )
+            litellm_sync.catalog_changed()
     except IntegrityError as exc:
         raise _conflict(exc, "upstream", data.get("name", upstream.name)) from exc
     return upstream
@@ -105,6 +107,7 @@ def model_update(*, actor: str, model: Model, data: dict) -> Model:
             apply_changes(
                 obj=model, actor=actor, action="model.update", organization_id=None, data=data
             )
+            litellm_sync.catalog_changed()
     except IntegrityError as exc:
         raise _conflict(exc, "model", data.get("name", model.name)) from exc
     return model
@@ -180,6 +183,8 @@ def model_group_update(*, actor: str, group: ModelGroup, data: dict, members=Non
                 data=data,
                 extra_changes=extra,
             )
+            if "models" in extra:
+                litellm_sync.catalog_changed()
     except IntegrityError as exc:
         raise _conflict(exc, "model group", data.get("name", group.name)) from exc
     return group
