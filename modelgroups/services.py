@@ -9,7 +9,7 @@ from litellm_sync import services as litellm_sync
 from modelgroups.models import Model, ModelGroup, ModelGroupMember, Upstream
 from orgs.services import apply_changes, audit_record
 from proxy import state as gateway_state
-from saas.errors import Conflict
+from saas.errors import Conflict, ValidationFailed
 from saas.secrets import encrypt
 
 
@@ -17,8 +17,17 @@ def _conflict(exc: IntegrityError, what: str, name: str) -> Conflict:
     return Conflict(f"A {what} named {name!r} already exists.", fields={"name": ["Already used."]})
 
 
+def _check_key_mode(kind: str, key_mode: str) -> None:
+    if key_mode == Upstream.KeyMode.CALLER and kind != Upstream.Kind.LITELLM:
+        raise ValidationFailed(
+            "Only a LiteLLM upstream knows the callers' virtual keys; use key_mode upstream.",
+            fields={"key_mode": ["caller needs kind litellm."]},
+        )
+
+
 def upstream_create(*, actor: str, name: str, api_key: str = "", **fields) -> Upstream:
     """Register an upstream; its API key is encrypted before it touches the database."""
+    _check_key_mode(fields.get("kind", Upstream.Kind.OPENAI), fields.get("key_mode", ""))
     try:
         with transaction.atomic(durable=True):
             transaction.on_commit(gateway_state.publish_catalog)
@@ -38,6 +47,7 @@ def upstream_create(*, actor: str, name: str, api_key: str = "", **fields) -> Up
 
 def upstream_update(*, actor: str, upstream: Upstream, data: dict) -> Upstream:
     """Change an upstream; an api_key of "" clears the stored key, None leaves it."""
+    _check_key_mode(data.get("kind", upstream.kind), data.get("key_mode", upstream.key_mode))
     api_key = data.pop("api_key", None)
     if api_key is not None:
         data["api_key_encrypted"] = encrypt(api_key)

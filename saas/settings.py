@@ -130,6 +130,7 @@ SPECTACULAR_SETTINGS = {
         "TeamStatusEnum": "teams.models.Team.Status",
         "KeyStatusEnum": "teams.models.VirtualKey.Status",
         "UpstreamKindEnum": "modelgroups.models.Upstream.Kind",
+        "UpstreamKeyModeEnum": "modelgroups.models.Upstream.KeyMode",
         "LedgerKindEnum": "billing.models.LedgerEntry.Kind",
         "CallStatusEnum": "billing.models.UsageRecord.Status",
         "JobStatusEnum": "billing.models.Job.Status",
