@@ -148,7 +148,7 @@ class KeyInfo:
 
 
 @dataclass(frozen=True)
-class SpendLog:
+class SpendRow:
     request_id: str
     call_id: str  # litellm_call_id: our request id when the gateway sent x-litellm-call-id
     key_hash: str
@@ -163,7 +163,7 @@ class SpendLog:
     key_alias: str
 
     @classmethod
-    def from_json(cls, row: dict) -> "SpendLog":
+    def from_json(cls, row: dict) -> "SpendRow":
         metadata = row.get("metadata") if isinstance(row.get("metadata"), dict) else {}
         return cls(
             request_id=str(row.get("request_id") or ""),
@@ -183,7 +183,7 @@ class SpendLog:
 
 @dataclass(frozen=True)
 class SpendLogPage:
-    rows: list[SpendLog]
+    rows: list[SpendRow]
     page: int
     total_pages: int
     total: int
@@ -384,7 +384,7 @@ class LiteLLMClient:
             },
         )
         return SpendLogPage(
-            rows=[SpendLog.from_json(r) for r in body.get("data") or []],
+            rows=[SpendRow.from_json(r) for r in body.get("data") or []],
             page=int(body.get("page") or page),
             total_pages=int(body.get("total_pages") or 0),
             total=int(body.get("total") or 0),

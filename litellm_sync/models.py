@@ -89,3 +89,72 @@ class KeySync(SyncRecord):
 
     def __str__(self):
         return f"LiteLLM copy of key {self.key_id} ({self.state})"
+
+
+class SpendLog(models.Model):
+    """One row of LiteLLM's spend log, pulled by the reconciler (deduplicated on request_id).
+
+    Calls our gateway made carry our request id as call_id (x-litellm-call-id): they are
+    matched to our usage records. Any other call reached LiteLLM directly with one of our keys
+    and is charged to the team's credits from this row, once (ledger key litellm:<request_id>)."""
+
+    request_id = models.CharField(max_length=255, unique=True)  # LiteLLM's
+    call_id = models.CharField(max_length=255, db_index=True)
+    key_hash = models.CharField(max_length=64, blank=True)
+    team = models.ForeignKey(
+        "teams.Team", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    key = models.ForeignKey(
+        "teams.VirtualKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    model = models.CharField(max_length=200, blank=True)  # LiteLLM's model group name
+    # Micro-USD LiteLLM computed for the call.
+    spend_micros = models.BigIntegerField(default=0)
+    prompt_tokens = models.BigIntegerField(default=0)
+    completion_tokens = models.BigIntegerField(default=0)
+    status = models.CharField(max_length=32, blank=True)
+    started_at = models.DateTimeField(db_index=True)
+    via_gateway = models.BooleanField(default=False)
+    # Micro-credits charged for a direct call; null: not charged (a gateway call, no team,
+    # or a failed call).
+    charged_micros = models.BigIntegerField(null=True, blank=True)
+    pulled_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+        indexes = [models.Index(fields=["team", "started_at"])]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(spend_micros__gte=0), name="litellm_spend_non_negative"
+            ),
+        ]
+
+    def __str__(self):
+        return self.request_id
+
+
+class SpendCursor(models.Model):
+    """How far LiteLLM's spend log has been read (one row): the next pull starts an overlap
+    before it, since LiteLLM writes rows late and filters on the request's start."""
+
+    name = models.CharField(max_length=32, unique=True)
+    pulled_until = models.DateTimeField()
+
+    def __str__(self):
+        return f"{self.name} until {self.pulled_until}"
+
+
+class ModelImport(models.Model):
+    """A model imported from LiteLLM's /model/info, and the values it was imported with: a
+    model whose fields no longer match them was edited here, and is never overwritten by a
+    later import unless the admin asks for it by name."""
+
+    model = models.OneToOneField(
+        "modelgroups.Model", on_delete=models.CASCADE, related_name="litellm_import"
+    )
+    litellm_model = models.CharField(max_length=200)
+    imported = models.JSONField()  # {field: value} as last written by an import
+    imported_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self):
+        return f"{self.litellm_model} -> {self.model_id}"

@@ -2,7 +2,7 @@
 
 from celery import shared_task
 
-from litellm_sync import services
+from litellm_sync import services, spend
 from litellm_sync.client import enabled
 
 
@@ -40,3 +40,10 @@ def full_resync():
     """Compare everything with LiteLLM and repair drift both ways."""
     if enabled():
         return services.full_resync()
+
+
+@shared_task(ignore_result=True, acks_late=True, soft_time_limit=100, time_limit=120)
+def pull_spend():
+    """Pull LiteLLM's new spend-log rows; charge direct calls once (safe to overlap)."""
+    if enabled():
+        return spend.spend_pull()
