@@ -5,8 +5,9 @@ We never use its budget windows (they reset on LiteLLM's own ~10-minute tick, be
 back); instead each push sets max_budget = LiteLLM's current spend + what Tollgate still
 allows, converted from credits to USD. Calls through our gateway raise both LiteLLM's spend
 and our charges, so the allowance stays right between pushes; calls made to LiteLLM directly
-raise only its spend, until reconciliation charges them here. Pushes follow the account's
-version (see services.budgets_refresh), so the budget tracks credits within a sweep or two.
+raise only its spend, until reconciliation charges them here. Grants and adjustments push at
+once; usage moves the account's version, which services.budgets_refresh follows at most every
+LITELLM_BUDGET_REFRESH_SECONDS.
 """
 
 from dataclasses import dataclass

@@ -349,12 +349,16 @@ def _record_key_progress(sync_id, made, removed, wiped) -> None:
 # --- sweeps ---------------------------------------------------------------------------------
 
 
-def budgets_refresh() -> int:
-    """Teams whose credits moved since their last push (usage, grants, resets), and their
-    keys with a budget, become pending: their LiteLLM budgets are pushed again."""
-    stale = TeamSync.objects.filter(team__isnull=False, state=SYNCED).exclude(
-        pushed_account_version=F("team__account__version")
-    )
+def budgets_refresh(*, now=None) -> int:
+    """Teams whose credits moved since their last push (usage, period resets), and their keys
+    with a budget, become pending: their LiteLLM budgets are pushed again (at most every
+    LITELLM_BUDGET_REFRESH_SECONDS: a busy team's balance moves with every settlement)."""
+    now = now or timezone.now()
+    stale = TeamSync.objects.filter(
+        team__isnull=False,
+        state=SYNCED,
+        synced_at__lte=now - timedelta(seconds=settings.LITELLM_BUDGET_REFRESH_SECONDS),
+    ).exclude(pushed_account_version=F("team__account__version"))
     team_ids = list(stale.values_list("team_id", flat=True))
     if not team_ids:
         return 0

@@ -241,6 +241,9 @@ LITELLM_MISSING_KEY_ACTION = env("LITELLM_MISSING_KEY_ACTION", default="flag")
 # Credits per USD of LiteLLM spend: converts remaining credits into LiteLLM's USD budgets
 # (teams priced cost_markup use their own credits_per_usd).
 LITELLM_CREDITS_PER_USD = env.float("LITELLM_CREDITS_PER_USD", default=DEFAULT_PRICE_MARKUP)
+# A team's LiteLLM budget follows its credits: pushed at once on grants and adjustments, and
+# after usage at most this often.
+LITELLM_BUDGET_REFRESH_SECONDS = env.int("LITELLM_BUDGET_REFRESH_SECONDS", default=60)
 # Spend-log reconciliation: each pull re-reads this much before its cursor (late rows: LiteLLM
 # batches its writes and filters on request start), and stops this far behind now.
 LITELLM_SPEND_OVERLAP_SECONDS = env.int("LITELLM_SPEND_OVERLAP_SECONDS", default=900)

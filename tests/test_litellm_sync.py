@@ -17,6 +17,7 @@ from orgs.services import organization_create
 from saas.secrets import encrypt, hash_secret
 from teams import services as teams
 from teams.models import Team, VirtualKey
+from tests.conftest import settle_usage
 
 WRITES = {"/team/new", "/team/update", "/key/generate", "/key/update", "/key/delete"}
 
@@ -290,6 +291,25 @@ def test_the_team_budget_is_its_remaining_credits_in_usd(litellm, lite, org, com
     # then: LiteLLM may spend 4 USD more than it has
     assert litellm.teams[team.public_id]["max_budget"] == 4.5
     assert litellm.teams[team.public_id]["budget_duration"] is None
+
+
+def test_usage_moves_the_litellm_budget_at_the_next_refresh(litellm, lite, org, commit):
+    # given: 10 credits, pushed as 8 USD
+    team = make_team(commit, org, [lite["lite"]])
+    with commit():
+        credits_grant(
+            team=team, amount_micros=10_000_000, reason="t", actor="t", idempotency_key="g1"
+        )
+    assert litellm.teams[team.public_id]["max_budget"] == 8.0
+    # when: 2 credits of gateway usage settle, right away and after the refresh interval
+    settle_usage(team, 2_000_000, timezone.now())
+    sync.sync_due()
+    right_away = litellm.teams[team.public_id]["max_budget"]
+    TeamSync.objects.update(synced_at=timezone.now() - timedelta(minutes=5))
+    sync.sync_due()
+    # then
+    assert right_away == 8.0
+    assert litellm.teams[team.public_id]["max_budget"] == 6.4
 
 
 def test_a_key_budget_becomes_a_litellm_key_budget(litellm, lite, org, commit):
