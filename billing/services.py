@@ -119,6 +119,9 @@ def _post_with_audit(team, kind, amount_micros, reason, actor, idempotency_key):
             reason=reason,
         )
         if result.created:
+            from litellm_sync.services import team_changed  # an optional mirror of budgets
+
+            team_changed(team)  # LiteLLM's budget follows the credits
             audit_record(
                 actor=actor,
                 action=f"credits.{kind}",

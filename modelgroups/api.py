@@ -22,6 +22,7 @@ class UpstreamOutput(serializers.ModelSerializer):
             "name",
             "kind",
             "base_url",
+            "key_mode",
             "has_api_key",
             "connect_timeout_seconds",
             "read_timeout_seconds",
@@ -42,6 +43,12 @@ class UpstreamInput(serializers.Serializer):
         write_only=True,
         trim_whitespace=True,
         help_text="Write-only; stored encrypted, never returned.",
+    )
+    key_mode = serializers.ChoiceField(
+        choices=Upstream.KeyMode.choices,
+        required=False,
+        help_text="caller: forward the caller's own virtual key (LiteLLM upstreams only, with "
+        "the LiteLLM sync on); upstream: use this upstream's api_key.",
     )
     connect_timeout_seconds = serializers.FloatField(min_value=0.1, max_value=60, required=False)
     read_timeout_seconds = serializers.FloatField(min_value=0.1, max_value=3600, required=False)

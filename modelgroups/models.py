@@ -17,12 +17,20 @@ class Upstream(models.Model):
         MODELS = "models", "The upstream's model list (one request for all its models)"
         OFF = "off", "Not probed (health unknown)"
 
+    class KeyMode(models.TextChoices):
+        UPSTREAM = "upstream", "The upstream's own API key"
+        # LiteLLM only: the customer's virtual key exists there too (litellm_sync), so
+        # LiteLLM's per-team budgets, limits and spend tracking apply to gateway calls.
+        CALLER = "caller", "The caller's virtual key, forwarded"
+
     public_id = PublicIdField(prefix="ups")
     name = models.CharField(max_length=200, unique=True)
     kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.OPENAI)
     base_url = models.URLField(max_length=500)
     # Fernet token (saas.secrets.encrypt); write-only through every API.
     api_key_encrypted = models.TextField(blank=True)
+    # Which key the gateway calls the upstream with.
+    key_mode = models.CharField(max_length=16, choices=KeyMode.choices, default=KeyMode.UPSTREAM)
     connect_timeout_seconds = models.FloatField(default=5.0)
     # Applies between bytes, so long streams are fine while tokens keep coming.
     read_timeout_seconds = models.FloatField(default=120.0)
@@ -40,6 +48,10 @@ class Upstream(models.Model):
             models.CheckConstraint(
                 condition=Q(connect_timeout_seconds__gt=0) & Q(read_timeout_seconds__gt=0),
                 name="upstream_timeouts_positive",
+            ),
+            models.CheckConstraint(
+                condition=Q(key_mode="upstream") | Q(kind="litellm"),
+                name="upstream_caller_key_only_for_litellm",
             ),
         ]
 

@@ -9,11 +9,12 @@ from django.db import IntegrityError, transaction
 from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 
+from litellm_sync import services as litellm_sync
 from modelgroups import probe
 from modelgroups.models import Model, ModelGroup, ModelGroupMember, ModelHealth, Upstream
 from orgs.services import apply_changes, audit_record
 from proxy import state as gateway_state
-from saas.errors import Conflict
+from saas.errors import Conflict, ValidationFailed
 from saas.secrets import decrypt, encrypt
 
 
@@ -21,8 +22,17 @@ def _conflict(exc: IntegrityError, what: str, name: str) -> Conflict:
     return Conflict(f"A {what} named {name!r} already exists.", fields={"name": ["Already used."]})
 
 
+def _check_key_mode(kind: str, key_mode: str) -> None:
+    if key_mode == Upstream.KeyMode.CALLER and kind != Upstream.Kind.LITELLM:
+        raise ValidationFailed(
+            "Only a LiteLLM upstream knows the callers' virtual keys; use key_mode upstream.",
+            fields={"key_mode": ["caller needs kind litellm."]},
+        )
+
+
 def upstream_create(*, actor: str, name: str, api_key: str = "", **fields) -> Upstream:
     """Register an upstream; its API key is encrypted before it touches the database."""
+    _check_key_mode(fields.get("kind", Upstream.Kind.OPENAI), fields.get("key_mode", ""))
     try:
         with transaction.atomic(durable=True):
             transaction.on_commit(gateway_state.publish_catalog)
@@ -42,6 +52,7 @@ def upstream_create(*, actor: str, name: str, api_key: str = "", **fields) -> Up
 
 def upstream_update(*, actor: str, upstream: Upstream, data: dict) -> Upstream:
     """Change an upstream; an api_key of "" clears the stored key, None leaves it."""
+    _check_key_mode(data.get("kind", upstream.kind), data.get("key_mode", upstream.key_mode))
     api_key = data.pop("api_key", None)
     if api_key is not None:
         data["api_key_encrypted"] = encrypt(api_key)
@@ -51,6 +62,7 @@ def upstream_update(*, actor: str, upstream: Upstream, data: dict) -> Upstream:
             apply_changes(
                 obj=upstream, actor=actor, action="upstream.update", organization_id=None, data=data
             )
+            litellm_sync.catalog_changed()
     except IntegrityError as exc:
         raise _conflict(exc, "upstream", data.get("name", upstream.name)) from exc
     return upstream
@@ -110,6 +122,7 @@ def model_update(*, actor: str, model: Model, data: dict) -> Model:
             apply_changes(
                 obj=model, actor=actor, action="model.update", organization_id=None, data=data
             )
+            litellm_sync.catalog_changed()
     except IntegrityError as exc:
         raise _conflict(exc, "model", data.get("name", model.name)) from exc
     return model
@@ -185,6 +198,8 @@ def model_group_update(*, actor: str, group: ModelGroup, data: dict, members=Non
                 data=data,
                 extra_changes=extra,
             )
+            if "models" in extra:
+                litellm_sync.catalog_changed()
     except IntegrityError as exc:
         raise _conflict(exc, "model group", data.get("name", group.name)) from exc
     return group

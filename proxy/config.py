@@ -34,6 +34,8 @@ class Route:
     upstream_model: str
     auth: str | None  # "Bearer …" header value, decrypted once at load
     secret: str  # the provider key itself, to redact it from any upstream message
+    litellm: bool  # a LiteLLM proxy: its error bodies are mapped (proxy/litellm.py)
+    forward_key: bool  # call it with the caller's own virtual key instead of `auth`
     timeout: aiohttp.ClientTimeout  # read timeout applies between bytes, so streams may run long
     in_price: int
     out_price: int
@@ -90,6 +92,8 @@ def build_catalog(raw: dict) -> Catalog:
             upstream_model=m["upstream_model"],
             auth=f"Bearer {secret}" if secret else None,
             secret=secret,
+            litellm=up.get("kind") == "litellm",
+            forward_key=up.get("key_mode") == "caller",
             timeout=aiohttp.ClientTimeout(
                 sock_connect=up["connect_timeout"], sock_read=up["read_timeout"]
             ),

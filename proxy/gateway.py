@@ -21,6 +21,7 @@ from django.conf import settings
 from redis.asyncio import BlockingConnectionPool, Redis
 
 from proxy import cache, lua, metrics, state
+from proxy import litellm as litellm_upstream
 from proxy.breaker import Breaker
 from proxy.config import GatewayConfig, Route
 from proxy.errors import GatewayError
@@ -256,14 +257,7 @@ class Gateway(JobEndpoints):
         )
 
     async def _authenticate(self, scope) -> tuple[dict, dict]:
-        secret = None
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                if value[:7].lower() == b"bearer ":
-                    secret = value[7:].strip()
-                    break  # Bearer wins over x-api-key; another scheme must not hide it
-            elif name == b"x-api-key":
-                secret = value.strip()
+        secret = _presented_secret(scope)
         if not secret:
             raise GatewayError(
                 401,
@@ -526,6 +520,9 @@ class Gateway(JobEndpoints):
         if verdict[0] != b"ok":
             raise self._refusal(verdict, job_id)
         ctx = Settlement(self, rid, key, team, reserve, est_tokens, request, started, job_id, body)
+        if any(r.forward_key for r in routes):
+            # A LiteLLM upstream that knows the caller's key (litellm_sync): forward it.
+            ctx.caller_auth = "Bearer " + _presented_secret(scope).decode()
         try:
             if hit is not None:
                 ctx.hit_price = reserve
@@ -671,11 +668,16 @@ class Gateway(JobEndpoints):
             headers=[(b"retry-after", b"2")],
         )
 
-    def _upstream_request(self, route: Route, request: dict, upstream_path: str, rid: str):
+    def _upstream_request(self, route: Route, request: dict, upstream_path: str, ctx):
         request["model"] = route.upstream_model
-        headers = {"Content-Type": "application/json", "X-Request-Id": rid}
-        if route.auth:
-            headers["Authorization"] = route.auth
+        headers = {"Content-Type": "application/json", "X-Request-Id": ctx.rid}
+        auth = ctx.caller_auth if route.forward_key else route.auth
+        if auth:
+            headers["Authorization"] = auth
+        if route.litellm:
+            # LiteLLM keeps it as the spend log's litellm_call_id: reconciliation can tell
+            # calls made through us from calls made to LiteLLM directly.
+            headers["x-litellm-call-id"] = ctx.rid
         return self.session.post(
             route.url_base + upstream_path,
             data=orjson.dumps(request),
@@ -684,10 +686,21 @@ class Gateway(JobEndpoints):
         )
 
     async def _upstream_refused(
-        self, send, ctx, route, status: int, raw: bytes, failures: list
+        self, send, ctx, route, status: int, raw: bytes, failures: list, headers=None
     ) -> bool:
         """An upstream error answer: a reason to try the next model (recorded in failures,
         returns False), or the caller's own mistake, passed on uncharged (returns True)."""
+        if route.litellm:
+            verdict = litellm_upstream.classify(
+                status, raw, headers or {}, caller_key=route.forward_key
+            )
+            if isinstance(verdict, GatewayError):
+                await ctx.finish(route, 0, 0, "rejected", estimated=False, response=verdict.body())
+                await self._send_error(send, verdict, ctx.rid)
+                return True
+            if verdict is not None:
+                failures.append(Attempt(route, redact(verdict, route)))
+                return False
         if status in FALLBACK_STATUS:
             message = f"HTTP {status}: {redact(_error_message(raw, status), route)}"
             self._failed(failures, Attempt(route, message))
@@ -708,9 +721,9 @@ class Gateway(JobEndpoints):
         for route in routes:
             waited = time.perf_counter()
             try:
-                async with self._upstream_request(route, request, upstream_path, ctx.rid) as resp:
+                async with self._upstream_request(route, request, upstream_path, ctx) as resp:
                     raw = await resp.read()
-                    status = resp.status
+                    status, resp_headers = resp.status, resp.headers
             except TimeoutError:
                 self._failed(failures, Attempt(route, "timed out", timeout=True))
                 continue
@@ -720,7 +733,9 @@ class Gateway(JobEndpoints):
             finally:
                 metrics.upstream_wait_ended(waited)
             if status >= 400:
-                if await self._upstream_refused(send, ctx, route, status, raw, failures):
+                if await self._upstream_refused(
+                    send, ctx, route, status, raw, failures, resp_headers
+                ):
                     return
                 continue
             try:
@@ -766,7 +781,7 @@ class Gateway(JobEndpoints):
         for route in routes:
             waited = time.perf_counter()
             try:
-                resp = await self._upstream_request(route, request, upstream_path, ctx.rid)
+                resp = await self._upstream_request(route, request, upstream_path, ctx)
             except TimeoutError:
                 self._failed(failures, Attempt(route, "timed out", timeout=True))
                 continue
@@ -778,7 +793,9 @@ class Gateway(JobEndpoints):
             if resp.status != 200:
                 raw = await resp.read()
                 resp.release()
-                if await self._upstream_refused(send, ctx, route, resp.status, raw, failures):
+                if await self._upstream_refused(
+                    send, ctx, route, resp.status, raw, failures, resp.headers
+                ):
                     return
                 continue
             self.config.breaker.succeeded(route.id)
@@ -970,6 +987,19 @@ class StreamRelay:
         await self.send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
+def _presented_secret(scope) -> bytes | None:
+    """The caller's API key, from `Authorization: Bearer` or `x-api-key`."""
+    secret = None
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            if value[:7].lower() == b"bearer ":
+                # Bearer wins over x-api-key; another scheme must not hide it.
+                return value[7:].strip()
+        elif name == b"x-api-key":
+            secret = value.strip()
+    return secret
+
+
 def _publish_all_from_db():
     from django.db import connection
 
@@ -1032,6 +1062,7 @@ class Settlement:
     __slots__ = (
         "asked",
         "body",
+        "caller_auth",
         "done",
         "est_tokens",
         "gateway",
@@ -1054,6 +1085,7 @@ class Settlement:
         self.asked = request.get("model", "")  # before the upstream id is substituted
         self.log = bool(team.get("log"))
         self.hit_price: int | None = None  # set when the answer comes from the cache
+        self.caller_auth: str | None = None  # forwarded to upstreams with key_mode caller
         self.tokens = (0, 0)
         self.done = False
 

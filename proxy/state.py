@@ -103,6 +103,7 @@ def catalog_snapshot() -> dict:
                 "kind": u.kind,
                 "base_url": u.base_url.rstrip("/"),
                 "api_key_enc": u.api_key_encrypted,
+                "key_mode": u.key_mode,
                 "connect_timeout": u.connect_timeout_seconds,
                 "read_timeout": u.read_timeout_seconds,
                 "enabled": u.enabled,

@@ -39,6 +39,7 @@ INSTALLED_APPS = [
     "proxy",
     "alerts",
     "panel",
+    "litellm_sync",
 ]
 
 MIDDLEWARE = [
@@ -148,6 +149,7 @@ SPECTACULAR_SETTINGS = {
         "UpstreamKindEnum": "modelgroups.models.Upstream.Kind",
         "UpstreamHealthCheckEnum": "modelgroups.models.Upstream.HealthCheck",
         "ModelHealthStatusEnum": "modelgroups.models.ModelHealth.Status",
+        "UpstreamKeyModeEnum": "modelgroups.models.Upstream.KeyMode",
         "LedgerKindEnum": "billing.models.LedgerEntry.Kind",
         "CallStatusEnum": "billing.models.UsageRecord.Status",
         "JobStatusEnum": "billing.models.Job.Status",
@@ -291,6 +293,49 @@ HEALTH_TASK_STALE_MIN_SECONDS = env.float("HEALTH_TASK_STALE_MIN_SECONDS", defau
 # /metrics: scrapers send `Authorization: Bearer <METRICS_TOKEN>`. Unset, /metrics is open with
 # DEBUG on and refused (403) otherwise: it names teams and their spend.
 METRICS_TOKEN = env("METRICS_TOKEN", default="")
+# LiteLLM integration (docs/litellm.md): off unless both are set. Tollgate's teams and keys are
+# then mirrored into that LiteLLM proxy, and Upstreams of kind `litellm` may call it with the
+# team's own key.
+LITELLM_BASE_URL = env("LITELLM_BASE_URL", default="")
+LITELLM_MASTER_KEY = env("LITELLM_MASTER_KEY", default="")
+LITELLM_CONNECT_TIMEOUT_SECONDS = env.float("LITELLM_CONNECT_TIMEOUT_SECONDS", default=3.0)
+LITELLM_TIMEOUT_SECONDS = env.float("LITELLM_TIMEOUT_SECONDS", default=15.0)
+# A key found missing in LiteLLM (deleted there by hand): "flag" marks it failed for an operator;
+# "recreate" puts it back, which needs its secret, so the encrypted secret is then kept for the
+# key's lifetime instead of being wiped after the first successful sync.
+LITELLM_MISSING_KEY_ACTION = env("LITELLM_MISSING_KEY_ACTION", default="flag")
+# Credits per USD of LiteLLM spend: converts remaining credits into LiteLLM's USD budgets
+# (teams priced cost_markup use their own credits_per_usd).
+LITELLM_CREDITS_PER_USD = env.float("LITELLM_CREDITS_PER_USD", default=DEFAULT_PRICE_MARKUP)
+# A team's LiteLLM budget follows its credits: pushed at once on grants and adjustments, and
+# after usage at most this often.
+LITELLM_BUDGET_REFRESH_SECONDS = env.int("LITELLM_BUDGET_REFRESH_SECONDS", default=60)
+# Spend-log reconciliation: each pull re-reads this much before its cursor (late rows: LiteLLM
+# batches its writes and filters on request start), and stops this far behind now.
+LITELLM_SPEND_OVERLAP_SECONDS = env.int("LITELLM_SPEND_OVERLAP_SECONDS", default=900)
+LITELLM_SPEND_LAG_SECONDS = env.int("LITELLM_SPEND_LAG_SECONDS", default=60)
+# Cost differences below this (micro-USD per team, model and day) are not drift.
+LITELLM_DRIFT_TOLERANCE_MICROS = env.int("LITELLM_DRIFT_TOLERANCE_MICROS", default=10_000)
+if LITELLM_BASE_URL and LITELLM_MASTER_KEY:
+    CELERY_BEAT_SCHEDULE |= {
+        # Retries of failed pushes whose backoff is over, and budgets that moved with usage.
+        "litellm-sync-due": {
+            "task": "litellm_sync.tasks.sync_due",
+            "schedule": 30.0,
+            "options": {"expires": 25},
+        },
+        # Every team and key compared with LiteLLM: repairs drift both ways.
+        "litellm-full-resync": {
+            "task": "litellm_sync.tasks.full_resync",
+            "schedule": 600.0,
+            "options": {"expires": 300},
+        },
+        "litellm-pull-spend": {
+            "task": "litellm_sync.tasks.pull_spend",
+            "schedule": 120.0,
+            "options": {"expires": 100},
+        },
+    }
 
 LOG_LEVEL = env("LOG_LEVEL", default="INFO")
 LOGGING = {

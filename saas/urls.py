@@ -4,6 +4,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from alerts import api as alerts_api
 from billing import api as billing_api
+from litellm_sync import api as litellm_api
 from modelgroups import api as mg_api
 from orgs import api as orgs_api
 from saas import health
@@ -34,6 +35,8 @@ api_patterns = [
     path("keys/<str:id>/rotate/", teams_api.KeyRotate.as_view()),
     path("upstreams/", mg_api.UpstreamList.as_view()),
     path("upstreams/<str:id>/", mg_api.UpstreamDetail.as_view()),
+    path("upstreams/<str:id>/import-models/", litellm_api.UpstreamModelImport.as_view()),
+    path("litellm/drift/", litellm_api.LiteLLMDrift.as_view()),
     path("models/", mg_api.ModelList.as_view()),
     path("models/<str:id>/", mg_api.ModelDetail.as_view()),
     path("models/<str:id>/check/", mg_api.ModelCheck.as_view()),

@@ -6,6 +6,7 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.response import Response
 
+from litellm_sync.api import sync_state_field
 from modelgroups.models import ModelGroup
 from orgs.auth import IsPlatformAdmin
 from orgs.models import Organization
@@ -40,6 +41,7 @@ class TeamOutput(serializers.ModelSerializer):
     price_per_unit = MoneyField(source="price_per_unit_micros", allow_null=True)
     job_price = MoneyField(source="job_price_micros", allow_null=True)
     job_type_prices = JobPricesField()
+    litellm_sync = sync_state_field()
 
     class Meta:
         model = Team
@@ -73,6 +75,7 @@ class TeamOutput(serializers.ModelSerializer):
             "log_bodies",
             "log_retention_days",
             "log_redact_patterns",
+            "litellm_sync",
             "created_at",
             "updated_at",
         ]
@@ -145,7 +148,9 @@ class TeamViewMixin(AdminView):
 
     def get_queryset(self):
         return self.scope_to_org(
-            Team.objects.select_related("organization", "account").prefetch_related("model_groups")
+            Team.objects.select_related("organization", "account", "litellm_sync").prefetch_related(
+                "model_groups"
+            )
         )
 
 
@@ -225,6 +230,7 @@ class KeyOutput(serializers.ModelSerializer):
     team = serializers.CharField(source="team.public_id")
     model_groups = serializers.SlugRelatedField(slug_field="name", many=True, read_only=True)
     budget_limit = MoneyField(source="budget_limit_micros", allow_null=True)
+    litellm_sync = sync_state_field()
 
     class Meta:
         model = VirtualKey
@@ -241,6 +247,7 @@ class KeyOutput(serializers.ModelSerializer):
             "budget_limit",
             "metadata",
             "previous_valid_until",
+            "litellm_sync",
             "created_at",
             "updated_at",
             "last_used_at",
@@ -292,9 +299,9 @@ class KeyViewMixin(AdminView):
 
     def get_queryset(self):
         return self.scope_to_org(
-            VirtualKey.objects.select_related("team__organization").prefetch_related(
-                "model_groups"
-            ),
+            VirtualKey.objects.select_related(
+                "team__organization", "litellm_sync"
+            ).prefetch_related("model_groups"),
             path="team__organization",
         )
 

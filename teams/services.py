@@ -8,6 +8,7 @@ from django.utils import timezone
 
 from billing.models import UsageDaily
 from billing.services import account_create
+from litellm_sync import services as litellm_sync
 from orgs.services import apply_changes, audit_record
 from proxy import state as gateway_state
 from saas.errors import Conflict, ValidationFailed
@@ -92,6 +93,7 @@ def team_create(*, actor: str, organization, name: str, model_groups=(), **field
                 },
             )
             transaction.on_commit(lambda: gateway_state.publish_team(team.pk))
+            litellm_sync.team_changed(team)
     except IntegrityError as exc:
         raise _team_conflict(exc, name, organization) from exc
     return team
@@ -114,7 +116,7 @@ def team_update(*, actor: str, team: Team, data: dict, model_groups=None) -> Tea
                         setattr(account, field, value)
                         extra[field] = [before_value, value]
                 account.save(update_fields=[*account_data, "updated_at"])
-            apply_changes(
+            changes = apply_changes(
                 obj=team,
                 actor=actor,
                 action="team.update",
@@ -122,6 +124,8 @@ def team_update(*, actor: str, team: Team, data: dict, model_groups=None) -> Tea
                 data=data,
                 extra_changes=extra,
             )
+            if changes:
+                litellm_sync.team_changed(team)
     except IntegrityError as exc:
         if "balance_within_overdraft" in str(exc):
             raise ValidationFailed(
@@ -136,13 +140,14 @@ def team_set_status(*, actor: str, team: Team, status: str) -> Team:
     """Suspend, pause or resume a team: its keys stop (or start) working at the gateway."""
     with transaction.atomic(durable=True):
         transaction.on_commit(lambda: gateway_state.publish_team(team.pk))
-        apply_changes(
+        if apply_changes(
             obj=team,
             actor=actor,
             action=f"team.{status}",
             organization_id=team.organization_id,
             data={"status": status},
-        )
+        ):
+            litellm_sync.team_changed(team)
     return team
 
 
@@ -168,6 +173,7 @@ def team_delete(*, actor: str, team: Team) -> None:
             organization_id=team.organization_id,
             changes={"name": [team.name, None]},
         )
+        litellm_sync.team_deleted(team)
         team.account.delete()
         team.delete()
 
@@ -234,6 +240,7 @@ def key_create(*, actor: str, team: Team, name: str, model_groups=(), **fields):
             changes={"name": [None, name]},
         )
         transaction.on_commit(lambda: gateway_state.publish_key(key.pk))
+        litellm_sync.key_changed(key, secret=secret)
     return key, secret
 
 
@@ -251,14 +258,15 @@ def key_update(*, actor: str, key: VirtualKey, data: dict, model_groups=None) ->
     with transaction.atomic(durable=True):
         transaction.on_commit(lambda: gateway_state.publish_key(key.pk))
         extra = _set_model_groups(key, model_groups)
-        apply_changes(
+        if apply_changes(
             obj=key,
             actor=actor,
             action="key.update",
             organization_id=key.team.organization_id,
             data=data,
             extra_changes=extra,
-        )
+        ):
+            litellm_sync.key_changed(key)
     return key
 
 
@@ -277,6 +285,7 @@ def key_revoke(*, actor: str, key: VirtualKey) -> VirtualKey:
                 "previous_valid_until": None,
             },
         )
+        litellm_sync.key_changed(key)
     return key
 
 
@@ -304,6 +313,7 @@ def key_rotate(*, actor: str, key: VirtualKey, grace_seconds: int):
                 "key_hash": digest,
             },
         )
+        litellm_sync.key_changed(locked, secret=secret)
     locked.team = key.team
     return locked, secret
 
@@ -359,5 +369,6 @@ def _sweep_keys(due, limit: int, *, action: str, data: dict) -> int:
             transaction.on_commit(
                 lambda pk=pk, retired=retired: gateway_state.publish_key(pk, retired_hashes=retired)
             )
+            litellm_sync.key_changed(key)
         done += 1
     return done

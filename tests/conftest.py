@@ -324,3 +324,18 @@ def db_state() -> dict:
     for row in state[AdminKey._meta.db_table]:
         row.pop("last_used_at")
     return state
+
+
+@pytest.fixture
+def litellm(settings):
+    """The LiteLLM admin-API contract fake (tests/litellm_fake.py), running, with the
+    integration switched on against it."""
+    from tests.litellm_fake import FakeLiteLLM
+
+    fake = FakeLiteLLM().start()
+    settings.LITELLM_BASE_URL = fake.url
+    settings.LITELLM_MASTER_KEY = fake.master_key
+    settings.LITELLM_TIMEOUT_SECONDS = 1.0
+    settings.LITELLM_CONNECT_TIMEOUT_SECONDS = 0.5
+    yield fake
+    fake.stop()

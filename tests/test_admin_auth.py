@@ -50,6 +50,8 @@ ENDPOINTS = [
     ("get", "upstreams/<str:id>/", None),
     ("patch", "upstreams/<str:id>/", {"base_url": "http://evil.example/v1"}),
     ("delete", "upstreams/<str:id>/", None),
+    ("post", "upstreams/<str:id>/import-models/", {"overwrite": ["gpt-a"]}),
+    ("get", "litellm/drift/", None),
     ("get", "models/", None),
     ("post", "models/", {"name": "m-new", "upstream": "prov", "upstream_model": "x"}),
     ("get", "models/<str:id>/", None),

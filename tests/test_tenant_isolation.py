@@ -58,6 +58,8 @@ PLATFORM_ONLY = [
     ("get", "upstreams/{upstream}/", None),
     ("patch", "upstreams/{upstream}/", {"base_url": "http://evil.example/v1"}),
     ("delete", "upstreams/{upstream}/", None),
+    ("post", "upstreams/{upstream}/import-models/", {"overwrite": ["gpt-a"]}),
+    ("get", "litellm/drift/", None),
     ("get", "admin-keys/", None),
     ("post", "admin-keys/", {"name": "escalation"}),
     ("post", "admin-keys/", {"name": "into B", "organization": "{other_org}"}),
