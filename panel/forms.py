@@ -725,7 +725,7 @@ class PlaygroundForm(forms.Form):
         queryset=ModelGroup.objects.none(),
         label="Model group",
         empty_label=None,
-        help_text="One of the team's model groups, as a customer puts it in `model`.",
+        help_text="One of the team's model groups: what a customer puts in the model field.",
     )
     system = forms.CharField(
         label="System prompt",

@@ -6,6 +6,7 @@ from django.views.decorators.http import require_POST
 
 from alerts import services
 from alerts.models import Alert, WebhookDelivery, WebhookEndpoint
+from billing.money import display_micros
 from orgs.models import Organization
 from panel import forms, selectors
 from panel.views.common import (
@@ -30,9 +31,21 @@ def team_alerts(request, id):
         alerts = alerts.filter(kind=kind)
     page = selectors.keyset_page(alerts, request.GET.get("cursor"))
     for alert in page.rows:
-        alert.figures = services.alert_figures(alert)
+        alert.figures = _figures(alert)
     context = {"team": team, "page": page, "kind": kind, "kinds": Alert.Kind.choices}
     return render(request, "panel/team_alerts.html", context)
+
+
+def _figures(alert) -> list[tuple[str, str]]:
+    """The figures recorded at the crossing, for people: money in credits, nothing empty."""
+    figures = []
+    for name, value in alert.data.items():
+        if value is None:
+            continue
+        if name.endswith("_micros"):
+            name, value = name.removesuffix("_micros"), display_micros(value)
+        figures.append((name.replace("_", " "), value))
+    return figures
 
 
 def _endpoints():

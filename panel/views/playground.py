@@ -138,7 +138,11 @@ def playground_call(request, request_id):
     placeholder that asks again (htmx), for at most MAX_POLLS times."""
     if not REQUEST_ID.match(request_id):
         raise Http404
-    record = UsageRecord.objects.select_related("team", "key").filter(request_id=request_id).first()
+    record = (
+        UsageRecord.objects.select_related("team__account", "key")
+        .filter(request_id=request_id)
+        .first()
+    )
     entry = None
     if record is not None:
         entry = LedgerEntry.objects.filter(idempotency_key=f"usage:{request_id}").first()
@@ -152,5 +156,6 @@ def playground_call(request, request_id):
         "poll_delay_ms": int(POLL_SECONDS * 1000),
     }
     if request.headers.get("HX-Request"):
-        return render(request, "panel/_playground_result.html", context)
+        # In the playground page: the team's balance up there is updated too (out of band).
+        return render(request, "panel/_playground_result.html", {**context, "oob": True})
     return render(request, "panel/playground_call.html", context)

@@ -128,6 +128,7 @@ def test_a_prompt_streams_through_the_gateway_and_is_charged_once_settled(
     )
     assert record.price_micros > 0 and entry.amount_micros == -record.price_micros
     assert "hx-trigger" not in settled.text
+    assert 'id="playground-balance" hx-swap-oob="true">9.99' in settled.text
     assert f"{record.input_tokens} / {record.output_tokens}" in settled.text
     assert f"{record.price_micros / 1e6:.6f}" in settled.text
 
