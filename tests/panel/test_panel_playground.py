@@ -135,16 +135,7 @@ def test_a_prompt_streams_through_the_gateway_and_is_charged_once_settled(
 
 def test_the_answer_reaches_the_page_while_it_is_generated(admin_http, mock_catalog, gw_org):
     # given a model that sends 5 pieces 250 ms apart
-    slow = catalog.model_create(
-        actor="test",
-        name="mock-slow",
-        upstream=mock_catalog["upstream"],
-        upstream_model="mock-a-chunk-delay-250-reply-5",
-        input_price_micros=1_000_000,
-        output_price_micros=1_000_000,
-        max_output_tokens=50,
-    )
-    group = catalog.model_group_create(actor="test", name="slow", members=[{"model": slow}])
+    group = slow_group(mock_catalog)
     team = GatewayTenant("slow team", gw_org, [group], 10_000_000)
     # when
     with send(admin_http, form(team, group)) as response:
@@ -153,6 +144,38 @@ def test_the_answer_reaches_the_page_while_it_is_generated(admin_http, mock_cata
     deltas = [at for kind, _, at in got if kind == "delta"]
     assert len(deltas) >= 4
     assert deltas[-1] - deltas[0] >= 0.5
+
+
+def slow_group(mock_catalog, delay_ms=250, pieces=5):
+    """A model group whose model sends its answer in `pieces` pieces, `delay_ms` apart."""
+    slow = catalog.model_create(
+        actor="test",
+        name="mock-slow",
+        upstream=mock_catalog["upstream"],
+        upstream_model=f"mock-a-chunk-delay-{delay_ms}-reply-{pieces}",
+        input_price_micros=1_000_000,
+        output_price_micros=1_000_000,
+        max_output_tokens=50,
+    )
+    return catalog.model_group_create(actor="test", name="slow", members=[{"model": slow}])
+
+
+def test_a_browser_that_leaves_mid_answer_still_gets_the_key_revoked(
+    admin_http, mock_catalog, gw_org
+):
+    # given an answer that takes seconds
+    group = slow_group(mock_catalog, delay_ms=500, pieces=20)
+    team = GatewayTenant("leaving team", gw_org, [group], 10_000_000)
+    # when the browser goes away after the first piece
+    with send(admin_http, form(team, group)) as response:
+        for text in response.iter_text():
+            if "event: delta" in text:
+                break
+    # then the key is revoked anyway, well before the answer would have ended
+    deadline = time.monotonic() + 5
+    while playground_keys().get().status != "revoked":
+        assert time.monotonic() < deadline, "the playground key was not revoked"
+        time.sleep(0.05)
 
 
 def test_without_javascript_the_answer_streams_into_a_page(admin_http, team, mock_catalog):
@@ -223,3 +246,17 @@ def test_viewers_see_the_playground_but_cannot_send(server, team, mock_catalog):
     assert refused.status_code == 403
     assert db_state() == before
     assert not playground_keys().exists()
+
+
+def test_an_unknown_team_is_refused_before_anything_is_minted(as_admin, catalog_objects):
+    before = db_state()
+    data = {"team": "team_nope", "model_group": "1", "prompt": "hi", "max_tokens": "5"}
+    url = reverse("panel:playground_send")
+    for headers, says in [
+        ({"HTTP_X_PLAYGROUND": "stream"}, b"Pick a team first."),  # the form, for the script
+        ({}, b"No team with id team_nope."),  # the page
+    ]:
+        response = as_admin.post(url, data, **headers)
+        assert response.status_code == 400
+        assert says in response.content
+    assert db_state() == before
