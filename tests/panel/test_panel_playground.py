@@ -260,3 +260,18 @@ def test_an_unknown_team_is_refused_before_anything_is_minted(as_admin, catalog_
         assert response.status_code == 400
         assert says in response.content
     assert db_state() == before
+
+
+def test_an_unreachable_gateway_is_said_and_the_key_revoked(
+    admin_http, team, mock_catalog, settings
+):
+    # given a gateway address nothing listens on (the discard port)
+    settings.PANEL_GATEWAY_URL = "http://127.0.0.1:9"
+    # when
+    with send(admin_http, form(team, mock_catalog["groups"]["chat"])) as response:
+        got = events(response)
+    # then
+    assert [(kind, data["message"]) for kind, data, _ in got] == [
+        ("error", "Could not reach the gateway at http://127.0.0.1:9: ConnectError.")
+    ]
+    assert playground_keys().get().status == "revoked"
