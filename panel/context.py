@@ -11,8 +11,12 @@ NAV = [
     ("model_list", "Models"),
     ("upstream_list", "Upstreams"),
     ("usage", "Usage"),
+    ("playground", "Playground"),
+    ("webhook_list", "Webhooks"),
     ("audit", "Audit log"),
 ]
+# Pages that belong to a navigation entry their name does not start with.
+SECTIONS = {"job_detail": "team_list"}
 
 
 def panel(request):
@@ -33,6 +37,8 @@ def panel(request):
 
 def _section(url_name: str) -> str:
     """Which navigation entry a page belongs to: team_detail -> team_list."""
+    if url_name in SECTIONS:
+        return SECTIONS[url_name]
     for name, _ in NAV:
         if url_name == name or url_name.startswith(name.removesuffix("_list") + "_"):
             return name

@@ -3,10 +3,12 @@
 Field names follow the admin API's (amount, budget_limit, overdraft_limit…), so the field
 errors services raise land next to the field they are about."""
 
+import re
 import uuid
 from datetime import timedelta
 
 from django import forms
+from django.core.validators import URLValidator
 from django.utils import timezone
 
 from billing.models import LedgerEntry
@@ -14,7 +16,7 @@ from billing.money import MoneyError, display_micros, parse_micros
 from modelgroups.models import Model, ModelGroup, Upstream
 from orgs.models import Organization
 from saas.errors import ServiceError
-from saas.fields import INT_MAX
+from saas.fields import INT_MAX, JOB_TYPE_RE
 from teams.models import Team, VirtualKey
 
 
@@ -59,6 +61,98 @@ def limit_field(label: str, help_text: str = "Empty: unlimited.") -> forms.Integ
     return forms.IntegerField(
         label=label, required=False, min_value=1, max_value=INT_MAX, help_text=help_text
     )
+
+
+class JobPricesField(forms.CharField):
+    """{job type: micro-credits} as one "type = price" line each, like the API's
+    job_type_prices (at most 200 types; the same job type rule)."""
+
+    MAX_TYPES = 200
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("required", False)
+        kwargs.setdefault("widget", forms.Textarea(attrs={"rows": 3, "spellcheck": "false"}))
+        kwargs.setdefault("max_length", 20_000)
+        super().__init__(**kwargs)
+
+    def prepare_value(self, value):
+        if isinstance(value, dict):
+            return "\n".join(
+                f"{name} = {display_micros(price, places=0, grouping=False)}"
+                for name, price in value.items()
+            )
+        return value
+
+    def to_python(self, value):
+        text = super().to_python(value)
+        prices = {}
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            name, sep, price = line.partition("=")
+            name, price = name.strip(), price.strip()
+            if not sep or not price:
+                raise forms.ValidationError(f"Line {number}: write it as type = price.")
+            if not JOB_TYPE_RE.match(name):
+                raise forms.ValidationError(
+                    f"Line {number}: {name[:100]!r} is not a job type (letters, digits, _ . : -)."
+                )
+            try:
+                prices[name] = parse_micros(price)
+            except MoneyError as exc:
+                raise forms.ValidationError(f"Line {number}: {exc}") from exc
+        if len(prices) > self.MAX_TYPES:
+            raise forms.ValidationError(f"At most {self.MAX_TYPES} job types.")
+        return prices
+
+    def has_changed(self, initial, data):
+        try:
+            return self.to_python(data) != (initial or {})
+        except forms.ValidationError:
+            return True
+
+
+class PatternListField(forms.CharField):
+    """Regular expressions, one a line, each compiled here (as the API does) so a bad one is
+    a field error, not a gateway error."""
+
+    MAX_PATTERNS = 50
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("required", False)
+        kwargs.setdefault("widget", forms.Textarea(attrs={"rows": 3, "spellcheck": "false"}))
+        kwargs.setdefault("max_length", 30_000)
+        kwargs.setdefault("strip", False)
+        super().__init__(**kwargs)
+
+    def prepare_value(self, value):
+        return "\n".join(value) if isinstance(value, list) else value
+
+    def to_python(self, value):
+        text = super().to_python(value)
+        if "\x00" in text:  # Postgres refuses it in jsonb: a field error, not a 500
+            raise forms.ValidationError("Patterns may not contain NUL characters.")
+        patterns = [line.strip() for line in text.splitlines() if line.strip()]
+        if len(patterns) > self.MAX_PATTERNS:
+            raise forms.ValidationError(f"At most {self.MAX_PATTERNS} patterns.")
+        for number, pattern in enumerate(patterns, start=1):
+            if len(pattern) > 500:
+                raise forms.ValidationError(f"Pattern {number} is longer than 500 characters.")
+            try:
+                compiled = re.compile(pattern)
+            except re.error as exc:
+                raise forms.ValidationError(
+                    f"Pattern {number} is not a valid regular expression: {exc}."
+                ) from None
+            if compiled.match(""):
+                raise forms.ValidationError(f"Pattern {number} matches empty text.")
+        return patterns
+
+    def has_changed(self, initial, data):
+        try:
+            return self.to_python(data) != (initial or [])
+        except forms.ValidationError:
+            return True
 
 
 def service_error_to_form(form: forms.Form, exc: ServiceError) -> None:
@@ -133,12 +227,82 @@ class TeamForm(forms.Form):
         label="Overdraft limit (credits)",
         help_text="How far below zero an invoiced customer may go. 0 for prepaid.",
     )
+    low_balance_alert = MoneyField(
+        label="Low balance alert (credits)",
+        help_text="Alert once per period when the balance falls below this. Empty: never.",
+    )
+    pricing_mode = forms.ChoiceField(
+        choices=Team.PricingMode.choices,
+        required=False,
+        initial=Team.PricingMode.MODEL_PRICES,
+        label="Pricing mode",
+        help_text="How calls are charged. Each mode uses only its own parameters below.",
+    )
+    credits_per_usd = MoneyField(
+        label="Credits per USD of cost", help_text="Cost markup: provider cost times this rate."
+    )
+    tokens_per_unit = forms.IntegerField(
+        label="Tokens per unit",
+        required=False,
+        min_value=1,
+        max_value=INT_MAX,
+        help_text="Per tokens: input + output tokens are billed in units of this many.",
+    )
+    price_per_unit = MoneyField(label="Price per unit (credits)", help_text="Per tokens.")
+    job_price = MoneyField(
+        label="Job price (credits)", help_text="Per job: charged once per completed job."
+    )
+    job_type_prices = JobPricesField(
+        label="Prices by job type",
+        help_text="Per job: one “type = price” a line, e.g. translate = 2.00. Other types pay "
+        "the job price.",
+    )
+    cache_ttl_seconds = forms.IntegerField(
+        label="Cache answers for (seconds)",
+        required=False,
+        min_value=0,
+        max_value=30 * 86400,
+        help_text="Identical requests are answered from the cache. Empty: the model group's "
+        "setting; 0: off for this team.",
+    )
+    cache_hit_price_percent = forms.IntegerField(
+        label="Price of a cached answer (%)",
+        required=False,
+        min_value=0,
+        max_value=100,
+        initial=0,
+        help_text="Percentage of the normal price charged for an answer from the cache.",
+    )
+    log_bodies = forms.BooleanField(
+        required=False, label="Keep request and response bodies (compliance logging)"
+    )
+    log_retention_days = forms.IntegerField(
+        label="Keep logged bodies for (days)",
+        required=False,
+        min_value=1,
+        max_value=3650,
+        initial=30,
+    )
+    log_redact_patterns = PatternListField(
+        label="Redact from logged bodies",
+        help_text="Regular expressions, one a line; matches are replaced before storing.",
+    )
 
     # Form field -> the name the service and model use.
     RENAMED = {
         "budget_limit": "budget_limit_micros",
         "allowance": "allowance_micros",
         "overdraft_limit": "overdraft_limit_micros",
+        "low_balance_alert": "low_balance_alert_micros",
+        "credits_per_usd": "credits_per_usd_micros",
+        "price_per_unit": "price_per_unit_micros",
+        "job_price": "job_price_micros",
+    }
+    # Columns that cannot be empty: a blank field means the default.
+    DEFAULTS = {
+        "pricing_mode": Team.PricingMode.MODEL_PRICES,
+        "cache_hit_price_percent": 0,
+        "log_retention_days": 30,
     }
 
     def clean_alert_thresholds(self):
@@ -166,6 +330,8 @@ class TeamForm(forms.Form):
                 value = value or None
             if name == "overdraft_limit" and value is None:
                 value = 0
+            if value in (None, "") and name in self.DEFAULTS:
+                value = self.DEFAULTS[name]
             data[self.RENAMED.get(name, name)] = value
         return data, groups
 
@@ -185,6 +351,18 @@ class TeamForm(forms.Form):
             "allowance": team.allowance_micros,
             "allowance_rollover": team.allowance_rollover,
             "overdraft_limit": team.account.overdraft_limit_micros,
+            "low_balance_alert": team.low_balance_alert_micros,
+            "pricing_mode": team.pricing_mode,
+            "credits_per_usd": team.credits_per_usd_micros,
+            "tokens_per_unit": team.tokens_per_unit,
+            "price_per_unit": team.price_per_unit_micros,
+            "job_price": team.job_price_micros,
+            "job_type_prices": team.job_type_prices,
+            "cache_ttl_seconds": team.cache_ttl_seconds,
+            "cache_hit_price_percent": team.cache_hit_price_percent,
+            "log_bodies": team.log_bodies,
+            "log_retention_days": team.log_retention_days,
+            "log_redact_patterns": team.log_redact_patterns,
         }
 
 
@@ -391,6 +569,14 @@ class ModelGroupForm(forms.Form):
     description = forms.CharField(
         required=False, widget=forms.Textarea(attrs={"rows": 2}), max_length=2000
     )
+    cache_ttl_seconds = forms.IntegerField(
+        label="Cache answers for (seconds)",
+        required=False,
+        min_value=1,
+        max_value=30 * 86400,
+        help_text="Identical requests to this group are answered from the cache for this long. "
+        "Empty: no cache. A team's own setting wins.",
+    )
 
 
 class MemberForm(forms.Form):
@@ -504,3 +690,77 @@ class UsageFilterForm(forms.Form):
         if self.cleaned_data.get("status"):
             scope["status"] = self.cleaned_data["status"]
         return scope
+
+
+class WebhookForm(forms.Form):
+    url = forms.URLField(
+        label="URL",
+        max_length=500,
+        assume_scheme="https",
+        validators=[URLValidator(schemes=["http", "https"])],
+        help_text="Alerts are POSTed here as JSON, signed with the endpoint's secret.",
+    )
+    description = forms.CharField(max_length=200, required=False)
+    enabled = forms.BooleanField(required=False, initial=True)
+
+
+class WebhookCreateForm(WebhookForm):
+    organization = forms.CharField(
+        max_length=40,
+        help_text="The organization's id (org_…). Easiest from the organization's page.",
+    )
+    field_order = ["organization", "url"]
+
+    def clean_organization(self):
+        public_id = self.cleaned_data["organization"].strip()
+        org = Organization.objects.filter(public_id=public_id).first()
+        if org is None:
+            raise forms.ValidationError(f"No organization with id {public_id}.")
+        return org
+
+
+class PlaygroundForm(forms.Form):
+    team = forms.CharField(max_length=40, widget=forms.HiddenInput)
+    model_group = forms.ModelChoiceField(
+        queryset=ModelGroup.objects.none(),
+        label="Model group",
+        empty_label=None,
+        help_text="One of the team's model groups: what a customer puts in the model field.",
+    )
+    system = forms.CharField(
+        label="System prompt",
+        required=False,
+        max_length=4000,
+        widget=forms.Textarea(attrs={"rows": 2}),
+    )
+    prompt = forms.CharField(max_length=8000, widget=forms.Textarea(attrs={"rows": 4}))
+    max_tokens = forms.IntegerField(
+        label="Max tokens",
+        min_value=1,
+        max_value=4096,
+        initial=256,
+        help_text="Caps the answer, and what admission reserves from the credits meanwhile.",
+    )
+
+    def __init__(self, *args, team: Team | None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.team = team
+        if team is not None:
+            self.fields["model_group"].queryset = team.model_groups.order_by("name")
+
+    def clean_team(self):
+        if self.team is None or self.team.public_id != self.cleaned_data["team"]:
+            raise forms.ValidationError("Pick a team first.")
+        if self.team.status != Team.Status.ACTIVE:
+            raise forms.ValidationError(
+                f"This team is {self.team.status}: the gateway refuses its calls. Resume it first."
+            )
+        return self.team
+
+    def chat_messages(self) -> list[dict]:
+        """The chat messages to send."""
+        messages = []
+        if self.cleaned_data["system"].strip():
+            messages.append({"role": "system", "content": self.cleaned_data["system"]})
+        messages.append({"role": "user", "content": self.cleaned_data["prompt"]})
+        return messages

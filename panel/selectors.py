@@ -194,3 +194,24 @@ def team_usage(*, team, now, days: int = 30) -> dict:
         "by_model": by_model,
         "grid": grid,
     }
+
+
+def job_totals_for(jobs: list) -> list:
+    """Attach billing's per-job totals (calls, tokens, cost, price) to a page of jobs.
+
+    One aggregate over just these jobs, after the keyset page is cut: the cost of a page does
+    not grow with the team's number of jobs or calls."""
+    from billing.models import Job
+
+    totals = {
+        row["pk"]: row
+        for row in Job.objects.filter(pk__in=[job.pk for job in jobs])
+        .values("pk")
+        .annotate(**billing.JOB_TOTALS)
+    }
+    for job in jobs:
+        for name, value in totals[job.pk].items():
+            if name != "pk":
+                setattr(job, name, value)
+        job.totals = billing.job_totals(job)
+    return jobs

@@ -1,6 +1,18 @@
 from django.urls import path
 
-from panel.views import audit, auth, catalog, dashboard, keys, orgs, teams, usage
+from panel.views import (
+    alerts,
+    audit,
+    auth,
+    catalog,
+    dashboard,
+    jobs,
+    keys,
+    orgs,
+    playground,
+    teams,
+    usage,
+)
 
 app_name = "panel"
 
@@ -21,6 +33,9 @@ urlpatterns = [
     path("teams/<str:id>/credits/", teams.team_credits, name="team_credits"),
     path("teams/<str:id>/ledger/", teams.team_ledger, name="team_ledger"),
     path("teams/<str:id>/keys/new/", keys.key_create, name="team_key_create"),
+    path("teams/<str:id>/jobs/", jobs.team_jobs, name="team_jobs"),
+    path("teams/<str:id>/alerts/", alerts.team_alerts, name="team_alerts"),
+    path("jobs/<str:id>/", jobs.job_detail, name="job_detail"),
     path("keys/", keys.key_list, name="key_list"),
     path("keys/<str:id>/", keys.key_detail, name="key_detail"),
     path("keys/<str:id>/rotate/", keys.key_rotate, name="key_rotate"),
@@ -39,5 +54,14 @@ urlpatterns = [
     path("upstreams/<str:id>/test/", catalog.upstream_test, name="upstream_test"),
     path("upstreams/<str:id>/delete/", catalog.upstream_delete, name="upstream_delete"),
     path("usage/", usage.usage, name="usage"),
+    path("playground/", playground.playground_page, name="playground"),
+    path("playground/send/", playground.playground_send, name="playground_send"),
+    path("playground/calls/<str:request_id>/", playground.playground_call, name="playground_call"),
+    path("webhooks/", alerts.webhook_list, name="webhook_list"),
+    path("webhooks/new/", alerts.webhook_create, name="webhook_create"),
+    path("webhooks/<str:id>/", alerts.webhook_detail, name="webhook_detail"),
+    path("webhooks/<str:id>/enabled/", alerts.webhook_toggle, name="webhook_toggle"),
+    path("webhooks/<str:id>/rotate/", alerts.webhook_rotate, name="webhook_rotate"),
+    path("webhooks/<str:id>/delete/", alerts.webhook_delete, name="webhook_delete"),
     path("audit/", audit.audit, name="audit"),
 ]

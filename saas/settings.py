@@ -117,6 +117,10 @@ SESSION_COOKIE_AGE = env.int("PANEL_SESSION_IDLE_SECONDS", default=8 * 3600)
 SESSION_SAVE_EVERY_REQUEST = True
 SESSION_COOKIE_SECURE = env.bool("SECURE_COOKIES", default=False)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+# The panel's playground calls the gateway over HTTP, like a customer. Empty: the server that
+# served the page (the same ASGI application serves /v1); set it when that address is not
+# reachable from the server itself (TLS on a public name, a unix socket).
+PANEL_GATEWAY_URL = env.str("PANEL_GATEWAY_URL", default="")
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["orgs.auth.AdminKeyAuthentication"],

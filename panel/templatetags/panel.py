@@ -1,5 +1,7 @@
 """Template helpers: money for people, cache-busted assets, small formatting."""
 
+import json
+
 from django import template
 from django.conf import settings
 
@@ -35,3 +37,9 @@ def percent(part, whole):
 @register.filter
 def get(mapping, key):
     return mapping.get(key) if mapping else None
+
+
+@register.filter
+def pretty_json(value) -> str:
+    """A JSON value indented for a <pre> (autoescaped by the template)."""
+    return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)

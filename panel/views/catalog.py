@@ -40,6 +40,7 @@ def _group_form(request, group):
             "name": group.name,
             "display_name": group.display_name,
             "description": group.description,
+            "cache_ttl_seconds": group.cache_ttl_seconds,
         }
         members = [
             {"model": m.model, "priority": m.priority, "weight": m.weight}

@@ -58,7 +58,12 @@ def org_detail(request, id):
         else:
             messages.success(request, "Organization saved." if data else "Nothing changed.")
             return redirect("panel:org_detail", org.public_id)
-    return render(request, "panel/org_detail.html", {"org": org, "page": page, "form": form})
+    webhooks = org.webhook_endpoints.order_by("-pk")[:20]
+    return render(
+        request,
+        "panel/org_detail.html",
+        {"org": org, "page": page, "form": form, "webhooks": webhooks},
+    )
 
 
 @require_POST

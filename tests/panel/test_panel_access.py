@@ -7,8 +7,10 @@ from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
 
+from alerts.services import alerts_evaluate, webhook_endpoint_create
 from panel.urls import urlpatterns
-from tests.conftest import db_state
+from teams.services import team_update
+from tests.conftest import add_call_history, db_state
 from tests.panel.conftest import PASSWORD, logged_in, make_user
 
 # Pages: url name -> which fixture object's public id goes in the URL.
@@ -37,6 +39,14 @@ PAGES = {
     "upstream_edit": "upstream",
     "usage": None,
     "audit": None,
+    "team_jobs": "team",
+    "job_detail": "job",
+    "team_alerts": "team",
+    "playground": None,
+    "playground_call": "call",
+    "webhook_list": None,
+    "webhook_create": None,
+    "webhook_detail": "webhook",
 }
 
 # Every change the panel can make: (url name, URL args, a body that would change something).
@@ -125,6 +135,25 @@ CHANGES = [
     ),
     ("upstream_test", ["upstream"], {}),  # changes nothing, but calls out with the secret
     ("upstream_delete", ["upstream"], {}),
+    (
+        "playground_send",  # mints a key and spends the team's credits
+        [],
+        lambda w: {
+            "team": w["team"],
+            "model_group": w["group_pk"],
+            "prompt": "hello",
+            "max_tokens": "10",
+        },
+    ),
+    (
+        "webhook_create",
+        [],
+        lambda w: {"organization": w["org"], "url": "https://evil.example/h", "form_token": "t3"},
+    ),
+    ("webhook_detail", ["webhook"], {"url": "https://evil.example/hook", "enabled": "on"}),
+    ("webhook_toggle", ["webhook"], {"enabled": "off"}),
+    ("webhook_rotate", ["webhook"], {"form_token": "t4"}),
+    ("webhook_delete", ["webhook"], {}),
 ]
 
 # Open to anyone, or about the user's own session: tested on their own below.
@@ -134,15 +163,27 @@ AUTH_ROUTES = {"login", "logout"}
 @pytest.fixture
 def world(tenant_a, catalog_objects) -> dict:
     """Public ids (and form values) of one object of each kind."""
+    # A job with a call, a webhook endpoint, and an alert delivered to it (its balance of 0
+    # is below the low-balance line).
+    job, call = add_call_history(tenant_a)
+    endpoint, _ = webhook_endpoint_create(
+        actor="test", organization=tenant_a.org, url="https://hooks.example/tollgate"
+    )
+    team_update(actor="test", team=tenant_a.team, data={"low_balance_alert_micros": 1_000_000})
+    assert alerts_evaluate() == 1
     return {
         "org": tenant_a.org.public_id,
         "team": tenant_a.team.public_id,
         "key": tenant_a.key.public_id,
         "group": catalog_objects["group"].public_id,
+        "group_pk": catalog_objects["group"].pk,
         "model": catalog_objects["primary"].public_id,
         "model_pk": catalog_objects["fallback"].pk,
         "upstream": catalog_objects["upstream"].public_id,
         "upstream_pk": catalog_objects["upstream"].pk,
+        "job": job.public_id,
+        "call": call.request_id,
+        "webhook": endpoint.public_id,
     }
 
 

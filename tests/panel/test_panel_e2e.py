@@ -61,9 +61,14 @@ def shot(page, name: str) -> None:
     page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=True)
 
 
-def test_an_admin_runs_the_business_from_the_browser(live, browser):
-    from billing import tasks
+def test_an_admin_runs_the_business_from_the_browser(live, browser, settings):
+    from alerts.services import alerts_evaluate
+    from billing import settlement, tasks
     from billing.models import LedgerEntry
+    from billing.money import display_micros
+    from tests.test_alerts import Receiver
+
+    settings.WEBHOOK_ALLOW_PRIVATE_ADDRESSES = True  # the webhook receiver is on localhost
 
     make_user("admin", "admin")
     page = browser.new_page(viewport={"width": 1280, "height": 900})
@@ -192,6 +197,106 @@ def test_an_admin_runs_the_business_from_the_browser(live, browser):
     page.set_viewport_size({"width": 390, "height": 844})
     shot(page, "11-team-detail-phone")
     page.set_viewport_size({"width": 1280, "height": 900})
+
+    # The playground: a prompt through the real gateway, the answer streamed into the page,
+    # then the charge once the call is settled
+    page.get_by_role("main").get_by_role("link", name="Playground").click()
+    page.get_by_label("Model group").select_option(label="chat")
+    page.get_by_label("Prompt", exact=True).fill("Say hello to the browser test")
+    page.get_by_role("button", name="Send").click()
+    page.locator("#answer").get_by_text("Mock reply to: Say hello to the browser test").wait_for()
+    page.locator("#answer-status.success").wait_for()
+    assert "Tokens:" in page.locator("#answer-facts").inner_text()
+    page.get_by_text("Settling the charge").wait_for()
+    shot(page, "18-playground-settling")
+    settlement.settle_usage()
+    page.locator("#result-price").wait_for()
+    played = LedgerEntry.objects.filter(kind="usage").latest("pk")
+    assert played.pk != usage_entry.pk
+    assert f"{-played.amount_micros / 1e6:.6f}" in page.locator("#result-price").inner_text()
+    # the team's balance at the top follows the charge
+    assert page.locator("#playground-balance").inner_text() == display_micros(
+        played.balance_after_micros
+    )
+    assert secret not in page.content()
+    shot(page, "19-playground")
+    # and the charge is in the team's ledger
+    page.get_by_role("link", name="Acme prod's ledger").click()
+    page.get_by_role("heading", name="Ledger").wait_for()
+    assert page.locator("tbody tr").filter(has_text="usage").count() == 2
+    shot(page, "20-team-ledger")
+
+    # A job: opened at the gateway with the customer's key, a call made in it, completed, and
+    # settled; then its page shows its calls, tokens and price
+    auth = {"Authorization": f"Bearer {secret}"}
+    opened = httpx.post(
+        f"{base}/v1/jobs",
+        headers=auth,
+        json={"type": "summarize", "metadata": {"document": "e2e-1"}},
+        timeout=10,
+    )
+    assert opened.status_code == 201, opened.text
+    job_id = opened.json()["id"]
+    in_job = httpx.post(
+        f"{base}/v1/chat/completions",
+        headers={**auth, "x-job-id": job_id},
+        json={"model": "chat", "messages": [{"role": "user", "content": "A job's call"}]},
+        timeout=10,
+    )
+    assert in_job.status_code == 200, in_job.text
+    closed = httpx.post(
+        f"{base}/v1/jobs/{job_id}/complete", headers=auth, json={"status": "completed"}, timeout=10
+    )
+    assert closed.status_code == 200, closed.text
+    settlement.settle_usage()
+    page.goto(team_url)
+    page.get_by_role("main").get_by_role("link", name="Jobs").click()
+    page.get_by_role("link", name=job_id).wait_for()
+    shot(page, "21-jobs")
+    page.get_by_role("link", name=job_id).click()
+    assert page.locator("#job-calls").inner_text() == "1"
+    job_call = in_job.json()["usage"]
+    assert page.locator("#job-tokens").inner_text() == (
+        f"{job_call['prompt_tokens']} / {job_call['completion_tokens']}"
+    )
+    assert in_job.headers["x-request-id"] in page.locator("main").inner_text()
+    shot(page, "22-job-detail")
+
+    # The newer settings: a low balance alert line above the balance
+    page.goto(team_url)
+    page.get_by_role("main").get_by_role("link", name="Settings").click()
+    page.get_by_label("Low balance alert (credits)").fill("100")
+    page.get_by_label("Cache answers for (seconds)").fill("60")
+    shot(page, "23-team-settings")
+    page.get_by_role("button", name="Save settings").click()
+    page.get_by_text("Team settings saved.").wait_for()
+
+    # A webhook endpoint for the organization: the secret once, then alerts delivered to it
+    receiver = Receiver()
+    try:
+        page.goto(org_url)
+        page.get_by_role("link", name="New webhook endpoint").click()
+        page.get_by_label("URL").fill(receiver.url)
+        page.get_by_label("Description").fill("ops alerts")
+        page.get_by_role("button", name="Create endpoint").click()
+        page.get_by_text("It will not be shown again").wait_for()
+        assert page.locator("#secret").input_value().startswith("whsec_")
+        shot(page, "24-webhook-secret")
+        page.get_by_role("link", name="I have copied it").click()
+        assert alerts_evaluate() == 1  # the balance is below the new line
+        page.reload()
+        page.locator("tbody").get_by_text("succeeded").wait_for()
+        assert len(receiver.requests) == 1
+        shot(page, "25-webhook-delivery-log")
+        page.get_by_role("button", name="Disable").click()
+        page.get_by_text("Endpoint disabled.").wait_for()
+    finally:
+        receiver.close()
+    page.goto(team_url)
+    page.get_by_role("main").get_by_role("link", name="Alerts").click()
+    page.get_by_text("below 100.00").wait_for()
+    shot(page, "26-team-alerts")
+    page.goto(team_url)
 
     # A destructive action asks first
     page.get_by_text("Suspend…").click()
