@@ -366,12 +366,13 @@ class TeamForm(forms.Form):
         }
 
 
-class TeamCreateForm(TeamForm):
+class OrganizationChoice(forms.Form):
+    """An `organization` field given by public id, cleaned to the Organization."""
+
     organization = forms.CharField(
         max_length=40,
         help_text="The organization's id (org_…). Easiest from the organization's page.",
     )
-    field_order = ["organization", "name"]
 
     def clean_organization(self):
         public_id = self.cleaned_data["organization"].strip()
@@ -379,6 +380,10 @@ class TeamCreateForm(TeamForm):
         if org is None:
             raise forms.ValidationError(f"No organization with id {public_id}.")
         return org
+
+
+class TeamCreateForm(OrganizationChoice, TeamForm):
+    field_order = ["organization", "name"]
 
     def service_fields(self, names=None):
         data, groups = super().service_fields(names)
@@ -704,19 +709,8 @@ class WebhookForm(forms.Form):
     enabled = forms.BooleanField(required=False, initial=True)
 
 
-class WebhookCreateForm(WebhookForm):
-    organization = forms.CharField(
-        max_length=40,
-        help_text="The organization's id (org_…). Easiest from the organization's page.",
-    )
+class WebhookCreateForm(OrganizationChoice, WebhookForm):
     field_order = ["organization", "url"]
-
-    def clean_organization(self):
-        public_id = self.cleaned_data["organization"].strip()
-        org = Organization.objects.filter(public_id=public_id).first()
-        if org is None:
-            raise forms.ValidationError(f"No organization with id {public_id}.")
-        return org
 
 
 class PlaygroundForm(forms.Form):

@@ -38,29 +38,51 @@ def job_id_of(scope, request: dict | None) -> str | None:
     return None
 
 
+def _payload(job_id, job_type, status, metadata, created_at, closed_at, totals, fee) -> dict:
+    """A job as the customer sees it. `totals` as billing.selectors.job_totals gives them."""
+    return {
+        "id": job_id,
+        "object": "job",
+        "type": job_type,
+        "status": status,
+        "metadata": metadata,
+        "created_at": created_at,
+        "closed_at": closed_at,
+        "calls": totals["calls"],
+        "failed_calls": totals["failed_calls"],
+        "input_tokens": totals["input_tokens"],
+        "output_tokens": totals["output_tokens"],
+        "cost": format_micros(totals["cost_micros"]),
+        "price": format_micros(totals["price_micros"]),
+        "job_price": format_micros(fee),
+    }
+
+
 def job_view(job_id: str, h: dict) -> dict:
-    """A job as the customer sees it, from its Redis hash (bytes keys and values)."""
+    """The live job, from its Redis hash (bytes keys and values)."""
 
     def num(name):
         return int(h.get(name, b"0"))
 
     closed = h.get(b"closed")
-    return {
-        "id": job_id,
-        "object": "job",
-        "type": h[b"type"].decode(),
-        "status": h[b"status"].decode(),
-        "metadata": orjson.loads(h.get(b"meta", b"{}")),
-        "created_at": num(b"created") // 1000,
-        "closed_at": int(closed) // 1000 if closed else None,
+    totals = {
         "calls": num(b"calls"),
         "failed_calls": num(b"failed"),
         "input_tokens": num(b"in"),
         "output_tokens": num(b"out"),
-        "cost": format_micros(num(b"cost")),
-        "price": format_micros(num(b"price") + num(b"charged")),
-        "job_price": format_micros(num(b"fee")),
+        "cost_micros": num(b"cost"),
+        "price_micros": num(b"price") + num(b"charged"),
     }
+    return _payload(
+        job_id,
+        h[b"type"].decode(),
+        h[b"status"].decode(),
+        orjson.loads(h.get(b"meta", b"{}")),
+        num(b"created") // 1000,
+        int(closed) // 1000 if closed else None,
+        totals,
+        num(b"fee"),
+    )
 
 
 class JobEndpoints:
@@ -269,22 +291,15 @@ def _job_from_db(team_id: int, job_id: str) -> dict | None:
         job = Job.objects.filter(team_id=team_id, public_id=job_id).first()
         if job is None:
             return None
-        totals = job_totals(job)
-        return {
-            "id": job.public_id,
-            "object": "job",
-            "type": job.job_type,
-            "status": job.status,
-            "metadata": job.metadata,
-            "created_at": int(job.created_at.timestamp()),
-            "closed_at": int(job.closed_at.timestamp()) if job.closed_at else None,
-            "calls": totals["calls"],
-            "failed_calls": totals["failed_calls"],
-            "input_tokens": totals["input_tokens"],
-            "output_tokens": totals["output_tokens"],
-            "cost": format_micros(totals["cost_micros"]),
-            "price": format_micros(totals["price_micros"]),
-            "job_price": format_micros(job.fee_micros),
-        }
+        return _payload(
+            job.public_id,
+            job.job_type,
+            job.status,
+            job.metadata,
+            int(job.created_at.timestamp()),
+            int(job.closed_at.timestamp()) if job.closed_at else None,
+            job_totals(job),
+            job.fee_micros,
+        )
     finally:
         connection.close()  # a worker thread's connection; nothing else will close it

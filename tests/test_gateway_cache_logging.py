@@ -137,9 +137,11 @@ def test_a_streamed_answer_is_cached_and_replayed(live, cached):
 def test_the_openai_sdk_reads_cached_streams(live, cached):
     client = OpenAI(base_url=f"{live.url}/v1", api_key=cached.secret, max_retries=0)
     unary = client.chat.completions.create(**CHAT)
-    stream = client.chat.completions.create(**CHAT, stream=True)
-    text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    chunks = list(client.chat.completions.create(**CHAT, stream=True))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == unary.choices[0].message.content
+    # the upstream was not asked again: every chunk carries the cached answer's id
+    assert {c.id for c in chunks} == {unary.id}
 
 
 def test_cache_control_headers_skip_the_cache(live, cached):
