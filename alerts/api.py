@@ -9,10 +9,10 @@ from rest_framework.response import Response
 
 from alerts import services
 from alerts.models import Alert, WebhookDelivery, WebhookEndpoint
-from billing.money import format_micros
+from core.api import AdminView
+from core.fields import PublicIdRelatedField
+from core.money import format_micros
 from orgs.models import Organization
-from saas.api import AdminView
-from saas.fields import PublicIdRelatedField
 from teams.models import Team
 
 

@@ -1,7 +1,7 @@
 from django.db import models
 from django.db.models import Q
 
-from saas.ids import PublicIdField
+from core.ids import PublicIdField
 
 
 class Alert(models.Model):
@@ -51,7 +51,7 @@ class WebhookEndpoint(models.Model):
     )
     url = models.URLField(max_length=500)
     description = models.CharField(max_length=200, blank=True)
-    # Fernet token (saas.secrets.encrypt) of the signing secret: shown once, never returned.
+    # Fernet token (core.secrets.encrypt) of the signing secret: shown once, never returned.
     secret_encrypted = models.TextField()
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)

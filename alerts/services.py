@@ -32,10 +32,10 @@ from django.utils import timezone
 from alerts import webhooks
 from alerts.models import Alert, WebhookDelivery, WebhookEndpoint
 from billing.models import CreditAccount
-from billing.money import format_micros
 from billing.periods import period_start
+from core.money import format_micros
+from core.secrets import decrypt, encrypt, generate_secret
 from orgs.services import apply_changes, audit_record
-from saas.secrets import decrypt, encrypt, generate_secret
 
 logger = logging.getLogger(__name__)
 

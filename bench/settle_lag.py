@@ -22,6 +22,8 @@ from pathlib import Path
 import aiohttp
 
 from bench.procs import free_port
+from core.redis import client as redis_client
+from livestate.keys import USAGE_STREAM
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -98,7 +100,7 @@ def main(argv=None) -> None:
             [
                 py,
                 "-m",
-                "proxy.mock_upstream",
+                "devtools.mock_upstream",
                 "--port",
                 str(upstream_port),
                 "--latency-ms",
@@ -224,14 +226,13 @@ def _django(env):
 def wait_drained(env, timeout: float = 60.0) -> float:
     """Seconds until the usage stream has nothing undelivered or pending."""
     _django(env)
-    from billing.settlement import GROUP
-    from proxy import lua, state
+    from livestate.keys import SETTLER_GROUP
 
-    client = state.client()
+    client = redis_client()
     started = time.monotonic()
     while time.monotonic() - started < timeout:
-        groups = {g["name"]: g for g in client.xinfo_groups(lua.USAGE_STREAM)}
-        group = groups.get(GROUP.encode())
+        groups = {g["name"]: g for g in client.xinfo_groups(USAGE_STREAM)}
+        group = groups.get(SETTLER_GROUP.encode())
         if group and not group["lag"] and not group["pending"]:
             return time.monotonic() - started
         time.sleep(0.2)
@@ -243,9 +244,8 @@ def report(env, drained_s: float) -> None:
     from django.db import connection
 
     from billing import metrics
-    from proxy import state
 
-    buckets, total = metrics.settlement_lag(state.client())
+    buckets, total = metrics.settlement_lag(redis_client())
     count = buckets[-1][1]
     print(f"stream drained {drained_s:.1f} s after the last call")
     print(f"settler-measured lag: {count} calls, mean {total / max(count, 1):.3f} s")

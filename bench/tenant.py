@@ -16,6 +16,8 @@ import os
 import uuid
 from pathlib import Path
 
+from core.redis import client as redis_client
+
 ACTOR = "system:bench"
 CHAT_MODEL, STREAM_MODEL = "bench-chat", "bench-stream"
 CHAT_GROUP, STREAM_GROUP = "bench", "bench-stream"
@@ -32,17 +34,17 @@ def setup(upstream: str, key_file: Path, flush_redis: bool) -> dict:
     django.setup()
 
     from billing.services import credits_grant
+    from core.secrets import hash_secret
+    from mirrors import gateway as gateway_state
     from modelgroups import services as catalog
     from modelgroups.models import Model, ModelGroup, Upstream
     from orgs.services import organization_create
-    from proxy import state
-    from saas.secrets import hash_secret
     from teams.models import Team, VirtualKey
     from teams.services import key_create, key_revoke, team_create, team_update
 
     if flush_redis:
         # The bench's Redis db is its own: start from a snapshot of Postgres, not old runs.
-        state.client().flushdb()
+        redis_client().flushdb()
 
     models = {}
     for model_name, base in ((CHAT_MODEL, "/v1"), (STREAM_MODEL, "/stream/v1")):
@@ -112,7 +114,7 @@ def setup(upstream: str, key_file: Path, flush_redis: bool) -> dict:
         key_file.chmod(0o600)
 
     # Everything the gateway loads at start, in one consistent snapshot.
-    state.publish_all()
+    gateway_state.publish_all()
     return {"key": secret, "chat_model": CHAT_GROUP, "stream_model": STREAM_GROUP}
 
 

@@ -13,10 +13,10 @@ from rest_framework.response import Response
 
 from billing import selectors, services
 from billing.models import CallLog, Job, LedgerEntry, UsageRecord
+from core.api import AdminView
+from core.fields import MoneyField
 from orgs.auth import IsPlatformAdmin
 from orgs.models import Organization
-from saas.api import AdminView
-from saas.fields import MoneyField
 from teams.models import Team
 
 

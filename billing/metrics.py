@@ -13,8 +13,9 @@ or "" when none answered). The series count is teams x models actually used.
 import time
 from collections import defaultdict
 
-USAGE = "tg:metrics:usage"  # hash: "{team pk}|{counter}|{model}" -> integer
-LAG = "tg:metrics:settle_lag"  # hash: bucket upper bound (seconds) -> count, plus "sum"
+from livestate.keys import METRICS_SETTLE_LAG as LAG
+from livestate.keys import METRICS_USAGE as USAGE
+
 COUNTERS = (
     "requests",
     "errors",

@@ -1,7 +1,7 @@
 from django.db import models
 from django.db.models import F, Q
 
-from saas.ids import PublicIdField
+from core.ids import PublicIdField
 
 
 class CreditAccount(models.Model):

@@ -1,6 +1,6 @@
 """Keep the gateway's Redis account state honest against the Postgres ledger.
 
-What the gateway enforces with, per team (proxy/lua.py): `bal`, `pspend` and `ver` copied from
+What the gateway enforces with, per team (proxy/scripts.py): `bal`, `pspend` and `ver` copied from
 Postgres, `pend` (charged, not yet settled) and `resv` (reserved by calls in flight and open
 flat-priced jobs); per key: `spent` and `resv`. The periodic reconcile:
 
@@ -19,12 +19,20 @@ Every repair is an audit event (actor `system:reconcile`) with the amounts befor
 import logging
 from dataclasses import dataclass
 
-from django.db.models import Sum
-
-from billing.models import CreditAccount, Job, UsageRecord
-from billing.settlement import DEAD_LETTERS, GROUP
+from billing.models import CreditAccount
+from core.redis import client as redis_client
+from livestate import scripts
+from livestate.keys import (
+    CATALOG,
+    DEAD_LETTERS,
+    INFLIGHT,
+    OPEN_JOBS,
+    SETTLER_GROUP,
+    USAGE_STREAM,
+    acct_key,
+)
+from mirrors import gateway as gateway_state
 from orgs.services import audit_record
-from proxy import lua, state
 from teams.models import Team, VirtualKey
 
 logger = logging.getLogger(__name__)
@@ -42,51 +50,11 @@ class Repair:
     after: int
 
 
-def key_settled_spend(team_id: int) -> dict[int, int]:
-    """Micro-credits each of the team's keys has been charged, as settled in Postgres."""
-    spend: dict[int, int] = {}
-    for key_id, total in (
-        UsageRecord.objects.filter(team_id=team_id, key__isnull=False)
-        .values_list("key")
-        .annotate(total=Sum("price_micros"))
-    ):
-        spend[key_id] = total
-    for key_id, total in (
-        Job.objects.filter(team_id=team_id, key__isnull=False)
-        .values_list("key")
-        .annotate(total=Sum("charged_micros"))
-    ):
-        spend[key_id] = spend.get(key_id, 0) + total
-    return spend
-
-
-def rebuild_account(account: CreditAccount) -> bool:
-    """Build a team's Redis account (and its keys' spend) from Postgres, if Redis has none."""
-    spend = key_settled_spend(account.team_id)
-    key_ids = VirtualKey.objects.filter(team_id=account.team_id).values_list("pk", flat=True)
-    pairs = []
-    for key_id in key_ids:
-        pairs += [key_id, spend.get(key_id, 0)]
-    built = state.client().eval(
-        lua.ACCOUNT_REBUILD,
-        2,
-        state.acct_key(account.team_id),
-        lua.USAGE_STREAM,
-        account.balance_micros,
-        account.period_spend_micros,
-        account.version,
-        GROUP,
-        lua.RECONCILE_STREAM_LIMIT,
-        *pairs,
-    )
-    return bool(built)
-
-
 def reconcile_gateway_state() -> list[Repair]:
-    client = state.client()
-    if not client.exists(state.CATALOG):
+    client = redis_client()
+    if not client.exists(CATALOG):
         logger.warning("gateway state missing from Redis (flushed or restarted): republishing")
-        state.publish_all()  # builds every account through rebuild_account
+        gateway_state.publish_all()  # builds every account through rebuild_account
     repairs = _reconcile_settled(client) + _reconcile_live(client)
     _audit(repairs)
     return repairs
@@ -95,12 +63,12 @@ def reconcile_gateway_state() -> list[Repair]:
 def _reconcile_settled(client) -> list[Repair]:
     repairs = []
     for account in CreditAccount.objects.order_by("pk").iterator(chunk_size=CHUNK):
-        key = state.acct_key(account.team_id)
-        moved = lua.account_set(
+        key = acct_key(account.team_id)
+        moved = scripts.account_set(
             client, key, account.balance_micros, account.period_spend_micros, account.version
         )
         if moved == -1:
-            rebuild_account(account)
+            gateway_state.rebuild_account(account)
             continue
         if moved == 1:
             continue  # behind (a publish was lost), now current: not drift
@@ -125,14 +93,14 @@ def _reconcile_live(client) -> list[Repair]:
     for start in range(0, max(len(team_ids), len(key_ids), 1), CHUNK):
         teams, keys = team_ids[start : start + CHUNK], key_ids[start : start + CHUNK]
         result = client.eval(
-            lua.RECONCILE_LIVE,
+            scripts.RECONCILE_LIVE,
             4,
-            lua.USAGE_STREAM,
-            lua.INFLIGHT,
-            lua.OPEN_JOBS,
+            USAGE_STREAM,
+            INFLIGHT,
+            OPEN_JOBS,
             DEAD_LETTERS,
-            GROUP,
-            lua.RECONCILE_STREAM_LIMIT,
+            SETTLER_GROUP,
+            scripts.RECONCILE_STREAM_LIMIT,
             len(teams),
             *teams,
             *keys,

@@ -41,8 +41,8 @@ from django.utils import timezone
 from billing.models import CreditAccount, Job, LedgerEntry, UsageRecord
 from billing.periods import PERIODS, period_start
 from billing.services import ledger_post
+from mirrors import gateway as gateway_state
 from orgs.services import audit_record
-from proxy import state as gateway_state
 
 logger = logging.getLogger(__name__)
 

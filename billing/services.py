@@ -6,10 +6,10 @@ from datetime import datetime
 from django.db import transaction
 
 from billing.models import CreditAccount, LedgerEntry
-from billing.money import MAX_MICROS
+from core.errors import InsufficientCredits, ValidationFailed
+from core.money import MAX_MICROS
+from mirrors import gateway as gateway_state
 from orgs.services import audit_record
-from proxy import state as gateway_state
-from saas.errors import InsufficientCredits, ValidationFailed
 
 
 @dataclass(frozen=True)

@@ -20,15 +20,23 @@ from django.db import DataError, IntegrityError, transaction
 from billing import metrics as usage_metrics
 from billing.models import CallLog, CreditAccount, Job, LedgerEntry, UsageRecord
 from billing.services import UsageCharge, ledger_post_usage_batch
-from proxy import lua, state
+from core.redis import client as redis_client
+from livestate import scripts
+from livestate.keys import (
+    DEAD_LETTERS,
+    INFLIGHT,
+    OPEN_JOBS,
+    SETTLER_GROUP,
+    TEAM_SNAPSHOTS,
+    USAGE_STREAM,
+    acct_key,
+    job_key,
+)
 from teams.models import Team, VirtualKey
 
 logger = logging.getLogger(__name__)
 
-GROUP = "settlers"
 CLAIM_IDLE_MS = 60_000
-# Records that cannot be posted even alone land here, with the error, for a person to look at.
-DEAD_LETTERS = "tg:usage:dead"
 MAX_LATENCY_MS = 2**31 - 1
 
 
@@ -39,7 +47,7 @@ def _consumer() -> str:
 def ensure_group(client) -> None:
     try:
         # From id 0: records written before the group existed are settled too.
-        client.xgroup_create(lua.USAGE_STREAM, GROUP, id="0", mkstream=True)
+        client.xgroup_create(USAGE_STREAM, SETTLER_GROUP, id="0", mkstream=True)
     except redis.ResponseError as exc:
         if "BUSYGROUP" not in str(exc):
             raise
@@ -47,18 +55,18 @@ def ensure_group(client) -> None:
 
 def settle_usage(*, batch_size: int = 1000, max_batches: int = 20) -> int:
     """Settle what is waiting, in batches; returns how many records were processed."""
-    client = state.client()
+    client = redis_client()
     ensure_group(client)
     consumer = _consumer()
     total = 0
     # Records a crashed settler took but never acknowledged.
     _, claimed, *_ = client.xautoclaim(
-        lua.USAGE_STREAM, GROUP, consumer, min_idle_time=CLAIM_IDLE_MS, count=batch_size
+        USAGE_STREAM, SETTLER_GROUP, consumer, min_idle_time=CLAIM_IDLE_MS, count=batch_size
     )
     if claimed:
         total += _settle_isolating_failures(client, claimed)
     for _ in range(max_batches):
-        result = client.xreadgroup(GROUP, consumer, {lua.USAGE_STREAM: ">"}, count=batch_size)
+        result = client.xreadgroup(SETTLER_GROUP, consumer, {USAGE_STREAM: ">"}, count=batch_size)
         if not result or not result[0][1]:
             break
         total += _settle_isolating_failures(client, result[0][1])
@@ -69,13 +77,13 @@ def settle_usage(*, batch_size: int = 1000, max_batches: int = 20) -> int:
 
 def trim_settled(client) -> None:
     """Drop stream entries every settler has acknowledged; unacknowledged ones always stay."""
-    pending = client.xpending(lua.USAGE_STREAM, GROUP)
+    pending = client.xpending(USAGE_STREAM, SETTLER_GROUP)
     if pending["pending"]:
         floor = pending["min"]
     else:
-        groups = {g["name"]: g for g in client.xinfo_groups(lua.USAGE_STREAM)}
-        floor = groups[GROUP.encode()]["last-delivered-id"]
-    client.xtrim(lua.USAGE_STREAM, minid=floor, approximate=False)
+        groups = {g["name"]: g for g in client.xinfo_groups(USAGE_STREAM)}
+        floor = groups[SETTLER_GROUP.encode()]["last-delivered-id"]
+    client.xtrim(USAGE_STREAM, minid=floor, approximate=False)
 
 
 def _settle_isolating_failures(client, messages) -> int:
@@ -97,7 +105,7 @@ def _settle_isolating_failures(client, messages) -> int:
             client.xadd(
                 DEAD_LETTERS, {**fields, b"error": str(exc)[:500].encode(), b"msg_id": msg_id}
             )
-            client.xack(lua.USAGE_STREAM, GROUP, msg_id)
+            client.xack(USAGE_STREAM, SETTLER_GROUP, msg_id)
     return settled
 
 
@@ -105,7 +113,7 @@ def settle_messages(client, messages) -> int:
     records = []
     for msg_id, fields in messages:
         if not fields:  # trimmed or deleted entry
-            client.xack(lua.USAGE_STREAM, GROUP, msg_id)
+            client.xack(USAGE_STREAM, SETTLER_GROUP, msg_id)
             continue
         rec = orjson.loads(fields[b"rec"])
         rec["charged"] = int(fields[b"charged"])
@@ -187,11 +195,11 @@ def settle_messages(client, messages) -> int:
         usage_metrics.record_settled(client, [r for r in calls if r["rid"] not in seen])
     except redis.RedisError:
         logger.warning("could not count %d settled calls in the metrics", len(calls))
-    # After commit: acknowledge and release `pend` together (see lua.ACK_SETTLED).
-    args = [GROUP]
+    # After commit: acknowledge and release `pend` together (see scripts.ACK_SETTLED).
+    args = [SETTLER_GROUP]
     for r in [*records, *orphans]:
-        args += [r["msg_id"], state.acct_key(r["team"]), r["charged"]]
-    client.eval(lua.ACK_SETTLED, 1, lua.USAGE_STREAM, *args)
+        args += [r["msg_id"], acct_key(r["team"]), r["charged"]]
+    client.eval(scripts.ACK_SETTLED, 1, USAGE_STREAM, *args)
     return len(records) + len(orphans)
 
 
@@ -293,12 +301,12 @@ def _pg_text(text: str) -> str:
     return text.replace("\x00", "\\u0000")  # Postgres text cannot hold NUL
 
 
-def reap_abandoned(*, older_than_ms: int = lua.REAP_AFTER_MS) -> int:
+def reap_abandoned(*, older_than_ms: int = scripts.REAP_AFTER_MS) -> int:
     """Release reservations whose gateway died mid-call, recording each as an error call."""
-    client = state.client()
+    client = redis_client()
     now_ms = int(time.time() * 1000)
     reaped = 0
-    for rid, raw in client.hscan_iter(lua.INFLIGHT, count=1000):
+    for rid, raw in client.hscan_iter(INFLIGHT, count=1000):
         entry = orjson.loads(raw)
         if now_ms - entry["ts"] < older_than_ms:
             continue
@@ -321,37 +329,37 @@ def reap_abandoned(*, older_than_ms: int = lua.REAP_AFTER_MS) -> int:
                 "abandoned": True,
             }
         )
-        if client.eval(lua.REAP, 2, lua.INFLIGHT, lua.USAGE_STREAM, rid, record):
+        if client.eval(scripts.REAP, 2, INFLIGHT, USAGE_STREAM, rid, record):
             logger.warning("released the reservation of abandoned call %s", rid.decode())
             reaped += 1
     return reaped
 
 
 def expire_jobs(*, older_than_s: int | None = None) -> int:
-    """Close jobs left open past GATEWAY_JOB_TTL_SECONDS as `expired` (see lua.JOB_CLOSE)."""
+    """Close jobs left open past GATEWAY_JOB_TTL_SECONDS as `expired` (see scripts.JOB_CLOSE)."""
     from django.conf import settings
 
-    client = state.client()
+    client = redis_client()
     ttl = settings.GATEWAY_JOB_TTL_SECONDS if older_than_s is None else older_than_s
     now_ms = int(time.time() * 1000)
     closed = 0
-    stale = client.zrangebyscore(lua.OPEN_JOBS, "-inf", now_ms - ttl * 1000, start=0, num=1000)
+    stale = client.zrangebyscore(OPEN_JOBS, "-inf", now_ms - ttl * 1000, start=0, num=1000)
     for raw_id in stale:
         job_id = raw_id.decode()
-        team_id = client.hget(lua.job_key(job_id), "team")
-        snapshot = client.hget(state.TEAMS, team_id) if team_id else None
+        team_id = client.hget(job_key(job_id), "team")
+        snapshot = client.hget(TEAM_SNAPSHOTS, team_id) if team_id else None
         if snapshot is None:
             # Team gone, or the job hash vanished: nothing to charge; forget the entry.
-            client.zrem(lua.OPEN_JOBS, job_id)
+            client.zrem(OPEN_JOBS, job_id)
             continue
         team = orjson.loads(snapshot)
         budget = team["budget"]
         result = client.eval(
-            lua.JOB_CLOSE,
+            scripts.JOB_CLOSE,
             3,
-            lua.job_key(job_id),
-            lua.OPEN_JOBS,
-            lua.USAGE_STREAM,
+            job_key(job_id),
+            OPEN_JOBS,
+            USAGE_STREAM,
             now_ms,
             job_id,
             "expired",

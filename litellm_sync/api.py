@@ -9,14 +9,14 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response
 
+from core.api import AdminView
+from core.errors import ServiceError, ValidationFailed
+from core.fields import MoneyField
 from litellm_sync import imports, selectors
 from litellm_sync.client import LiteLLMError, LiteLLMNotConfigured
 from litellm_sync.models import SyncState
 from modelgroups.models import Upstream
 from orgs.auth import IsPlatformAdmin
-from saas.api import AdminView
-from saas.errors import ServiceError, ValidationFailed
-from saas.fields import MoneyField
 
 
 class SyncStateOutput(serializers.Serializer):

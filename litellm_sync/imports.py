@@ -12,12 +12,12 @@ from decimal import ROUND_HALF_UP, Decimal
 
 from django.db import transaction
 
+from core.errors import ValidationFailed
+from core.secrets import decrypt
 from litellm_sync.client import Deployment, LiteLLMClient
 from litellm_sync.models import ModelImport
 from modelgroups import services as catalog
 from modelgroups.models import Model, Upstream
-from saas.errors import ValidationFailed
-from saas.secrets import decrypt
 
 COMPARED = (
     "upstream_model",

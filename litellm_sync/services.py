@@ -9,7 +9,7 @@ each object is pushed by one worker at a time (a Redis lock), so a duplicate del
 nothing. full_resync compares everything with LiteLLM and repairs drift both ways.
 
 Secrets: LiteLLM must be given a key's plaintext once, to create the key with the same secret
-the customer holds. key_create and key_rotate hand it over Fernet-encrypted (saas.secrets);
+the customer holds. key_create and key_rotate hand it over Fernet-encrypted (core.secrets);
 it stays encrypted in KeySync.secrets_encrypted only until LiteLLM has that key, and is then
 wiped. A secret that LiteLLM loses afterwards cannot be restored from our side: the key is
 flagged (rotate it to sync again), unless LITELLM_MISSING_KEY_ACTION=recreate, which keeps
@@ -26,7 +26,9 @@ from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 from redis.exceptions import LockError
 
-from billing.reconcile import key_settled_spend
+from billing.selectors import key_settled_spend
+from core.redis import client as redis_client
+from core.secrets import decrypt, encrypt, hash_secret
 from litellm_sync import desired
 from litellm_sync.client import (
     LiteLLMClient,
@@ -36,8 +38,7 @@ from litellm_sync.client import (
     enabled,
 )
 from litellm_sync.models import KeySync, SyncState, TeamSync
-from proxy import state as gateway_state
-from saas.secrets import decrypt, encrypt, hash_secret
+from livestate.keys import litellm_lock_key
 from teams.models import Team, VirtualKey
 
 logger = logging.getLogger(__name__)
@@ -128,7 +129,7 @@ def _locked(kind: str, model, sync_id: int, push_once: Callable[[bool], str], fo
 
     A task that finds the lock taken just leaves: the holder checks for newer versions after
     releasing it, so a change committed while it pushed is not lost."""
-    lock = gateway_state.client().lock(f"tg:litellm:lock:{kind}:{sync_id}", timeout=LOCK_SECONDS)
+    lock = redis_client().lock(litellm_lock_key(kind, sync_id), timeout=LOCK_SECONDS)
     outcome = "busy"
     while lock.acquire(blocking=False):
         try:

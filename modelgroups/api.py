@@ -4,11 +4,11 @@ from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.response import Response
 
+from core.api import AdminView
+from core.fields import INT_MAX, MoneyField, PublicIdRelatedField
 from modelgroups import services
 from modelgroups.models import Model, ModelGroup, ModelHealth, Upstream
 from orgs.auth import IsPlatformAdmin, PlatformWritesOnly
-from saas.api import AdminView
-from saas.fields import INT_MAX, MoneyField, PublicIdRelatedField
 
 
 class UpstreamOutput(serializers.ModelSerializer):

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import httpx
 
+from core.secrets import decrypt
 from modelgroups.models import Upstream
-from saas.secrets import decrypt
 
 # A person is waiting on the answer: never longer than this, whatever the upstream allows.
 MAX_SECONDS = 10.0

@@ -1,7 +1,7 @@
 from django.db import models
 from django.db.models import Q
 
-from saas.ids import PublicIdField
+from core.ids import PublicIdField
 
 
 class Upstream(models.Model):
@@ -27,7 +27,7 @@ class Upstream(models.Model):
     name = models.CharField(max_length=200, unique=True)
     kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.OPENAI)
     base_url = models.URLField(max_length=500)
-    # Fernet token (saas.secrets.encrypt); write-only through every API.
+    # Fernet token (core.secrets.encrypt); write-only through every API.
     api_key_encrypted = models.TextField(blank=True)
     # Which key the gateway calls the upstream with.
     key_mode = models.CharField(max_length=16, choices=KeyMode.choices, default=KeyMode.UPSTREAM)

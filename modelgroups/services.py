@@ -9,13 +9,13 @@ from django.db import IntegrityError, transaction
 from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 
+from core.errors import Conflict, ValidationFailed
+from core.secrets import decrypt, encrypt
 from litellm_sync import services as litellm_sync
+from mirrors import gateway as gateway_state
 from modelgroups import probe
 from modelgroups.models import Model, ModelGroup, ModelGroupMember, ModelHealth, Upstream
 from orgs.services import apply_changes, audit_record
-from proxy import state as gateway_state
-from saas.errors import Conflict, ValidationFailed
-from saas.secrets import decrypt, encrypt
 
 
 def _conflict(exc: IntegrityError, what: str, name: str) -> Conflict:

@@ -5,11 +5,11 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.response import Response
 
+from core.api import AdminView
+from core.fields import JSONObjectField, PublicIdRelatedField
 from orgs import services
 from orgs.auth import IsPlatformAdmin
 from orgs.models import AdminKey, AuditEvent, Organization
-from saas.api import AdminView
-from saas.fields import JSONObjectField, PublicIdRelatedField
 
 
 class OrganizationOutput(serializers.ModelSerializer):

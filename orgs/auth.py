@@ -9,8 +9,8 @@ from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions, permissions
 
+from core.secrets import hashes_match, lookup_prefix
 from orgs.models import AdminKey
-from saas.secrets import hashes_match, lookup_prefix
 
 HEADER = "X-Admin-Key"
 

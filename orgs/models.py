@@ -1,6 +1,6 @@
 from django.db import models
 
-from saas.ids import PublicIdField
+from core.ids import PublicIdField
 
 
 class Organization(models.Model):

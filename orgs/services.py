@@ -3,9 +3,9 @@
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from core.errors import Conflict
+from core.secrets import generate_secret, hash_secret, lookup_prefix
 from orgs.models import AdminKey, AuditEvent, Organization
-from saas.errors import Conflict
-from saas.secrets import generate_secret, hash_secret, lookup_prefix
 
 ADMIN_KEY_PREFIX = "tga-"
 

@@ -12,11 +12,11 @@ from django.core.validators import URLValidator
 from django.utils import timezone
 
 from billing.models import LedgerEntry
-from billing.money import MoneyError, display_micros, parse_micros
+from core.errors import ServiceError
+from core.fields import INT_MAX, JOB_TYPE_RE
+from core.money import MoneyError, display_micros, parse_micros
 from modelgroups.models import Model, ModelGroup, Upstream
 from orgs.models import Organization
-from saas.errors import ServiceError
-from saas.fields import INT_MAX, JOB_TYPE_RE
 from teams.models import Team, VirtualKey
 
 

@@ -9,8 +9,8 @@ from django.http import Http404, HttpResponse
 from django.shortcuts import render
 from django.utils.html import escape
 
+from core.errors import ServiceError
 from panel.access import ADMIN, role_of
-from saas.errors import ServiceError
 
 logger = logging.getLogger(__name__)
 

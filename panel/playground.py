@@ -22,7 +22,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
-from saas.errors import ServiceError
+from core.errors import ServiceError
 from teams import services
 
 logger = logging.getLogger(__name__)

@@ -12,8 +12,9 @@ import time
 
 import orjson
 
+from livestate.keys import RESPONSE_CACHE_PREFIX as PREFIX
+
 IGNORED_FIELDS = frozenset({"stream", "stream_options", "user", "metadata"})
-PREFIX = "tg:cache:"
 
 
 def cache_keys(team_id: int, path: str, request: dict) -> tuple[str, str]:

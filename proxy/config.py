@@ -1,7 +1,7 @@
 """The gateway's in-process copy of keys, teams and the catalog, kept fresh from Redis.
 
-Loaded whole at start-up, then updated by following the `tg:changes` stream every
-GATEWAY_REFRESH_SECONDS. A key or team not yet in memory (minted a moment ago) is fetched
+Loaded whole at start-up, then updated by following the change stream (livestate.keys.CHANGES)
+every GATEWAY_REFRESH_SECONDS. A key or team not yet in memory (minted a moment ago) is fetched
 from Redis on first use, so a newly created key works immediately.
 """
 
@@ -15,10 +15,21 @@ import aiohttp
 import orjson
 from redis.asyncio import Redis
 
-from proxy import state
+from core.secrets import decrypt
+from livestate.keys import (
+    CATALOG,
+    CHANGES,
+    HEALTH,
+    KEY_SNAPSHOTS,
+    TEAM_SNAPSHOTS,
+    acct_key,
+    key_acct_key,
+    key_rate_key,
+    parallel_key,
+    team_rate_key,
+)
 from proxy.breaker import Breaker
 from proxy.pricing import Pricing
-from saas.secrets import decrypt
 
 logger = logging.getLogger(__name__)
 
@@ -151,12 +162,12 @@ class GatewayConfig:
             self._task = None
 
     async def load_all(self) -> None:
-        last = await self.redis.xrevrange(state.CHANGES, count=1)
+        last = await self.redis.xrevrange(CHANGES, count=1)
         pipe = self.redis.pipeline(transaction=True)
-        pipe.hgetall(state.KEYS)
-        pipe.hgetall(state.TEAMS)
-        pipe.get(state.CATALOG)
-        pipe.hgetall(state.HEALTH)
+        pipe.hgetall(KEY_SNAPSHOTS)
+        pipe.hgetall(TEAM_SNAPSHOTS)
+        pipe.get(CATALOG)
+        pipe.hgetall(HEALTH)
         keys, teams, catalog, health = await pipe.execute()
         self.keys = {h.decode(): _key(v) for h, v in keys.items()}
         self.teams = {int(t): _team(v) for t, v in teams.items()}
@@ -181,7 +192,7 @@ class GatewayConfig:
             await self._apply_changes()
 
     async def _apply_changes(self) -> None:
-        result = await self.redis.xread({state.CHANGES: self._last_id}, count=10_000)
+        result = await self.redis.xread({CHANGES: self._last_id}, count=10_000)
         if not result:
             return
         entries = result[0][1]
@@ -191,7 +202,7 @@ class GatewayConfig:
             await self.load_all()
             return
         if b"catalog" in kinds:
-            raw = await self.redis.get(state.CATALOG)
+            raw = await self.redis.get(CATALOG)
             self.catalog = build_catalog(orjson.loads(raw)) if raw else Catalog()
         hashes = {
             h
@@ -210,12 +221,12 @@ class GatewayConfig:
                     for m in e[1][b"id"].decode().split(",")
                 }
             )
-            found = await self.redis.hmget(state.HEALTH, ids)
+            found = await self.redis.hmget(HEALTH, ids)
             self._apply_health(dict(zip(ids, found, strict=True)))
         if hashes:
             hashes_list = sorted(hashes)
             for h, raw in zip(
-                hashes_list, await self.redis.hmget(state.KEYS, hashes_list), strict=True
+                hashes_list, await self.redis.hmget(KEY_SNAPSHOTS, hashes_list), strict=True
             ):
                 if raw is None:
                     self.keys.pop(h, None)
@@ -224,7 +235,7 @@ class GatewayConfig:
         if team_ids:
             ids = sorted(team_ids)
             for t, raw in zip(
-                ids, await self.redis.hmget(state.TEAMS, [str(i) for i in ids]), strict=True
+                ids, await self.redis.hmget(TEAM_SNAPSHOTS, [str(i) for i in ids]), strict=True
             ):
                 if raw is None:
                     self.teams.pop(t, None)
@@ -238,7 +249,7 @@ class GatewayConfig:
     async def key(self, key_hash: str) -> dict | None:
         found = self.keys.get(key_hash)
         if found is None:
-            raw = await self.redis.hget(state.KEYS, key_hash)
+            raw = await self.redis.hget(KEY_SNAPSHOTS, key_hash)
             if raw is not None:
                 found = self.keys[key_hash] = _key(raw)
         return found
@@ -246,7 +257,7 @@ class GatewayConfig:
     async def team(self, team_id: int) -> dict | None:
         found = self.teams.get(team_id)
         if found is None:
-            raw = await self.redis.hget(state.TEAMS, str(team_id))
+            raw = await self.redis.hget(TEAM_SNAPSHOTS, str(team_id))
             if raw is not None:
                 found = self.teams[team_id] = _team(raw)
         return found
@@ -260,9 +271,9 @@ def _key(raw: bytes) -> dict:
     k = orjson.loads(raw)
     # Redis key names used by every admission, computed once per snapshot.
     kid = k["id"]
-    k["_kacct"] = f"tg:kacct:{kid}"
-    k["_rpm_key"] = f"tg:rl:k:{kid}:r"
-    k["_tpm_key"] = f"tg:rl:k:{kid}:t"
+    k["_kacct"] = key_acct_key(kid)
+    k["_rpm_key"] = key_rate_key(kid, "r")
+    k["_tpm_key"] = key_rate_key(kid, "t")
     k["_rpm"], k["_tpm"], k["_budget"] = _limit(k["rpm"]), _limit(k["tpm"]), _limit(k["budget"])
     k["_groups"] = frozenset(k["groups"])
     return k
@@ -271,10 +282,10 @@ def _key(raw: bytes) -> dict:
 def _team(raw: bytes) -> dict:
     t = orjson.loads(raw)
     tid = t["id"]
-    t["_acct"] = state.acct_key(tid)
-    t["_par_key"] = f"tg:par:{tid}"
-    t["_rpm_key"] = f"tg:rl:t:{tid}:r"
-    t["_tpm_key"] = f"tg:rl:t:{tid}:t"
+    t["_acct"] = acct_key(tid)
+    t["_par_key"] = parallel_key(tid)
+    t["_rpm_key"] = team_rate_key(tid, "r")
+    t["_tpm_key"] = team_rate_key(tid, "t")
     t["_rpm"], t["_tpm"], t["_par"] = _limit(t["rpm"]), _limit(t["tpm"]), _limit(t["par"])
     t["_budget"] = _limit(t["budget"])
     t["_hard"] = "1" if t["budget_mode"] == "hard" else "0"

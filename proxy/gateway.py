@@ -5,7 +5,7 @@ parallelism, credit and budget reservation), the upstream call with fallbacks, a
 Redis settlement that releases the reservation, charges the actual price and appends the
 usage record to the `tg:usage` stream, which workers settle into the Postgres ledger. No ORM,
 no Postgres. The settlement runs before the client receives the end of the response, so a
-crash after that point cannot lose the record; see proxy/lua.py for the money invariant.
+crash after that point cannot lose the record; see proxy/scripts.py for the money invariant.
 """
 
 import asyncio
@@ -20,7 +20,9 @@ import orjson
 from django.conf import settings
 from redis.asyncio import BlockingConnectionPool, Redis
 
-from proxy import cache, lua, metrics, state
+from livestate import scripts
+from livestate.keys import CATALOG, INFLIGHT, USAGE_STREAM, job_key
+from proxy import cache, control, metrics
 from proxy import litellm as litellm_upstream
 from proxy.breaker import Breaker
 from proxy.config import GatewayConfig, Route
@@ -105,13 +107,13 @@ class Gateway(JobEndpoints):
                 health_check_interval=30,
             )
             self.redis = Redis(connection_pool=pool)
-            self.admit = self.redis.register_script(lua.ADMIT)
-            self.settle = self.redis.register_script(lua.SETTLE)
-            self.job_open_script = self.redis.register_script(lua.JOB_OPEN)
-            self.job_close_script = self.redis.register_script(lua.JOB_CLOSE)
-            if not await self.redis.exists(state.CATALOG):
+            self.admit = self.redis.register_script(scripts.ADMIT)
+            self.settle = self.redis.register_script(scripts.SETTLE)
+            self.job_open_script = self.redis.register_script(scripts.JOB_OPEN)
+            self.job_close_script = self.redis.register_script(scripts.JOB_CLOSE)
+            if not await self.redis.exists(CATALOG):
                 # Empty Redis (first start, or flushed): rebuild it from Postgres once.
-                await asyncio.to_thread(_publish_all_from_db)
+                await asyncio.to_thread(control.publish_all)
             connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60)
             self.session = aiohttp.ClientSession(
                 connector=connector,
@@ -491,12 +493,12 @@ class Gateway(JobEndpoints):
                 team["_acct"],
                 key["_kacct"],
                 team["_par_key"],
-                lua.INFLIGHT,
+                INFLIGHT,
                 key["_rpm_key"],
                 key["_tpm_key"],
                 team["_rpm_key"],
                 team["_tpm_key"],
-                lua.job_key(job_id) if job_id else "tg:job:",
+                job_key(job_id or ""),
             ],
             args=[
                 now_ms,
@@ -1000,15 +1002,6 @@ def _presented_secret(scope) -> bytes | None:
     return secret
 
 
-def _publish_all_from_db():
-    from django.db import connection
-
-    try:
-        state.publish_all()
-    finally:
-        connection.close()  # a worker thread's connection; nothing else will close it
-
-
 async def _wait_disconnect(receive):
     while True:
         message = await receive()
@@ -1158,11 +1151,11 @@ class Settlement:
                 team["_acct"],
                 key["_kacct"],
                 team["_par_key"],
-                lua.INFLIGHT,
-                lua.USAGE_STREAM,
+                INFLIGHT,
+                USAGE_STREAM,
                 key["_tpm_key"],
                 team["_tpm_key"],
-                lua.job_key(self.job) if self.job else "tg:job:",
+                job_key(self.job or ""),
             ],
             args=[
                 int(now * 1000),

@@ -15,10 +15,11 @@ import time
 import orjson
 from django.conf import settings
 
-from billing.money import format_micros
-from proxy import lua
+from core.ids import new_public_id
+from core.money import format_micros
+from livestate.keys import OPEN_JOBS, USAGE_STREAM, job_key
+from proxy import control
 from proxy.errors import GatewayError
-from saas.ids import new_public_id
 
 JOB_ID_RE = re.compile(r"^job_[a-z0-9]{20}$")
 JOB_TYPE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,99}$")
@@ -185,9 +186,9 @@ class JobEndpoints:
             keys=[
                 team["_acct"],
                 key["_kacct"],
-                lua.job_key(job_id),
-                lua.OPEN_JOBS,
-                lua.USAGE_STREAM,
+                job_key(job_id),
+                OPEN_JOBS,
+                USAGE_STREAM,
             ],
             args=[
                 now_ms,
@@ -206,7 +207,7 @@ class JobEndpoints:
         )
         if verdict[0] != b"ok":
             raise self._refusal(verdict)
-        h = await self.redis.hgetall(lua.job_key(job_id))
+        h = await self.redis.hgetall(job_key(job_id))
         await self._send_json(send, 201, orjson.dumps(job_view(job_id, h)), rid)
 
     async def _job_get(self, send, rid, team, job_id):
@@ -222,7 +223,7 @@ class JobEndpoints:
     async def _job_hash(self, team, job_id) -> dict | None:
         if not JOB_ID_RE.match(job_id):
             raise _job_not_found(job_id)
-        h = await self.redis.hgetall(lua.job_key(job_id))
+        h = await self.redis.hgetall(job_key(job_id))
         if not h:
             return None
         if h.get(b"team") != str(team["id"]).encode():
@@ -243,7 +244,7 @@ class JobEndpoints:
         if not JOB_ID_RE.match(job_id):
             raise _job_not_found(job_id)
         result = await self.job_close_script(
-            keys=[lua.job_key(job_id), lua.OPEN_JOBS, lua.USAGE_STREAM],
+            keys=[job_key(job_id), OPEN_JOBS, USAGE_STREAM],
             args=[
                 int(time.time() * 1000),
                 job_id,
@@ -267,7 +268,7 @@ class JobEndpoints:
                 "invalid_request_error",
                 "job_closed",
             )
-        h = await self.redis.hgetall(lua.job_key(job_id))
+        h = await self.redis.hgetall(job_key(job_id))
         await self._send_json(send, 200, orjson.dumps(job_view(job_id, h)), rid)
 
 
@@ -282,24 +283,16 @@ def _job_not_found(job_id: str):
 
 def _job_from_db(team_id: int, job_id: str) -> dict | None:
     """A job whose Redis copy has been retired: from its settled Postgres row."""
-    from django.db import connection
-
-    from billing.models import Job
-    from billing.selectors import job_totals
-
-    try:
-        job = Job.objects.filter(team_id=team_id, public_id=job_id).first()
-        if job is None:
-            return None
-        return _payload(
-            job.public_id,
-            job.job_type,
-            job.status,
-            job.metadata,
-            int(job.created_at.timestamp()),
-            int(job.closed_at.timestamp()) if job.closed_at else None,
-            job_totals(job),
-            job.fee_micros,
-        )
-    finally:
-        connection.close()  # a worker thread's connection; nothing else will close it
+    row = control.settled_job(team_id, job_id)
+    if row is None:
+        return None
+    return _payload(
+        job_id,
+        row["job_type"],
+        row["status"],
+        row["metadata"],
+        row["created"],
+        row["closed"],
+        row["totals"],
+        row["fee"],
+    )

@@ -5,7 +5,7 @@ costs; price is micro-credits. Reservations round up, charges round half up, so 
 always covers the charge it stands for.
 """
 
-from billing.money import MICROS, tokens_price
+from core.money import MICROS, tokens_price
 
 MODEL_PRICES = "model_prices"
 COST_MARKUP = "cost_markup"

@@ -18,6 +18,6 @@ def heartbeat():
 
 @task_success.connect
 def _record_heartbeat(sender=None, **kwargs):
-    from saas import heartbeats
+    from ops import heartbeats
 
     heartbeats.task_succeeded(sender.name)

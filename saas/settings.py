@@ -36,7 +36,8 @@ INSTALLED_APPS = [
     "teams",
     "modelgroups",
     "billing",
-    "proxy",
+    "mirrors",
+    "devtools",
     "alerts",
     "panel",
     "litellm_sync",
@@ -89,7 +90,8 @@ CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
         "LOCATION": REDIS_URL,
-        "KEY_PREFIX": "tg:cache",
+        # Not under `tg:`: those names belong to the gateway contract (livestate/keys.py).
+        "KEY_PREFIX": "django",
     }
 }
 
@@ -129,9 +131,9 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
-    "DEFAULT_PAGINATION_CLASS": "saas.pagination.Pagination",
+    "DEFAULT_PAGINATION_CLASS": "core.pagination.Pagination",
     "PAGE_SIZE": 50,
-    "EXCEPTION_HANDLER": "saas.api.exception_handler",
+    "EXCEPTION_HANDLER": "core.api.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
 }
@@ -284,7 +286,7 @@ CELERY_BEAT_SCHEDULE: dict = {
     },
     # Full republish of gateway state: repairs anything a failed after-commit publish missed.
     "publish-gateway-state": {
-        "task": "proxy.tasks.publish_gateway_state",
+        "task": "mirrors.tasks.publish_gateway_state",
         "schedule": 300.0,
         "options": {"expires": 60},
     },

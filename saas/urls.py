@@ -6,9 +6,9 @@ from alerts import api as alerts_api
 from billing import api as billing_api
 from litellm_sync import api as litellm_api
 from modelgroups import api as mg_api
+from ops import health
+from ops import metrics as metrics_view
 from orgs import api as orgs_api
-from saas import health
-from saas import metrics as metrics_view
 from teams import api as teams_api
 
 api_patterns = [
@@ -73,5 +73,5 @@ urlpatterns = [
     path("", include("panel.urls")),
 ]
 
-handler404 = "saas.api.json_not_found"
-handler500 = "saas.api.json_server_error"
+handler404 = "core.api.json_not_found"
+handler500 = "core.api.json_server_error"

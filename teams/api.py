@@ -6,12 +6,8 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.response import Response
 
-from litellm_sync.api import sync_state_field
-from modelgroups.models import ModelGroup
-from orgs.auth import IsPlatformAdmin
-from orgs.models import Organization
-from saas.api import AdminView
-from saas.fields import (
+from core.api import AdminView
+from core.fields import (
     INT_MAX,
     JobPricesField,
     JSONObjectField,
@@ -19,6 +15,10 @@ from saas.fields import (
     PublicIdRelatedField,
     RegexListField,
 )
+from litellm_sync.api import sync_state_field
+from modelgroups.models import ModelGroup
+from orgs.auth import IsPlatformAdmin
+from orgs.models import Organization
 from teams import services
 from teams.models import Team, VirtualKey
 

@@ -8,11 +8,11 @@ from django.utils import timezone
 
 from billing.models import UsageDaily
 from billing.services import account_create
+from core.errors import Conflict, ValidationFailed
+from core.secrets import generate_secret, hash_secret, lookup_prefix
 from litellm_sync import services as litellm_sync
+from mirrors import gateway as gateway_state
 from orgs.services import apply_changes, audit_record
-from proxy import state as gateway_state
-from saas.errors import Conflict, ValidationFailed
-from saas.secrets import generate_secret, hash_secret, lookup_prefix
 from teams.models import Team, VirtualKey
 
 VIRTUAL_KEY_PREFIX = "sk-"

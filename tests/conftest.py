@@ -6,9 +6,9 @@ import pytest
 from cryptography.fernet import Fernet
 from rest_framework.test import APIClient
 
+from core.redis import client as redis_client
 from modelgroups import services as catalog
 from orgs.services import admin_key_create, organization_create
-from proxy import state as gateway_state
 from teams.services import key_create, team_create
 
 MASTER = "tgm-test-master-key"
@@ -25,10 +25,10 @@ def _settings(settings):
     settings.SECRETS_ENCRYPTION_KEYS = [ENCRYPTION_KEY]
     settings.CELERY_TASK_ALWAYS_EAGER = True
     settings.REDIS_URL = TEST_REDIS_URL
-    gateway_state.client.cache_clear()
-    gateway_state.client().flushdb()
+    redis_client.cache_clear()
+    redis_client().flushdb()
     yield
-    gateway_state.client.cache_clear()
+    redis_client.cache_clear()
 
 
 def client_with(secret: str | None) -> APIClient:

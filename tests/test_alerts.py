@@ -18,9 +18,9 @@ from alerts import services, tasks, webhooks
 from alerts.models import Alert, WebhookDelivery, WebhookEndpoint
 from billing import resets
 from billing.services import credits_adjust, credits_grant
+from core.secrets import decrypt
 from orgs.models import AuditEvent
 from orgs.services import organization_update
-from saas.secrets import decrypt
 from teams.services import team_update
 from tests.conftest import free_port, settle_usage
 

@@ -11,8 +11,9 @@ from billing import resets
 from billing.models import CreditAccount, LedgerEntry
 from billing.services import credits_adjust, credits_grant
 from billing.tasks import reset_budget_periods
+from core.redis import client as redis_client
+from livestate.keys import acct_key
 from orgs.models import AuditEvent
-from proxy import state as gateway_state
 from teams.services import team_update
 from tests.conftest import settle_usage
 
@@ -36,7 +37,7 @@ def entries(team, kind) -> list[int]:
 
 
 def redis_account(team) -> dict:
-    raw = gateway_state.client().hgetall(gateway_state.acct_key(team.pk))
+    raw = redis_client().hgetall(acct_key(team.pk))
     return {k.decode(): int(v) for k, v in raw.items()}
 
 

@@ -8,10 +8,10 @@ import orjson
 import pytest
 
 from billing.settlement import settle_usage
+from core.redis import client as redis_client
+from livestate.keys import USAGE_STREAM, acct_key
 from modelgroups import services as catalog
 from orgs.services import admin_key_create, organization_create
-from proxy import lua
-from proxy import state as gateway_state
 from teams.models import VirtualKey
 from teams.services import key_create, key_revoke, team_set_status, team_update
 from tests.conftest import MASTER, GatewayTenant
@@ -70,7 +70,7 @@ def money_state(tenant) -> dict:
     account = tenant.team.account
     account.refresh_from_db()
     return {
-        "redis_account": gateway_state.client().hgetall(gateway_state.acct_key(tenant.team.pk)),
+        "redis_account": redis_client().hgetall(acct_key(tenant.team.pk)),
         "balance": account.balance_micros,
         "ledger": list(account.entries.values_list("pk", "amount_micros")),
         "usage": list(tenant.team.usage.values_list("request_id", flat=True)),
@@ -79,7 +79,7 @@ def money_state(tenant) -> dict:
 
 
 def usage_stream_length() -> int:
-    return gateway_state.client().xlen(lua.USAGE_STREAM)
+    return redis_client().xlen(USAGE_STREAM)
 
 
 def first_refusal(live, headers: dict, since: float) -> tuple[httpx.Response, float]:

@@ -8,8 +8,8 @@ from django.db.models import Sum
 
 from billing import settlement
 from billing.models import Job, LedgerEntry, UsageRecord
-from proxy import lua
-from proxy import state as gateway_state
+from core.redis import client as redis_client
+from livestate.keys import OPEN_JOBS, USAGE_STREAM, acct_key, job_key
 from tests.conftest import MASTER, GatewayTenant, client_with
 
 CHAT = {"model": "chat", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 30}
@@ -37,7 +37,7 @@ def open_job(live, tenant, job_type="summarize", **extra) -> dict:
 
 
 def redis_account(team) -> dict:
-    raw = gateway_state.client().hgetall(gateway_state.acct_key(team.pk))
+    raw = redis_client().hgetall(acct_key(team.pk))
     return {k.decode(): int(v) for k, v in raw.items()}
 
 
@@ -320,7 +320,7 @@ def test_jobs_left_open_expire_and_bill_only_if_they_did_work(live, per_job):
     assert Job.objects.get(public_id=busy["id"]).charged_micros == 500_000
     assert Job.objects.get(public_id=idle["id"]).charged_micros == 0
     assert redis_account(per_job.team)["resv"] == 0
-    assert gateway_state.client().zcard(lua.OPEN_JOBS) == 0
+    assert redis_client().zcard(OPEN_JOBS) == 0
     late = post(live, per_job, "/v1/chat/completions", CHAT, {"x-job-id": busy["id"]})
     assert late.status_code == 409
 
@@ -331,7 +331,7 @@ def test_a_retired_job_is_read_from_postgres(live, tenant):
     post(live, tenant, "/v1/chat/completions", CHAT, {"x-job-id": job["id"]})
     live_view = post(live, tenant, f"/v1/jobs/{job['id']}/complete", {}).json()
     settlement.settle_usage()
-    gateway_state.client().delete(lua.job_key(job["id"]))
+    redis_client().delete(job_key(job["id"]))
     # when
     response = get(live, tenant, f"/v1/jobs/{job['id']}")
     again = post(live, tenant, f"/v1/jobs/{job['id']}/complete", {})
@@ -345,8 +345,8 @@ def test_a_redelivered_job_record_posts_once(live, per_job):
     # given: a completed job, settled
     job = open_job(live, per_job)
     post(live, per_job, f"/v1/jobs/{job['id']}/complete", {})
-    client = gateway_state.client()
-    messages = client.xrange(lua.USAGE_STREAM)
+    client = redis_client()
+    messages = client.xrange(USAGE_STREAM)
     settlement.settle_usage()
     # when: the same records are delivered again
     settlement.settle_messages(client, messages)

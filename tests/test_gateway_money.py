@@ -9,9 +9,10 @@ from django.db.models import Sum
 
 from billing import settlement
 from billing.models import LedgerEntry, UsageRecord
+from core.redis import client as redis_client
+from livestate import scripts
+from livestate.keys import DEAD_LETTERS, INFLIGHT, SETTLER_GROUP, USAGE_STREAM, acct_key
 from modelgroups import services as catalog
-from proxy import lua
-from proxy import state as gateway_state
 from tests.conftest import GatewayTenant
 
 CHAT = {"model": "chat", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 30}
@@ -37,7 +38,7 @@ def usage_entries(team):
 
 
 def redis_account(team) -> dict:
-    raw = gateway_state.client().hgetall(gateway_state.acct_key(team.pk))
+    raw = redis_client().hgetall(acct_key(team.pk))
     return {k.decode(): int(v) for k, v in raw.items()}
 
 
@@ -284,7 +285,7 @@ def _wait_for_record(rid: str, timeout: float = 5.0) -> dict:
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for _, fields in gateway_state.client().xrange(lua.USAGE_STREAM):
+        for _, fields in redis_client().xrange(USAGE_STREAM):
             rec = orjson.loads(fields[b"rec"])
             if rec["rid"] == rid:
                 return rec
@@ -297,9 +298,7 @@ def test_the_usage_record_exists_before_the_client_has_the_response(live, gw_tea
     # sent, so a gateway crash after the client got its answer cannot lose the record.
     response = fire(live, gw_team)[0]
     rid = response.headers["x-request-id"]
-    ids = [
-        orjson.loads(f[b"rec"])["rid"] for _, f in gateway_state.client().xrange(lua.USAGE_STREAM)
-    ]
+    ids = [orjson.loads(f[b"rec"])["rid"] for _, f in redis_client().xrange(USAGE_STREAM)]
     assert rid in ids
     with httpx.stream(
         "POST",
@@ -309,18 +308,16 @@ def test_the_usage_record_exists_before_the_client_has_the_response(live, gw_tea
     ) as r:
         r.read()
         stream_rid = r.headers["x-request-id"]
-    ids = [
-        orjson.loads(f[b"rec"])["rid"] for _, f in gateway_state.client().xrange(lua.USAGE_STREAM)
-    ]
+    ids = [orjson.loads(f[b"rec"])["rid"] for _, f in redis_client().xrange(USAGE_STREAM)]
     assert stream_rid in ids
 
 
 def test_a_record_delivered_twice_posts_once(live, gw_team):
     # given: one call, its record read by a settler
     fire(live, gw_team)
-    client = gateway_state.client()
+    client = redis_client()
     settlement.ensure_group(client)
-    messages = client.xreadgroup(settlement.GROUP, "w1", {lua.USAGE_STREAM: ">"})[0][1]
+    messages = client.xreadgroup(SETTLER_GROUP, "w1", {USAGE_STREAM: ">"})[0][1]
     # when: the same messages are settled twice (a redelivery)
     settlement.settle_messages(client, messages)
     settlement.settle_messages(client, messages)
@@ -336,9 +333,9 @@ def test_a_record_delivered_twice_posts_once(live, gw_team):
 def test_records_taken_by_a_crashed_settler_are_claimed_and_posted(live, gw_team, monkeypatch):
     # given: a settler read two records and died before committing anything
     fire(live, gw_team, n=2)
-    client = gateway_state.client()
+    client = redis_client()
     settlement.ensure_group(client)
-    taken = client.xreadgroup(settlement.GROUP, "dead-worker", {lua.USAGE_STREAM: ">"})[0][1]
+    taken = client.xreadgroup(SETTLER_GROUP, "dead-worker", {USAGE_STREAM: ">"})[0][1]
     assert len(taken) == 2
     # when: another settler runs after the idle timeout
     monkeypatch.setattr(settlement, "CLAIM_IDLE_MS", 0)
@@ -346,7 +343,7 @@ def test_records_taken_by_a_crashed_settler_are_claimed_and_posted(live, gw_team
     # then
     assert settled == 2
     assert usage_entries(gw_team.team).count() == 2
-    assert client.xpending(lua.USAGE_STREAM, settlement.GROUP)["pending"] == 0
+    assert client.xpending(USAGE_STREAM, SETTLER_GROUP)["pending"] == 0
 
 
 def test_a_call_upstream_rejects_as_invalid_is_passed_on_and_not_charged(live, gw_team):
@@ -361,15 +358,15 @@ def test_a_call_upstream_rejects_as_invalid_is_passed_on_and_not_charged(live, g
 
 
 def test_settled_records_are_trimmed_but_unacknowledged_ones_stay(live, gw_team):
-    client = gateway_state.client()
+    client = redis_client()
     fire(live, gw_team, n=3)
     settlement.ensure_group(client)
     # a settler takes one record and dies; the other two are settled by a healthy one
-    client.xreadgroup(settlement.GROUP, "dead-worker", {lua.USAGE_STREAM: ">"}, count=1)
+    client.xreadgroup(SETTLER_GROUP, "dead-worker", {USAGE_STREAM: ">"}, count=1)
     settlement.settle_usage()
     # then: the stream keeps the unacknowledged record (and nothing older), and nothing is lost
-    remaining = client.xrange(lua.USAGE_STREAM)
-    pending = client.xpending(lua.USAGE_STREAM, settlement.GROUP)
+    remaining = client.xrange(USAGE_STREAM)
+    pending = client.xpending(USAGE_STREAM, SETTLER_GROUP)
     assert pending["pending"] == 1
     assert remaining[0][0] == pending["min"]
     assert usage_entries(gw_team.team).count() == 2
@@ -377,7 +374,7 @@ def test_settled_records_are_trimmed_but_unacknowledged_ones_stay(live, gw_team)
 
 def test_a_reservation_left_by_a_dead_gateway_is_released_once(live, gw_team):
     # given: a call admitted by the real admission script, whose gateway then died
-    client = gateway_state.client()
+    client = redis_client()
     fire(live, gw_team)  # the account is live in Redis
     team, key = gw_team.team.pk, gw_team.key.pk
     inflight = orjson.dumps(
@@ -390,12 +387,12 @@ def test_a_reservation_left_by_a_dead_gateway_is_released_once(live, gw_team):
         }
     )
     verdict = client.eval(
-        lua.ADMIT,
+        scripts.ADMIT,
         9,
-        gateway_state.acct_key(team),
+        acct_key(team),
         f"tg:kacct:{key}",
         f"tg:par:{team}",
-        lua.INFLIGHT,
+        INFLIGHT,
         f"tg:rl:k:{key}:r",
         f"tg:rl:k:{key}:t",
         f"tg:rl:t:{team}:r",
@@ -426,14 +423,14 @@ def test_a_reservation_left_by_a_dead_gateway_is_released_once(live, gw_team):
     settlement.settle_usage()
     # then: released once, recorded as an error call, nothing charged
     assert redis_account(gw_team.team)["resv"] == 0
-    assert client.hlen(lua.INFLIGHT) == 0
+    assert client.hlen(INFLIGHT) == 0
     record = UsageRecord.objects.get(request_id="req_dead")
     assert record.status == "error" and record.price_micros == 0
 
 
 def test_a_malformed_record_goes_to_dead_letters_without_blocking_the_others(live, gw_team):
     # given: one good call and one record no database would take
-    client = gateway_state.client()
+    client = redis_client()
     fire(live, gw_team)
     bad = orjson.dumps(
         {
@@ -453,12 +450,12 @@ def test_a_malformed_record_goes_to_dead_letters_without_blocking_the_others(liv
             "est": False,
         }
     )
-    client.xadd(lua.USAGE_STREAM, {"rec": bad, "charged": 0})
+    client.xadd(USAGE_STREAM, {"rec": bad, "charged": 0})
     fire(live, gw_team)
     # when
     settlement.settle_usage()
     # then: both good calls settled, the bad one parked with its error, nothing pending
     assert usage_entries(gw_team.team).count() == 2
-    dead = client.xrange(settlement.DEAD_LETTERS)
+    dead = client.xrange(DEAD_LETTERS)
     assert len(dead) == 1 and b"error" in dead[0][1]
-    assert client.xpending(lua.USAGE_STREAM, settlement.GROUP)["pending"] == 0
+    assert client.xpending(USAGE_STREAM, SETTLER_GROUP)["pending"] == 0

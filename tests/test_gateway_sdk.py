@@ -9,10 +9,10 @@ from django.utils import timezone
 
 from billing.models import LedgerEntry, UsageRecord
 from billing.settlement import settle_usage
+from core.redis import client as redis_client
+from livestate.keys import USAGE_STREAM, acct_key
 from modelgroups import services as catalog
 from orgs.services import organization_create
-from proxy import lua
-from proxy import state as gateway_state
 from teams.models import VirtualKey
 from teams.services import key_create, key_revoke, team_set_status
 from tests.conftest import GatewayTenant
@@ -27,10 +27,10 @@ def sdk(live, secret: str) -> openai.OpenAI:
 def money_state(tenant) -> dict:
     """Everything a call could move: the gateway's account copy, the usage stream, Postgres."""
     tenant.team.account.refresh_from_db()
-    redis = gateway_state.client()
+    redis = redis_client()
     return {
-        "redis_account": redis.hgetall(gateway_state.acct_key(tenant.team.pk)),
-        "usage_stream": redis.xlen(lua.USAGE_STREAM),
+        "redis_account": redis.hgetall(acct_key(tenant.team.pk)),
+        "usage_stream": redis.xlen(USAGE_STREAM),
         "balance": tenant.team.account.balance_micros,
         "ledger": list(tenant.team.account.entries.values_list("pk", flat=True)),
     }

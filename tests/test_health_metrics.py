@@ -10,11 +10,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from billing import metrics as usage_metrics
 from billing import settlement
+from core.redis import client as redis_client
+from livestate.keys import USAGE_STREAM
 from modelgroups import services as catalog
-from proxy import lua
-from proxy import state as gateway_state
+from ops import heartbeats
 from proxy.metrics import GATEWAY_OVERHEAD
-from saas import heartbeats
 from saas.celery import heartbeat
 from tests.conftest import TEST_REDIS_URL, GatewayTenant
 
@@ -74,7 +74,7 @@ def test_a_task_never_seen_is_pending_for_its_allowance_then_stale(db):
     assert body["checks"]["periodic_tasks"]["tasks"]["settle-usage"]["status"] == "pending"
 
     # when the allowance has passed without a run
-    gateway_state.client().set(heartbeats.WATCH_SINCE, time.time() - 3600)
+    redis_client().set(heartbeats.WATCH_SINCE, time.time() - 3600)
     status, body = ready()
 
     # then the frequent tasks are stale, the hourly ones still pending
@@ -105,7 +105,7 @@ def test_a_periodic_task_run_through_celery_records_its_heartbeat(db):
 
     heartbeat.delay()
 
-    raw = gateway_state.client().hget(heartbeats.LAST_SUCCESS, "saas.celery.heartbeat")
+    raw = redis_client().hget(heartbeats.LAST_SUCCESS, "saas.celery.heartbeat")
     assert raw is not None and float(raw) >= before
 
 
@@ -166,8 +166,8 @@ def test_settled_calls_are_counted_per_team_and_model_once(live, gw_team, settin
             headers=gw_team.headers(),
             json={"model": model, "messages": [{"role": "user", "content": "hi"}]},
         )
-    client = gateway_state.client()
-    queued = client.xrange(lua.USAGE_STREAM)
+    client = redis_client()
+    queued = client.xrange(USAGE_STREAM)
     text = scrape()
     assert sample(text, "tollgate_usage_stream_undelivered") == 3
     assert sample(text, "tollgate_settlement_oldest_unsettled_age_seconds") > 0
@@ -175,7 +175,7 @@ def test_settled_calls_are_counted_per_team_and_model_once(live, gw_team, settin
     # when they are settled, then delivered and settled again (a duplicate)
     settlement.settle_usage()
     for _, fields in queued:
-        client.xadd(lua.USAGE_STREAM, fields)
+        client.xadd(USAGE_STREAM, fields)
     settlement.settle_usage()
 
     # then each counts once
@@ -247,8 +247,8 @@ def test_the_overhead_histogram_leaves_out_the_upstream_wait(live, mock_catalog,
 
 def test_the_celery_queue_length_is_read_from_the_broker(db, settings):
     settings.DEBUG = True
-    gateway_state.client().lpush("celery", b"a", b"b")
-    gateway_state.client().lpush("celery\x06\x163", b"c")
+    redis_client().lpush("celery", b"a", b"b")
+    redis_client().lpush("celery\x06\x163", b"c")
 
     assert sample(scrape(), "tollgate_celery_queue_length", queue="celery") == 3
 
@@ -278,7 +278,7 @@ def test_periodic_task_ages_are_exported(db, settings):
 
 
 def test_the_settler_records_each_call_lag_in_its_bucket(db):
-    client = gateway_state.client()
+    client = redis_client()
     now = 1_000_000.0
     calls = [
         {"team": 1, "model": "m", "status": "ok", "in": 1, "out": 2, "cost": 3, "charged": 4,

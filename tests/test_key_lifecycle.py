@@ -11,8 +11,10 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
+from core.redis import client as redis_client
+from livestate.keys import KEY_SNAPSHOTS
+from mirrors import gateway as gateway_state
 from orgs.models import AuditEvent
-from proxy import state as gateway_state
 from teams.models import VirtualKey
 from teams.services import (
     key_create,
@@ -24,7 +26,7 @@ from teams.tasks import expire_keys
 
 
 def published(key_hash: str) -> dict | None:
-    raw = gateway_state.client().hget(gateway_state.KEYS, key_hash)
+    raw = redis_client().hget(KEY_SNAPSHOTS, key_hash)
     return orjson.loads(raw) if raw else None
 
 

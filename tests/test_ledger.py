@@ -9,9 +9,9 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Sum
 
 from billing.models import CreditAccount, LedgerEntry
-from billing.money import MoneyError, format_micros, parse_micros
 from billing.services import credits_adjust, credits_grant, ledger_post
-from saas.errors import InsufficientCredits, ValidationFailed
+from core.errors import InsufficientCredits, ValidationFailed
+from core.money import MoneyError, format_micros, parse_micros
 
 
 def _in_thread(fn):
@@ -160,7 +160,7 @@ def test_money_refuses_what_it_cannot_represent_exactly(bad):
 @pytest.mark.django_db
 def test_a_balance_cannot_grow_past_the_maximum(tenant_a):
     # given: a balance at the ceiling (which keeps the gateway's Lua arithmetic exact)
-    from billing.money import MAX_MICROS
+    from core.money import MAX_MICROS
 
     credits_grant(
         team=tenant_a.team, amount_micros=MAX_MICROS, reason="x", actor="t", idempotency_key="max"

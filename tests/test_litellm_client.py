@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from core.secrets import hash_secret
 from litellm_sync.client import (
     LiteLLMClient,
     LiteLLMNotConfigured,
@@ -12,7 +13,6 @@ from litellm_sync.client import (
     LiteLLMUnavailable,
     enabled,
 )
-from saas.secrets import hash_secret
 
 SECRET = "sk-customer-secret-abcdefghijklmnop"
 

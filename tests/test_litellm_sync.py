@@ -9,12 +9,12 @@ from django.db import connection
 from django.utils import timezone
 
 from billing.services import credits_grant
+from core.secrets import encrypt, hash_secret
 from litellm_sync import services as sync
 from litellm_sync import tasks
 from litellm_sync.models import KeySync, TeamSync
 from modelgroups import services as catalog
 from orgs.services import organization_create
-from saas.secrets import encrypt, hash_secret
 from teams import services as teams
 from teams.models import Team, VirtualKey
 from tests.conftest import settle_usage

@@ -111,7 +111,7 @@ def real_litellm(tmp_path_factory):
         mock_port = free_port()
         mock = procs.start(
             "mock-upstream",
-            [sys.executable, "-m", "proxy.mock_upstream", "--port", str(mock_port)],
+            [sys.executable, "-m", "devtools.mock_upstream", "--port", str(mock_port)],
             cwd=REPO,
         )
         port = free_port()

@@ -18,7 +18,7 @@ import orjson
 import pytest
 import uvicorn
 
-from proxy.mock_upstream import MockUpstream, app, count_tokens
+from devtools.mock_upstream import MockUpstream, app, count_tokens
 
 ROOT = Path(__file__).resolve().parent.parent
 CHAT = "/v1/chat/completions"
@@ -564,7 +564,7 @@ def test_standalone_server_uses_mock_latency_ms_from_the_environment():
         port = probe.getsockname()[1]
     env = {**os.environ, "MOCK_LATENCY_MS": "200"}
     process = subprocess.Popen(  # noqa: S603
-        [sys.executable, "-m", "proxy.mock_upstream", "--port", str(port)],
+        [sys.executable, "-m", "devtools.mock_upstream", "--port", str(port)],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,

@@ -7,9 +7,9 @@ import pytest
 
 from billing import reconcile, settlement
 from billing.models import UsageRecord
+from core.redis import client as redis_client
+from livestate.keys import INFLIGHT, SETTLER_GROUP, USAGE_STREAM, acct_key
 from orgs.models import AuditEvent
-from proxy import lua
-from proxy import state as gateway_state
 from teams.services import key_create
 from tests.conftest import GatewayTenant
 
@@ -27,12 +27,12 @@ def call(live, secret, headers=None) -> httpx.Response:
 
 
 def account(team) -> dict:
-    raw = gateway_state.client().hgetall(gateway_state.acct_key(team.pk))
+    raw = redis_client().hgetall(acct_key(team.pk))
     return {k.decode(): int(v) for k, v in raw.items()}
 
 
 def key_account(key) -> dict:
-    raw = gateway_state.client().hgetall(f"tg:kacct:{key.pk}")
+    raw = redis_client().hgetall(f"tg:kacct:{key.pk}")
     return {k.decode(): int(v) for k, v in raw.items()}
 
 
@@ -58,7 +58,7 @@ def test_a_flushed_redis_fails_closed_then_is_rebuilt_with_key_budgets_intact(li
     assert [call(live, secret).status_code for _ in range(2)] == [200, 200]
     settlement.settle_usage()
     # when: Redis loses everything
-    gateway_state.client().flushdb()
+    redis_client().flushdb()
     refused = call(live, secret)
     # then: the gateway refuses rather than guess, with a clear, retryable answer
     assert refused.status_code == 503
@@ -82,8 +82,8 @@ def test_drift_is_repaired_and_audited_with_the_amounts(live, tenant):
     settlement.settle_usage()
     tenant.team.account.refresh_from_db()
     true_balance = tenant.team.account.balance_micros
-    client = gateway_state.client()
-    acct = gateway_state.acct_key(tenant.team.pk)
+    client = redis_client()
+    acct = acct_key(tenant.team.pk)
     client.hset(acct, mapping={"bal": true_balance + 500, "pend": 77, "resv": 1234})
     client.hset(f"tg:kacct:{tenant.key.pk}", "resv", 99)
     # when
@@ -126,9 +126,9 @@ def test_unsettled_usage_in_flight_calls_open_jobs_and_dead_letters_are_kept(
     assert call(live, tenant.secret).status_code == 200
     charged = account(tenant.team)["pend"]
     assert charged > 0
-    client = gateway_state.client()
+    client = redis_client()
     client.hset(
-        lua.INFLIGHT,
+        INFLIGHT,
         "req_inflight",
         orjson.dumps({"team": tenant.team.pk, "key": tenant.key.pk, "reserve": 4_000, "ts": 1}),
     )
@@ -136,7 +136,7 @@ def test_unsettled_usage_in_flight_calls_open_jobs_and_dead_letters_are_kept(
         "tg:usage:dead",
         {"rec": orjson.dumps({"rid": "req_dead", "team": tenant.team.pk}), "charged": 300},
     )
-    client.hset(gateway_state.acct_key(tenant.team.pk), mapping={"pend": 0, "resv": 0})
+    client.hset(acct_key(tenant.team.pk), mapping={"pend": 0, "resv": 0})
     # when
     reconcile.reconcile_gateway_state()
     # then
@@ -144,7 +144,7 @@ def test_unsettled_usage_in_flight_calls_open_jobs_and_dead_letters_are_kept(
     assert account(tenant.team)["resv"] == 4_000
     assert key_account(tenant.key)["resv"] == 4_000
     # and settling afterwards releases exactly what it charged
-    client.hdel(lua.INFLIGHT, "req_inflight")
+    client.hdel(INFLIGHT, "req_inflight")
     settlement.settle_usage()
     reconcile.reconcile_gateway_state()
     assert account(tenant.team)["pend"] == 300  # the dead letter, until someone resolves it
@@ -164,7 +164,7 @@ def test_open_flat_priced_jobs_keep_their_reservation(live, mock_catalog, gw_org
         f"{live.url}/v1/jobs", json={"type": "t"}, headers=tenant.headers(), timeout=30
     )
     assert opened.status_code == 201
-    gateway_state.client().hset(gateway_state.acct_key(tenant.team.pk), "resv", 0)
+    redis_client().hset(acct_key(tenant.team.pk), "resv", 0)
     reconcile.reconcile_gateway_state()
     assert account(tenant.team)["resv"] == 700_000
     assert key_account(tenant.key)["resv"] == 700_000
@@ -173,8 +173,8 @@ def test_open_flat_priced_jobs_keep_their_reservation(live, mock_catalog, gw_org
 def test_a_missing_settler_group_counts_the_whole_stream_as_unsettled(live, tenant):
     assert call(live, tenant.secret).status_code == 200
     charged = account(tenant.team)["pend"]
-    client = gateway_state.client()
-    client.xgroup_destroy(lua.USAGE_STREAM, settlement.GROUP)
-    client.hset(gateway_state.acct_key(tenant.team.pk), "pend", 0)
+    client = redis_client()
+    client.xgroup_destroy(USAGE_STREAM, SETTLER_GROUP)
+    client.hset(acct_key(tenant.team.pk), "pend", 0)
     reconcile.reconcile_gateway_state()
     assert account(tenant.team)["pend"] == charged

@@ -6,9 +6,9 @@ import pytest
 from django.core.management import call_command
 from django.db import connection
 
+from core.secrets import decrypt, hash_secret
 from modelgroups.models import Upstream
 from orgs.models import AdminKey, AuditEvent
-from saas.secrets import decrypt, hash_secret
 from teams.models import VirtualKey
 
 PROVIDER_SECRET = "sk-live-provider-0123456789abcdef"

@@ -11,10 +11,12 @@ import orjson
 import pytest
 from django.db import connection
 
+from core.redis import client as redis_client
+from livestate.keys import HEALTH
+from mirrors import gateway as gateway_state
 from modelgroups import services as catalog
 from modelgroups.models import Model, ModelHealth, Upstream
 from modelgroups.tasks import probe_models
-from proxy import state as gateway_state
 from proxy.breaker import Breaker
 from tests.conftest import MASTER, GatewayTenant, client_with, db_state
 
@@ -247,13 +249,13 @@ def test_the_beat_schedule_runs_the_probe_task():
 def test_a_full_republish_carries_the_health(live, mock_catalog):
     # given
     probe_models()
-    redis = gateway_state.client()
+    redis = redis_client()
     # when: Redis loses everything and the state is rebuilt from Postgres
     redis.flushdb()
     gateway_state.publish_all()
     # then
     bad = mock_catalog["models"]["bad"].public_id
-    assert orjson.loads(redis.hget(gateway_state.HEALTH, bad))["status"] == "down"
+    assert orjson.loads(redis.hget(HEALTH, bad))["status"] == "down"
 
 
 # --- the gateway's circuit breaker -----------------------------------------------------------
@@ -420,7 +422,7 @@ def test_health_never_shows_the_provider_key(live, mock_catalog, gw_org):
         checked.content,
         client_with(MASTER).get("/api/models/").content,
         client_with(MASTER).get(f"/api/models/{leaky.public_id}/").content,
-        *gateway_state.client().hgetall(gateway_state.HEALTH).values(),
+        *redis_client().hgetall(HEALTH).values(),
     ]
     for output in outputs:
         assert PROVIDER_KEY.encode() not in output

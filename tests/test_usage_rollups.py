@@ -19,7 +19,7 @@ from billing.models import (
     UsageRecord,
     UsageRollupPending,
 )
-from billing.money import parse_micros
+from core.money import parse_micros
 from teams.services import key_create
 from tests.conftest import Tenant
 

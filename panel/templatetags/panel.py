@@ -5,7 +5,7 @@ import json
 from django import template
 from django.conf import settings
 
-from billing.money import display_micros
+from core.money import display_micros
 from saas.static import static_files
 
 register = template.Library()

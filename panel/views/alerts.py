@@ -6,7 +6,8 @@ from django.views.decorators.http import require_POST
 
 from alerts import services
 from alerts.models import Alert, WebhookDelivery, WebhookEndpoint
-from billing.money import display_micros
+from core.errors import ServiceError
+from core.money import display_micros
 from orgs.models import Organization
 from panel import forms, selectors
 from panel.views.common import (
@@ -17,7 +18,6 @@ from panel.views.common import (
     remember_form_token,
     used_form_token,
 )
-from saas.errors import ServiceError
 from teams.models import Team
 
 ENABLED = {"yes": True, "no": False}

@@ -5,11 +5,11 @@ from django.db.models import Count
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
+from core.errors import ServiceError
 from modelgroups import connection, services
 from modelgroups.models import Model, ModelGroup, Upstream
 from panel import forms
 from panel.views.common import actor, by_public_id
-from saas.errors import ServiceError
 
 
 def _delete(request, obj, service, list_url, edit_url, what):

@@ -3,7 +3,7 @@
 from django.shortcuts import render
 from django.utils import timezone
 
-from billing.money import display_micros
+from core.money import display_micros
 from panel import charts, selectors
 
 

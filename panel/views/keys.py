@@ -4,6 +4,7 @@ from django.contrib import messages
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
+from core.errors import ServiceError
 from panel import forms, selectors
 from panel.views.common import (
     actor,
@@ -13,7 +14,6 @@ from panel.views.common import (
     remember_form_token,
     used_form_token,
 )
-from saas.errors import ServiceError
 from teams import services
 from teams.models import Team, VirtualKey
 

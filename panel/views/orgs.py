@@ -4,11 +4,11 @@ from django.contrib import messages
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
+from core.errors import ServiceError
 from orgs import services
 from orgs.models import Organization
 from panel import forms, selectors
 from panel.views.common import actor, by_public_id, param
-from saas.errors import ServiceError
 from teams.models import Team
 
 

@@ -10,11 +10,11 @@ from django.views.decorators.http import require_POST
 from billing import selectors as billing
 from billing import services as credits
 from billing.models import LedgerEntry
-from billing.money import display_micros
+from core.errors import ServiceError
+from core.money import display_micros
 from orgs.models import Organization
 from panel import charts, forms, selectors
 from panel.views.common import actor, by_public_id, param
-from saas.errors import ServiceError
 from teams import services
 from teams.models import Team, VirtualKey
 

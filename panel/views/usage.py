@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from billing import selectors as billing
 from billing.models import UsageRecord
-from billing.money import display_micros, format_micros
+from core.money import display_micros, format_micros
 from panel import charts, forms, selectors
 
 CSV_COLUMNS = [

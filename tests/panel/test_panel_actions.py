@@ -7,9 +7,11 @@ import pytest
 from django.urls import reverse
 
 from billing.models import LedgerEntry
+from core.redis import client as redis_client
+from core.secrets import decrypt, hashes_match
+from livestate.keys import DEAD_LETTERS, SETTLER_GROUP, USAGE_STREAM
 from modelgroups.models import Model, ModelGroup, Upstream
 from orgs.models import AuditEvent, Organization
-from saas.secrets import decrypt, hashes_match
 from teams.models import Team, VirtualKey
 from tests.conftest import db_state
 from tests.panel.conftest import record_usage
@@ -431,10 +433,8 @@ def test_the_dashboard_shows_spend_and_teams_over_budget(as_admin, tenant_a, ten
 
 def test_the_dashboard_shows_usage_waiting_to_settle_and_dead_letters(as_admin, db):
     from billing import settlement
-    from proxy import lua
-    from proxy import state as gateway_state
 
-    client = gateway_state.client()
+    client = redis_client()
     # given nothing handed off yet
     assert as_admin.get(reverse("panel:dashboard")).context["settlement"] == {
         "waiting": 0,
@@ -444,10 +444,10 @@ def test_the_dashboard_shows_usage_waiting_to_settle_and_dead_letters(as_admin, 
     # given two records the gateway handed off, one taken by a settler and not acknowledged,
     # and one record parked as a dead letter
     settlement.ensure_group(client)
-    client.xadd(lua.USAGE_STREAM, {"rec": "{}"})
-    client.xadd(lua.USAGE_STREAM, {"rec": "{}"})
-    client.xreadgroup(settlement.GROUP, "crashed", {lua.USAGE_STREAM: ">"}, count=1)
-    client.xadd(settlement.DEAD_LETTERS, {"error": "poison"})
+    client.xadd(USAGE_STREAM, {"rec": "{}"})
+    client.xadd(USAGE_STREAM, {"rec": "{}"})
+    client.xreadgroup(SETTLER_GROUP, "crashed", {USAGE_STREAM: ">"}, count=1)
+    client.xadd(DEAD_LETTERS, {"error": "poison"})
     # when
     health = as_admin.get(reverse("panel:dashboard")).context["settlement"]
     # then

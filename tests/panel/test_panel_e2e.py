@@ -65,7 +65,7 @@ def test_an_admin_runs_the_business_from_the_browser(live, browser, settings):
     from alerts.services import alerts_evaluate
     from billing import settlement, tasks
     from billing.models import LedgerEntry
-    from billing.money import display_micros
+    from core.money import display_micros
     from tests.test_alerts import Receiver
 
     settings.WEBHOOK_ALLOW_PRIVATE_ADDRESSES = True  # the webhook receiver is on localhost

@@ -10,8 +10,8 @@ from alerts.models import Alert, WebhookEndpoint
 from alerts.services import alerts_evaluate, webhook_endpoint_create
 from billing.models import Job, LedgerEntry, UsageRecord
 from billing.services import UsageCharge, credits_grant, ledger_post_usage_batch
+from core.secrets import decrypt
 from orgs.models import AuditEvent
-from saas.secrets import decrypt
 from teams.services import team_update
 from tests.conftest import db_state
 

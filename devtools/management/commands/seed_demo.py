@@ -6,11 +6,11 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from billing.services import credits_grant
+from core.secrets import hash_secret
 from modelgroups import services as catalog
 from modelgroups.models import Model, ModelGroup, Upstream
 from orgs.models import Organization
 from orgs.services import organization_create
-from saas.secrets import hash_secret
 from teams.models import Team, VirtualKey
 from teams.services import key_create, key_revoke, team_create
 

@@ -9,7 +9,7 @@ from rest_framework import exceptions, generics, parsers, status
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
-from saas.errors import ServiceError
+from core.errors import ServiceError
 
 logger = logging.getLogger(__name__)
 

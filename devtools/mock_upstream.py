@@ -2,7 +2,7 @@
 
 A raw ASGI app (no framework, orjson) so it is never the bottleneck of a load test. Mounted by
 the gateway under `/mock/` (path left intact) or run alone:
-    python -m proxy.mock_upstream --port 8001 [--latency-ms N] [--workers N]
+    python -m devtools.mock_upstream --port 8001 [--latency-ms N] [--workers N]
 
 Endpoints (an optional leading `/mock` is stripped): POST /v1/chat/completions (also with
 "stream": true), POST /v1/completions (idem), POST /v1/embeddings, GET /v1/models.
@@ -657,7 +657,7 @@ app = MockUpstream(latency_ms=_env_latency_ms())
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m proxy.mock_upstream",
+        prog="python -m devtools.mock_upstream",
         description="Mock OpenAI-compatible upstream, for development and tests only.",
     )
     parser.add_argument("--host", default="127.0.0.1")
@@ -671,7 +671,7 @@ def main(argv: list[str] | None = None) -> None:
     # Workers import `app` afresh, so the latency travels to them through the environment.
     os.environ["MOCK_LATENCY_MS"] = str(args.latency_ms)
     uvicorn.run(
-        "proxy.mock_upstream:app",
+        "devtools.mock_upstream:app",
         host=args.host,
         port=args.port,
         workers=args.workers,

@@ -8,7 +8,7 @@ from django.conf import settings
 from django.db import connection
 from django.http import JsonResponse
 
-from saas import heartbeats
+from ops import heartbeats
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Kept apart from saas.api: DRF imports the pagination class while loading generics."""
+"""Kept apart from core.api: DRF imports the pagination class while loading generics."""
 
 from rest_framework import pagination
 

@@ -1,46 +1,33 @@
-"""What the gateway knows, published by the control plane into Redis after each commit.
+"""The gateway's copy of our state: published into Redis after each commit.
 
 The gateway never reads Postgres. It loads these snapshots at start and follows the change
 stream, so a revoke, a suspension or a new model group is live in every gateway process within
-its poll interval (GATEWAY_REFRESH_SECONDS, 0.2 s by default).
-
-Layout (all under the `tg:` prefix):
-  tg:keys        hash  key hash -> key snapshot (also under the previous hash during a grace)
-  tg:teams       hash  team pk  -> team snapshot
-  tg:catalog     str   upstreams, models and model groups
-  tg:health      hash  model public id -> {status, checked}: the probes' verdicts, kept out of
-                       the catalog so a probe round does not make every gateway rebuild it
-  tg:acct:{team} hash  bal, pspend, ver (from Postgres) + pend, resv (gateway-side, see lua.py)
-  tg:changes     stream of {kind, id, hashes}: what to reload
+its poll interval (GATEWAY_REFRESH_SECONDS, 0.2 s by default). The names and the wire format
+are in livestate/keys.py; this module is the only writer of the snapshots and of the settled
+part of each account (`bal`, `pspend`, `ver`).
 """
 
 import logging
 from collections.abc import Iterable
-from functools import cache
 
 import orjson
 import redis
-from django.conf import settings
 
-from proxy import lua
+from core.redis import client
+from livestate import scripts
+from livestate.keys import (
+    CATALOG,
+    CHANGES,
+    CHANGES_MAXLEN,
+    HEALTH,
+    KEY_SNAPSHOTS,
+    SETTLER_GROUP,
+    TEAM_SNAPSHOTS,
+    USAGE_STREAM,
+    acct_key,
+)
 
 logger = logging.getLogger(__name__)
-
-KEYS = "tg:keys"
-TEAMS = "tg:teams"
-CATALOG = "tg:catalog"
-HEALTH = "tg:health"
-CHANGES = "tg:changes"
-CHANGES_MAXLEN = 100_000
-
-
-def acct_key(team_pk: int) -> str:
-    return f"tg:acct:{team_pk}"
-
-
-@cache
-def client() -> redis.Redis:
-    return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=5)
 
 
 def _epoch(dt) -> float | None:
@@ -189,9 +176,9 @@ def publish_key(key_pk: int, retired_hashes: Iterable[str] = ()) -> None:
     hashes = [h for h in (key.key_hash, key.previous_key_hash) if h]
     retired = [h for h in retired_hashes if h and h not in hashes]
     pipe = client().pipeline()
-    pipe.hset(KEYS, mapping=dict.fromkeys(hashes, snap))
+    pipe.hset(KEY_SNAPSHOTS, mapping=dict.fromkeys(hashes, snap))
     if retired:
-        pipe.hdel(KEYS, *retired)
+        pipe.hdel(KEY_SNAPSHOTS, *retired)
     _announce(pipe, "key", str(key.pk), ",".join(hashes + retired))
     pipe.execute()
 
@@ -202,7 +189,7 @@ def publish_team(team_pk: int) -> None:
 
     team = Team.objects.select_related("account").prefetch_related("model_groups").get(pk=team_pk)
     pipe = client().pipeline()
-    pipe.hset(TEAMS, str(team.pk), orjson.dumps(team_snapshot(team)))
+    pipe.hset(TEAM_SNAPSHOTS, str(team.pk), orjson.dumps(team_snapshot(team)))
     _announce(pipe, "team", str(team.pk))
     pipe.execute()
     publish_account(team.account)
@@ -244,7 +231,7 @@ def publish_health(model_pks: Iterable[int]) -> None:
 def publish_account(account) -> None:
     """Move the gateway's copy of the settled balance forward (never backward); build it,
     with the keys' spend, when Redis has none (a new team, or Redis was flushed)."""
-    moved = lua.account_set(
+    moved = scripts.account_set(
         client(),
         acct_key(account.team_id),
         account.balance_micros,
@@ -252,8 +239,6 @@ def publish_account(account) -> None:
         account.version,
     )
     if moved == -1:
-        from billing.reconcile import rebuild_account
-
         rebuild_account(account)
 
 
@@ -275,11 +260,11 @@ def publish_all() -> None:
         accounts.append(team.account)
     health = _health_rows()
     pipe = client().pipeline(transaction=True)
-    pipe.delete(KEYS, TEAMS, HEALTH)
+    pipe.delete(KEY_SNAPSHOTS, TEAM_SNAPSHOTS, HEALTH)
     if keys:
-        pipe.hset(KEYS, mapping=keys)
+        pipe.hset(KEY_SNAPSHOTS, mapping=keys)
     if teams:
-        pipe.hset(TEAMS, mapping=teams)
+        pipe.hset(TEAM_SNAPSHOTS, mapping=teams)
     if health:
         pipe.hset(HEALTH, mapping=health)
     pipe.set(CATALOG, orjson.dumps(catalog_snapshot()))
@@ -292,7 +277,32 @@ def publish_all() -> None:
 @_safely
 def unpublish_team(team_pk: int) -> None:
     pipe = client().pipeline()
-    pipe.hdel(TEAMS, str(team_pk))
+    pipe.hdel(TEAM_SNAPSHOTS, str(team_pk))
     pipe.delete(acct_key(team_pk))
     _announce(pipe, "team", str(team_pk))
     pipe.execute()
+
+
+def rebuild_account(account) -> bool:
+    """Build a team's Redis account (and its keys' spend) from Postgres, if Redis has none."""
+    from billing.selectors import key_settled_spend
+    from teams.models import VirtualKey
+
+    spend = key_settled_spend(account.team_id)
+    key_ids = VirtualKey.objects.filter(team_id=account.team_id).values_list("pk", flat=True)
+    pairs = []
+    for key_id in key_ids:
+        pairs += [key_id, spend.get(key_id, 0)]
+    built = client().eval(
+        scripts.ACCOUNT_REBUILD,
+        2,
+        acct_key(account.team_id),
+        USAGE_STREAM,
+        account.balance_micros,
+        account.period_spend_micros,
+        account.version,
+        SETTLER_GROUP,
+        scripts.RECONCILE_STREAM_LIMIT,
+        *pairs,
+    )
+    return bool(built)

@@ -1,9 +1,9 @@
 from celery import shared_task
 
-from proxy import state
+from mirrors import gateway as gateway_state
 
 
 @shared_task(ignore_result=True, acks_late=True)
 def publish_gateway_state():
     """Rebuild the gateway's Redis snapshots from Postgres (idempotent)."""
-    state.publish_all()
+    gateway_state.publish_all()

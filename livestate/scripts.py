@@ -9,8 +9,13 @@ the concurrency. Each script runs atomically inside Redis: no check-then-act gap
 Units: all amounts are integer micro-credits; times are milliseconds since the epoch.
 """
 
-USAGE_STREAM = "tg:usage"
-INFLIGHT = "tg:inflight"
+from livestate.keys import (
+    ACCOUNT_PREFIX,
+    JOB_PREFIX,
+    KEY_ACCOUNT_PREFIX,
+    PARALLEL_PREFIX,
+)
+
 # A parallel-request slot whose holder vanished (crash) is reclaimed after this long.
 PARALLEL_STALE_MS = 15 * 60 * 1000
 
@@ -195,13 +200,6 @@ return charge
 """
 )
 
-OPEN_JOBS = "tg:jobs:open"
-
-
-def job_key(job_id: str) -> str:
-    return f"tg:job:{job_id}"
-
-
 # Open a job: reserve its flat price (per_job pricing) and record it.
 # KEYS: 1 account hash, 2 key-account hash, 3 job hash, 4 open-jobs zset, 5 usage stream
 # ARGV: 1 now_ms, 2 job id, 3 fee, 4 overdraft, 5 team budget, 6 budget hard (1/0),
@@ -241,7 +239,7 @@ local j = redis.call('HMGET', KEYS[1], 'team', 'status', 'fee', 'calls', 'failed
   'price', 'in', 'out', 'type')
 if not j[1] or (ARGV[8] ~= '' and j[1] ~= ARGV[8]) then return {'not_found', ''} end
 if j[2] ~= 'open' then return {'closed', j[2]} end
-local acct, kacct = 'tg:acct:' .. j[1], 'tg:kacct:' .. j[6]
+local acct, kacct = __ACCT__ .. j[1], __KACCT__ .. j[6]
 local fee, calls, failed = tonumber(j[3]), tonumber(j[4]), tonumber(j[5])
 release(acct, kacct, fee)
 local status = ARGV[3]
@@ -274,10 +272,10 @@ if not raw then return 0 end
 local f = cjson.decode(raw)
 redis.call('HDEL', KEYS[1], ARGV[1])
 if f.reserve > 0 then
-  redis.call('HINCRBY', 'tg:acct:' .. f.team, 'resv', 0 - f.reserve)
-  redis.call('HINCRBY', 'tg:kacct:' .. f.key, 'resv', 0 - f.reserve)
+  redis.call('HINCRBY', __ACCT__ .. f.team, 'resv', 0 - f.reserve)
+  redis.call('HINCRBY', __KACCT__ .. f.key, 'resv', 0 - f.reserve)
 end
-redis.call('ZREM', 'tg:par:' .. f.team, ARGV[1])
+redis.call('ZREM', __PAR__ .. f.team, ARGV[1])
 redis.call('XADD', KEYS[2], '*', 'rec', ARGV[2], 'charged', 0)
 return 1
 """
@@ -360,7 +358,7 @@ end
 redis.call('HSET', KEYS[1], 'bal', ARGV[1], 'pspend', ARGV[2], 'ver', ARGV[3])
 for i = 6, #ARGV, 2 do
   local spent = tonumber(ARGV[i + 1]) + (charged[ARGV[i]] or 0)
-  redis.call('HSET', 'tg:kacct:' .. ARGV[i], 'spent', spent)
+  redis.call('HSET', __KACCT__ .. ARGV[i], 'spent', spent)
 end
 return 1
 """
@@ -397,7 +395,7 @@ for i = 1, #flat, 2 do
   kresv[k] = (kresv[k] or 0) + f.reserve
 end
 for _, job in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
-  local j = redis.call('HMGET', 'tg:job:' .. job, 'team', 'key', 'fee', 'status')
+  local j = redis.call('HMGET', __JOB__ .. job, 'team', 'key', 'fee', 'status')
   if j[4] == 'open' and tonumber(j[3] or '0') > 0 then
     resv[j[1]] = (resv[j[1]] or 0) + tonumber(j[3])
     kresv[j[2]] = (kresv[j[2]] or 0) + tonumber(j[3])
@@ -414,7 +412,7 @@ end
 local n_teams = tonumber(ARGV[3])
 for i = 4, 3 + n_teams do
   local t = ARGV[i]
-  local acct = 'tg:acct:' .. t
+  local acct = __ACCT__ .. t
   if redis.call('HEXISTS', acct, 'ver') == 1 then
     fix('team', t, acct, 'pend', pend[t] or 0)
     fix('team', t, acct, 'resv', resv[t] or 0)
@@ -422,7 +420,7 @@ for i = 4, 3 + n_teams do
 end
 for i = 4 + n_teams, #ARGV do
   local k = ARGV[i]
-  local kacct = 'tg:kacct:' .. k
+  local kacct = __KACCT__ .. k
   if (kresv[k] or 0) > 0 or redis.call('HEXISTS', kacct, 'resv') == 1 then
     fix('key', k, kacct, 'resv', kresv[k] or 0)
   end
@@ -453,3 +451,20 @@ return released
 
 def account_set(client, key: str, balance: int, period_spend: int, version: int) -> int:
     return client.eval(ACCOUNT_SET, 1, key, balance, period_spend, version)
+
+
+def _names(script: str) -> str:
+    """Put livestate.keys' prefixes into a script's text: Lua spells no `tg:` name itself."""
+    for marker, prefix in (
+        ("__ACCT__", ACCOUNT_PREFIX),
+        ("__KACCT__", KEY_ACCOUNT_PREFIX),
+        ("__PAR__", PARALLEL_PREFIX),
+        ("__JOB__", JOB_PREFIX),
+    ):
+        script = script.replace(marker, f"'{prefix}'")
+    return script
+
+
+JOB_CLOSE, REAP, ACCOUNT_REBUILD, RECONCILE_LIVE = (
+    _names(s) for s in (JOB_CLOSE, REAP, ACCOUNT_REBUILD, RECONCILE_LIVE)
+)

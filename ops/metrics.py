@@ -5,7 +5,7 @@ Sources, read at scrape time:
   keeps in Redis (billing.metrics), so they move within seconds of a call and are monotonic;
 - the usage stream (length, pending, undelivered, dead letters, age of the oldest unsettled
   record) and the Celery queue length: Redis and the broker;
-- periodic task heartbeats (saas.heartbeats);
+- periodic task heartbeats (ops.heartbeats);
 - the gateway overhead histogram: in this process (proxy.metrics).
 
 Authentication: with METRICS_TOKEN set, `Authorization: Bearer <token>` is required; unset, the
@@ -27,10 +27,10 @@ from prometheus_client.core import (
 )
 
 from billing import metrics as usage_metrics
-from billing.settlement import DEAD_LETTERS, GROUP
-from proxy import lua, state
+from core.redis import client as redis_client
+from livestate.keys import DEAD_LETTERS, SETTLER_GROUP, USAGE_STREAM
+from ops import heartbeats
 from proxy.metrics import REGISTRY
-from saas import heartbeats
 from teams.models import Team
 
 logger = logging.getLogger(__name__)
@@ -102,7 +102,7 @@ class ControlPlaneCollector:
         yield errors
 
     def _usage(self):
-        client = state.client()
+        client = redis_client()
         counters = usage_metrics.usage_counters(client)
         public = dict(
             Team.objects.filter(pk__in={team for team, _ in counters}).values_list(
@@ -127,30 +127,31 @@ class ControlPlaneCollector:
         )
 
     def _stream(self):
-        client = state.client()
-        length = client.xlen(lua.USAGE_STREAM)
+        client = redis_client()
+        length = client.xlen(USAGE_STREAM)
         pending = undelivered = 0
         oldest_ids = []
         group = next(
             (
                 g
                 for g in _groups(client)
-                if g["name"] in (GROUP, GROUP.encode())  # bytes unless decode_responses
+                if g["name"]
+                in (SETTLER_GROUP, SETTLER_GROUP.encode())  # bytes unless decode_responses
             ),
             None,
         )
         if group is None:
-            first = client.xrange(lua.USAGE_STREAM, count=1)
+            first = client.xrange(USAGE_STREAM, count=1)
             undelivered = length
             oldest_ids += [first[0][0]] if first else []
         else:
-            summary = client.xpending(lua.USAGE_STREAM, GROUP)
+            summary = client.xpending(USAGE_STREAM, SETTLER_GROUP)
             pending = summary["pending"]
             if pending:
                 oldest_ids.append(summary["min"])
             last = group["last-delivered-id"]
             last = last.decode() if isinstance(last, bytes) else last
-            after = client.xrange(lua.USAGE_STREAM, min=f"({last}", count=1)
+            after = client.xrange(USAGE_STREAM, min=f"({last}", count=1)
             if after:
                 oldest_ids.append(after[0][0])
             undelivered = group.get("lag") or 0
@@ -178,7 +179,7 @@ class ControlPlaneCollector:
         )
 
     def _celery_queue(self):
-        from saas.health import broker_client
+        from ops.health import broker_client
 
         if not settings.CELERY_BROKER_URL.startswith(("redis://", "rediss://", "unix://")):
             return
@@ -220,7 +221,7 @@ def _gauge(name: str, text: str, value: float) -> GaugeMetricFamily:
 
 def _groups(client) -> list[dict]:
     try:
-        return client.xinfo_groups(lua.USAGE_STREAM)
+        return client.xinfo_groups(USAGE_STREAM)
     except redis.ResponseError:  # no stream yet
         return []
 

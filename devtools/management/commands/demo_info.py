@@ -3,7 +3,7 @@
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from proxy.management.commands.seed_demo import _read_env
+from devtools.management.commands.seed_demo import _read_env
 
 
 class Command(BaseCommand):

@@ -19,10 +19,12 @@ from celery.schedules import crontab
 from celery.schedules import schedule as every
 from django.conf import settings
 
+from livestate.keys import TASKS_LAST_SUCCESS as LAST_SUCCESS
+from livestate.keys import TASKS_WATCH_SINCE as WATCH_SINCE
+
 logger = logging.getLogger(__name__)
 
-LAST_SUCCESS = "tg:tasks:last_success"  # hash: task name -> unix time of its last success
-WATCH_SINCE = "tg:tasks:watch_since"  # unix time heartbeats were first read or written
+
 TIMEOUT_S = 2.0
 
 

@@ -5,7 +5,7 @@ import re
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from billing.money import MoneyError, format_micros, parse_micros
+from core.money import MoneyError, format_micros, parse_micros
 
 # PositiveIntegerField columns are Postgres `integer`: a larger value is a DataError (a 500),
 # so integer inputs stored in them carry this as max_value.
