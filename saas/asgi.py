@@ -8,9 +8,9 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "saas.settings")
 django_app = get_asgi_application()
 
+from core.static import static_files  # noqa: E402
 from devtools.mock_upstream import app as mock_upstream  # noqa: E402
 from proxy.gateway import gateway  # noqa: E402 - needs Django set up first
-from saas.static import static_files  # noqa: E402
 
 
 def make_application(gateway_app):

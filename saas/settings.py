@@ -105,7 +105,7 @@ TIME_ZONE = "UTC"
 USE_I18N = False
 USE_TZ = True
 
-# Served by saas.static straight from the ASGI router (see there for why not whitenoise).
+# Served by core.static straight from the ASGI router (see there for why not whitenoise).
 STATIC_URL = "/static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 

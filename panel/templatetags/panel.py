@@ -6,7 +6,7 @@ from django import template
 from django.conf import settings
 
 from core.money import display_micros
-from saas.static import static_files
+from core.static import static_files
 
 register = template.Library()
 

@@ -8,9 +8,9 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
+from core.static import StaticFiles
 from orgs.models import Organization
 from panel import selectors
-from saas.static import StaticFiles
 
 
 @pytest.fixture
