@@ -15,7 +15,10 @@ period spend and balance in Postgres. A team is alerted at most once per period 
 email commit together or not at all. Notifications go out after commit, from tasks: an email
 to the organization's billing_email and a delivery to each enabled webhook endpoint of the
 organization. Emails are sent at least once (a worker dying between sending and recording
-may send one twice); webhooks carry a stable delivery id for receivers to deduplicate.
+may send one twice); webhooks carry a stable delivery id for receivers to deduplicate. A task
+that could not be queued (the broker down at commit) is queued again by the sweep
+(alerts.tasks.redeliver_stuck_webhooks): deliveries still pending, and emails never tried,
+once they are STUCK_AFTER old (an email older than EMAIL_GIVE_UP_AFTER is no longer news).
 """
 
 import logging
@@ -35,6 +38,7 @@ from billing.models import CreditAccount
 from billing.periods import period_start
 from core.money import format_micros
 from core.secrets import decrypt, encrypt, generate_secret
+from core.tasks import enqueue_on_commit
 from orgs.services import apply_changes, audit_record
 
 logger = logging.getLogger(__name__)
@@ -49,6 +53,7 @@ ATTEMPT_LEASE = timedelta(seconds=120)
 # A pending delivery this far past its due time lost its queued task (a broker restart, a
 # worker killed between commit and enqueue): the sweeper queues it again.
 STUCK_AFTER = timedelta(minutes=5)
+EMAIL_GIVE_UP_AFTER = timedelta(days=1)
 
 
 # --- webhook endpoints (admin API) ------------------------------------------------------
@@ -226,8 +231,6 @@ def webhook_payload(alert: Alert) -> dict:
 
 
 def _alert_create(crossing: Crossing, now: datetime) -> Alert | None:
-    from alerts import tasks
-
     team = crossing.account.team
     org = team.organization
     try:
@@ -260,9 +263,9 @@ def _alert_create(crossing: Crossing, now: datetime) -> Alert | None:
                 changes={"team": [None, team.public_id], "threshold": [None, crossing.threshold]},
             )
             if alert.email_to:
-                transaction.on_commit(lambda: tasks.send_alert_email.delay(alert.pk))
+                enqueue_on_commit("alerts.tasks.send_alert_email", alert.pk)
             for delivery in deliveries:
-                transaction.on_commit(lambda pk=delivery.pk: tasks.deliver_webhook.delay(pk))
+                enqueue_on_commit("alerts.tasks.deliver_webhook", delivery.pk)
     except IntegrityError:
         return None  # a concurrent evaluator recorded this crossing first
     return alert
@@ -308,7 +311,24 @@ def alert_email_send(*, alert_id: int) -> bool:
 
 
 def alert_email_failed(*, alert_id: int, error: str) -> None:
+    """Record why an alert's email could not be sent (its task retries what is retryable)."""
     Alert.objects.filter(pk=alert_id).update(email_error=error[:500])
+
+
+def alert_emails_lost(*, now: datetime | None = None) -> list[int]:
+    """Alerts whose email was never tried, long after they were recorded: its task was lost."""
+    now = now or timezone.now()
+    return list(
+        Alert.objects.filter(
+            emailed_at__isnull=True,
+            email_error="",
+            created_at__lt=now - STUCK_AFTER,
+            created_at__gte=now - EMAIL_GIVE_UP_AFTER,
+        )
+        .exclude(email_to="")
+        .order_by("pk")
+        .values_list("pk", flat=True)[:1000]
+    )
 
 
 # --- webhook deliveries -------------------------------------------------------------------

@@ -58,6 +58,9 @@ def deliver_webhook(self, delivery_id: int):
 
 @shared_task(ignore_result=True, acks_late=True, soft_time_limit=50, time_limit=60)
 def redeliver_stuck_webhooks():
-    """Queue again the deliveries whose retry task was lost (broker restart, killed worker)."""
+    """Queue again the notifications whose task was lost (broker down at commit or restarted,
+    a killed worker): pending webhook deliveries, and alert emails never tried."""
     for delivery_id in services.webhook_deliveries_stuck():
         deliver_webhook.delay(delivery_id)
+    for alert_id in services.alert_emails_lost():
+        send_alert_email.delay(alert_id)

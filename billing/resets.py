@@ -16,7 +16,9 @@ whose period is behind the calendar and resets each in its own transaction:
 4. Set the period spend to the settled usage of calls made since the new period began (calls
    just after the boundary may have settled before the reset ran); usage of older calls that
    settles later is not counted in the new period (billing.services.UsageCharge.occurred_at).
-5. Audit every step and, after commit, publish the account to Redis. The gateway's hard budget
+5. Audit every step and tell both mirrors (mirrors.changes.account_moved): after commit the
+   account is published to Redis, and LiteLLM's budget is pushed at once, as for a grant (one
+   rule for every credit movement, wherever it is posted from). The gateway's hard budget
    compares `pspend + pend + resv` with the limit: `pspend` is the new period spend from here;
    `pend` (charged at the gateway, not yet settled) may for a few seconds still hold calls of
    the old period, which makes admission briefly stricter, never looser.
@@ -40,8 +42,8 @@ from django.utils import timezone
 
 from billing.models import CreditAccount, Job, LedgerEntry, UsageRecord
 from billing.periods import PERIODS, period_start
-from billing.services import ledger_post
-from mirrors import gateway as gateway_state
+from billing.services import credits_post
+from mirrors.changes import account_moved
 from orgs.services import audit_record
 
 logger = logging.getLogger(__name__)
@@ -129,14 +131,17 @@ def budget_period_reset(*, account_id: int, now: datetime | None = None) -> Rese
         if previous is not None and not team.allowance_rollover:
             expired = max(min(previous.amount_micros - old_spend, account.balance_micros), 0)
         if expired:
-            _post(
-                team,
-                account,
-                LedgerEntry.Kind.EXPIRY,
-                -expired,
-                f"expiry:{team.public_id}:{_day(new_start)}",
-                f"Unused allowance of the period from {_day(account.period_started_at)} expired.",
-                {
+            credits_post(
+                team=team,
+                kind=LedgerEntry.Kind.EXPIRY,
+                amount_micros=-expired,
+                idempotency_key=f"expiry:{team.public_id}:{_day(new_start)}",
+                actor=ACTOR,
+                reason=(
+                    f"Unused allowance of the period from {_day(account.period_started_at)} "
+                    "expired."
+                ),
+                metadata={
                     "period_start": account.period_started_at.isoformat(),
                     "allowance_micros": previous.amount_micros,
                     "period_spend_micros": old_spend,
@@ -144,41 +149,19 @@ def budget_period_reset(*, account_id: int, now: datetime | None = None) -> Rese
             )
         allowance = team.allowance_micros or 0
         if allowance:
-            _post(
-                team,
-                account,
-                LedgerEntry.Kind.ALLOWANCE,
-                allowance,
-                allowance_key(team, new_start),
-                f"{team.budget_period.capitalize()} allowance from {_day(new_start)}.",
-                {"period_start": new_start.isoformat()},
+            credits_post(
+                team=team,
+                kind=LedgerEntry.Kind.ALLOWANCE,
+                amount_micros=allowance,
+                idempotency_key=allowance_key(team, new_start),
+                actor=ACTOR,
+                reason=f"{team.budget_period.capitalize()} allowance from {_day(new_start)}.",
+                metadata={"period_start": new_start.isoformat()},
             )
-        # ledger_post publishes after each posting; this covers a reset that posted nothing.
-        transaction.on_commit(
-            lambda: gateway_state.publish_account(CreditAccount.objects.get(pk=account_id))
-        )
+        # Each posting tells the mirrors already; this covers a reset that posted nothing.
+        account.refresh_from_db()
+        account_moved(account)
     return ResetResult(new_start, expired, allowance, new_spend)
-
-
-def _post(team, account, kind, amount, key, reason, metadata) -> None:
-    result = ledger_post(
-        account_id=account.pk,
-        kind=kind,
-        amount_micros=amount,
-        idempotency_key=key,
-        actor=ACTOR,
-        reason=reason,
-        metadata=metadata,
-    )
-    if result.created:
-        after = result.entry.balance_after_micros
-        audit_record(
-            actor=ACTOR,
-            action=f"credits.{kind}",
-            obj=team,
-            organization_id=team.organization_id,
-            changes={"balance_micros": [after - amount, after]},
-        )
 
 
 def budget_periods_reset_due(*, now: datetime | None = None, limit: int = 1000) -> int:

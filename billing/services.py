@@ -1,4 +1,9 @@
-"""Every change to a credit balance goes through ledger_post: one locked, idempotent write path."""
+"""Every change to a credit balance goes through ledger_post: one locked, idempotent write path.
+
+Credits given or taken by a person or a period (grants, adjustments, a reset's expiry and
+allowance) are posted by credits_post, which audits them; usage by ledger_post_usage_batch.
+Both tell the mirrors through mirrors.changes.account_moved, which states when LiteLLM's
+budget follows."""
 
 from dataclasses import dataclass
 from datetime import datetime
@@ -8,7 +13,7 @@ from django.db import transaction
 from billing.models import CreditAccount, LedgerEntry
 from core.errors import InsufficientCredits, ValidationFailed
 from core.money import MAX_MICROS
-from mirrors import gateway as gateway_state
+from mirrors.changes import account_moved
 from orgs.services import audit_record
 
 
@@ -79,8 +84,44 @@ def ledger_post(
             account.period_spend_micros -= amount_micros
             fields["period_spend_micros"] = account.period_spend_micros
         CreditAccount.objects.filter(pk=account.pk).update(**fields)
-        transaction.on_commit(lambda: gateway_state.publish_account(account))
+        account_moved(account, by_usage=kind == LedgerEntry.Kind.USAGE)
     return PostResult(entry, created=True)
+
+
+def credits_post(
+    *,
+    team,
+    kind: str,
+    amount_micros: int,
+    idempotency_key: str,
+    actor: str,
+    reason: str,
+    metadata: dict | None = None,
+) -> PostResult:
+    """Post a credit movement to a team's ledger and audit it: grants, adjustments, resets.
+
+    The one "post and audit": ledger_post moves the balance exactly once per idempotency key
+    and tells both mirrors (mirrors.changes.account_moved: the gateway after commit, LiteLLM's
+    budget at once, wherever the movement comes from). Runs inside the caller's transaction."""
+    result = ledger_post(
+        account_id=team.account.pk,
+        kind=kind,
+        amount_micros=amount_micros,
+        idempotency_key=idempotency_key,
+        actor=actor,
+        reason=reason,
+        metadata=metadata,
+    )
+    if result.created:
+        after = result.entry.balance_after_micros
+        audit_record(
+            actor=actor,
+            action=f"credits.{kind}",
+            obj=team,
+            organization_id=team.organization_id,
+            changes={"balance_micros": [after - amount_micros, after]},
+        )
+    return result
 
 
 def credits_grant(*, team, amount_micros: int, reason: str, actor: str, idempotency_key: str):
@@ -90,7 +131,7 @@ def credits_grant(*, team, amount_micros: int, reason: str, actor: str, idempote
             "A grant must be positive; use adjust to remove credits.",
             fields={"amount": ["Must be greater than zero."]},
         )
-    return _post_with_audit(
+    return _credits_give(
         team, LedgerEntry.Kind.GRANT, amount_micros, reason, actor, idempotency_key
     )
 
@@ -101,40 +142,25 @@ def credits_adjust(*, team, amount_micros: int, reason: str, actor: str, idempot
         raise ValidationFailed(
             "An adjustment of zero changes nothing.", fields={"amount": ["Must not be zero."]}
         )
-    return _post_with_audit(
+    return _credits_give(
         team, LedgerEntry.Kind.ADJUSTMENT, amount_micros, reason, actor, idempotency_key
     )
 
 
-def _post_with_audit(team, kind, amount_micros, reason, actor, idempotency_key):
+def _credits_give(team, kind, amount_micros, reason, actor, idempotency_key) -> PostResult:
+    """A person's grant or adjustment: with a reason, in its own transaction, and under an
+    idempotency key scoped to the kind and the team (the caller's key is theirs to choose)."""
     if not reason.strip():
         raise ValidationFailed("Say why: a reason is required.", fields={"reason": ["Required."]})
     with transaction.atomic(durable=True):
-        result = ledger_post(
-            account_id=team.account.pk,
+        return credits_post(
+            team=team,
             kind=kind,
             amount_micros=amount_micros,
             idempotency_key=f"{kind}:{team.public_id}:{idempotency_key}",
             actor=actor,
             reason=reason,
         )
-        if result.created:
-            from litellm_sync.services import team_changed  # an optional mirror of budgets
-
-            team_changed(team)  # LiteLLM's budget follows the credits
-            audit_record(
-                actor=actor,
-                action=f"credits.{kind}",
-                obj=team,
-                organization_id=team.organization_id,
-                changes={
-                    "balance_micros": [
-                        result.entry.balance_after_micros - amount_micros,
-                        result.entry.balance_after_micros,
-                    ]
-                },
-            )
-    return result
 
 
 def _in_current_period(account: CreditAccount, occurred_at: datetime | None) -> bool:
@@ -206,5 +232,5 @@ def ledger_post_usage_batch(*, account_id: int, charges: list[UsageCharge]) -> i
         CreditAccount.objects.filter(pk=account.pk).update(
             balance_micros=balance, period_spend_micros=spend, version=account.version
         )
-        transaction.on_commit(lambda: gateway_state.publish_account(account))
+        account_moved(account, by_usage=True)
     return len(entries)

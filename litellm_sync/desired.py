@@ -6,7 +6,7 @@ back); instead each push sets max_budget = LiteLLM's current spend + what Tollga
 allows, converted from credits to USD. Calls through our gateway raise both LiteLLM's spend
 and our charges, so the allowance stays right between pushes; calls made to LiteLLM directly
 raise only its spend, until reconciliation charges them here. Grants and adjustments push at
-once; usage moves the account's version, which services.budgets_refresh follows at most every
+once; usage moves the account's version, which push.budgets_refresh follows at most every
 LITELLM_BUDGET_REFRESH_SECONDS.
 """
 

@@ -2,7 +2,7 @@
 
 from celery import shared_task
 
-from litellm_sync import services, spend
+from litellm_sync import push, spend
 from litellm_sync.client import enabled
 
 
@@ -10,36 +10,36 @@ from litellm_sync.client import enabled
 def push_team(sync_id: int):
     """Push one team to LiteLLM (a duplicate delivery finds it synced and does nothing)."""
     if enabled():
-        services.team_push(sync_id)
+        push.team_push(sync_id)
 
 
 @shared_task(ignore_result=True, acks_late=True, soft_time_limit=100, time_limit=120)
 def push_key(sync_id: int):
     """Push one key's LiteLLM copies (idempotent like push_team)."""
     if enabled():
-        services.key_push(sync_id)
+        push.key_push(sync_id)
 
 
 @shared_task(ignore_result=True, acks_late=True, soft_time_limit=100, time_limit=120)
 def refresh_models():
     """After a catalog change: re-push teams and keys whose LiteLLM models changed."""
     if enabled():
-        services.models_refresh()
-        services.sync_due()
+        push.models_refresh()
+        push.sync_due()
 
 
 @shared_task(ignore_result=True, acks_late=True, soft_time_limit=240, time_limit=300)
 def sync_due():
     """Pending pushes, retries whose backoff is over, budgets that moved with usage."""
     if enabled():
-        return services.sync_due()
+        return push.sync_due()
 
 
 @shared_task(ignore_result=True, acks_late=True, soft_time_limit=540, time_limit=600)
 def full_resync():
     """Compare everything with LiteLLM and repair drift both ways."""
     if enabled():
-        return services.full_resync()
+        return push.full_resync()
 
 
 @shared_task(ignore_result=True, acks_late=True, soft_time_limit=100, time_limit=120)

@@ -11,8 +11,7 @@ from django.utils import timezone
 
 from core.errors import Conflict, ValidationFailed
 from core.secrets import decrypt, encrypt
-from litellm_sync import services as litellm_sync
-from mirrors import gateway as gateway_state
+from mirrors.changes import catalog_changed, health_changed
 from modelgroups import probe
 from modelgroups.models import Model, ModelGroup, ModelGroupMember, ModelHealth, Upstream
 from orgs.services import apply_changes, audit_record
@@ -35,7 +34,6 @@ def upstream_create(*, actor: str, name: str, api_key: str = "", **fields) -> Up
     _check_key_mode(fields.get("kind", Upstream.Kind.OPENAI), fields.get("key_mode", ""))
     try:
         with transaction.atomic(durable=True):
-            transaction.on_commit(gateway_state.publish_catalog)
             upstream = Upstream.objects.create(
                 name=name, api_key_encrypted=encrypt(api_key), **fields
             )
@@ -45,6 +43,7 @@ def upstream_create(*, actor: str, name: str, api_key: str = "", **fields) -> Up
                 obj=upstream,
                 changes={"name": [None, name], "base_url": [None, upstream.base_url]},
             )
+            catalog_changed()
     except IntegrityError as exc:
         raise _conflict(exc, "upstream", name) from exc
     return upstream
@@ -58,11 +57,10 @@ def upstream_update(*, actor: str, upstream: Upstream, data: dict) -> Upstream:
         data["api_key_encrypted"] = encrypt(api_key)
     try:
         with transaction.atomic(durable=True):
-            transaction.on_commit(gateway_state.publish_catalog)
             apply_changes(
                 obj=upstream, actor=actor, action="upstream.update", organization_id=None, data=data
             )
-            litellm_sync.catalog_changed()
+            catalog_changed()
     except IntegrityError as exc:
         raise _conflict(exc, "upstream", data.get("name", upstream.name)) from exc
     return upstream
@@ -71,7 +69,6 @@ def upstream_update(*, actor: str, upstream: Upstream, data: dict) -> Upstream:
 def upstream_delete(*, actor: str, upstream: Upstream) -> None:
     """Delete an upstream no model uses."""
     with transaction.atomic(durable=True):
-        transaction.on_commit(gateway_state.publish_catalog)
         if upstream.models.exists():
             raise Conflict(f"{upstream.public_id} still serves models; move or delete them first.")
         audit_record(
@@ -81,6 +78,7 @@ def upstream_delete(*, actor: str, upstream: Upstream) -> None:
             changes={"name": [upstream.name, None]},
         )
         upstream.delete()
+        catalog_changed()
 
 
 def default_price(cost_micros: int) -> int:
@@ -103,11 +101,11 @@ def model_create(*, actor: str, name: str, upstream: Upstream, **fields) -> Mode
     _fill_prices(fields)
     try:
         with transaction.atomic(durable=True):
-            transaction.on_commit(gateway_state.publish_catalog)
             model = Model.objects.create(name=name, upstream=upstream, **fields)
             audit_record(
                 actor=actor, action="model.create", obj=model, changes={"name": [None, name]}
             )
+            catalog_changed()
     except IntegrityError as exc:
         raise _conflict(exc, "model", name) from exc
     return model
@@ -118,11 +116,10 @@ def model_update(*, actor: str, model: Model, data: dict) -> Model:
     _fill_prices(data, model)
     try:
         with transaction.atomic(durable=True):
-            transaction.on_commit(gateway_state.publish_catalog)
             apply_changes(
                 obj=model, actor=actor, action="model.update", organization_id=None, data=data
             )
-            litellm_sync.catalog_changed()
+            catalog_changed()
     except IntegrityError as exc:
         raise _conflict(exc, "model", data.get("name", model.name)) from exc
     return model
@@ -131,13 +128,13 @@ def model_update(*, actor: str, model: Model, data: dict) -> Model:
 def model_delete(*, actor: str, model: Model) -> None:
     """Delete a model that no model group lists."""
     with transaction.atomic(durable=True):
-        transaction.on_commit(gateway_state.publish_catalog)
         if ModelGroupMember.objects.filter(model=model).exists():
             raise Conflict(f"{model.public_id} is in model groups; remove it from them first.")
         audit_record(
             actor=actor, action="model.delete", obj=model, changes={"name": [model.name, None]}
         )
         model.delete()
+        catalog_changed()
 
 
 def _set_members(group: ModelGroup, members: list[dict]) -> None:
@@ -161,7 +158,6 @@ def model_group_create(*, actor: str, name: str, members: list[dict], **fields) 
     """Create a model group from an ordered list of {model, priority?, weight?}."""
     try:
         with transaction.atomic(durable=True):
-            transaction.on_commit(gateway_state.publish_catalog)
             group = ModelGroup.objects.create(name=name, **fields)
             _set_members(group, members)
             audit_record(
@@ -170,6 +166,7 @@ def model_group_create(*, actor: str, name: str, members: list[dict], **fields) 
                 obj=group,
                 changes={"name": [None, name], "models": [None, _describe(members)]},
             )
+            catalog_changed()
     except IntegrityError as exc:
         raise _conflict(exc, "model group", name) from exc
     return group
@@ -179,7 +176,6 @@ def model_group_update(*, actor: str, group: ModelGroup, data: dict, members=Non
     """Rename or describe a group, or replace its ordered models."""
     try:
         with transaction.atomic(durable=True):
-            transaction.on_commit(gateway_state.publish_catalog)
             extra = {}
             if members is not None:
                 before = [
@@ -198,8 +194,7 @@ def model_group_update(*, actor: str, group: ModelGroup, data: dict, members=Non
                 data=data,
                 extra_changes=extra,
             )
-            if "models" in extra:
-                litellm_sync.catalog_changed()
+            catalog_changed()
     except IntegrityError as exc:
         raise _conflict(exc, "model group", data.get("name", group.name)) from exc
     return group
@@ -208,7 +203,6 @@ def model_group_update(*, actor: str, group: ModelGroup, data: dict, members=Non
 def model_group_delete(*, actor: str, group: ModelGroup) -> None:
     """Delete a model group that no team uses."""
     with transaction.atomic(durable=True):
-        transaction.on_commit(gateway_state.publish_catalog)
         if group.teams.exists():
             raise Conflict(f"{group.public_id} is assigned to teams; unassign it first.")
         audit_record(
@@ -218,6 +212,7 @@ def model_group_delete(*, actor: str, group: ModelGroup) -> None:
             changes={"name": [group.name, None]},
         )
         group.delete()
+        catalog_changed()
 
 
 # --- health ---------------------------------------------------------------------------------
@@ -296,13 +291,13 @@ def model_health_probe_due() -> int:
         interval = timedelta(seconds=settings.HEALTH_PROBE_INTERVAL_SECONDS)
         ModelHealth.objects.filter(pk__in=claimed).update(next_check_at=now + interval / 2)
         if unprobed:
-            transaction.on_commit(lambda: gateway_state.publish_health(unprobed))
+            health_changed(unprobed)
     models = Model.objects.select_related("upstream").filter(pk__in=claimed).order_by("pk")
     results = _probe([_probe_target(m, m.upstream.health_check) for m in models])
     with transaction.atomic(durable=True):
         for pk in sorted(results):  # primary-key order: no deadlock with a concurrent writer
             _health_record(pk, results[pk])
-        transaction.on_commit(lambda: gateway_state.publish_health(sorted(results)))
+        health_changed(sorted(results))
     return len(results)
 
 
@@ -318,5 +313,5 @@ def model_health_check(*, model: Model) -> ModelHealth:
     with transaction.atomic(durable=True):
         ModelHealth.objects.get_or_create(model=model)
         _health_record(model.pk, result)
-        transaction.on_commit(lambda: gateway_state.publish_health([model.pk]))
+        health_changed([model.pk])
     return ModelHealth.objects.get(pk=model.pk)

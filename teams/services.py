@@ -10,8 +10,7 @@ from billing.models import UsageDaily
 from billing.services import account_create
 from core.errors import Conflict, ValidationFailed
 from core.secrets import generate_secret, hash_secret, lookup_prefix
-from litellm_sync import services as litellm_sync
-from mirrors import gateway as gateway_state
+from mirrors.changes import key_changed, team_changed, team_removed
 from orgs.services import apply_changes, audit_record
 from teams.models import Team, VirtualKey
 
@@ -92,8 +91,7 @@ def team_create(*, actor: str, organization, name: str, model_groups=(), **field
                     "model_groups": [None, sorted(g.name for g in model_groups)],
                 },
             )
-            transaction.on_commit(lambda: gateway_state.publish_team(team.pk))
-            litellm_sync.team_changed(team)
+            team_changed(team)
     except IntegrityError as exc:
         raise _team_conflict(exc, name, organization) from exc
     return team
@@ -106,7 +104,6 @@ def team_update(*, actor: str, team: Team, data: dict, model_groups=None) -> Tea
     account_data = {f: data.pop(f) for f in ACCOUNT_FIELDS if f in data}
     try:
         with transaction.atomic(durable=True):
-            transaction.on_commit(lambda: gateway_state.publish_team(team.pk))
             extra = _set_model_groups(team, model_groups)
             if account_data:
                 account = team.account
@@ -125,7 +122,7 @@ def team_update(*, actor: str, team: Team, data: dict, model_groups=None) -> Tea
                 extra_changes=extra,
             )
             if changes:
-                litellm_sync.team_changed(team)
+                team_changed(team)
     except IntegrityError as exc:
         if "balance_within_overdraft" in str(exc):
             raise ValidationFailed(
@@ -139,7 +136,6 @@ def team_update(*, actor: str, team: Team, data: dict, model_groups=None) -> Tea
 def team_set_status(*, actor: str, team: Team, status: str) -> Team:
     """Suspend, pause or resume a team: its keys stop (or start) working at the gateway."""
     with transaction.atomic(durable=True):
-        transaction.on_commit(lambda: gateway_state.publish_team(team.pk))
         if apply_changes(
             obj=team,
             actor=actor,
@@ -147,15 +143,13 @@ def team_set_status(*, actor: str, team: Team, status: str) -> Team:
             organization_id=team.organization_id,
             data={"status": status},
         ):
-            litellm_sync.team_changed(team)
+            team_changed(team)
     return team
 
 
 def team_delete(*, actor: str, team: Team) -> None:
     """Delete a team that never had credit history; otherwise it can only be suspended."""
     with transaction.atomic(durable=True):
-        team_pk = team.pk  # gone from the instance once deleted
-        transaction.on_commit(lambda: gateway_state.unpublish_team(team_pk))
         # Raw usage is pruned after its retention; the daily roll-ups keep the history.
         if (
             team.account.entries.exists()
@@ -173,7 +167,7 @@ def team_delete(*, actor: str, team: Team) -> None:
             organization_id=team.organization_id,
             changes={"name": [team.name, None]},
         )
-        litellm_sync.team_deleted(team)
+        team_removed(team)
         team.account.delete()
         team.delete()
 
@@ -239,8 +233,7 @@ def key_create(*, actor: str, team: Team, name: str, model_groups=(), **fields):
             organization_id=team.organization_id,
             changes={"name": [None, name]},
         )
-        transaction.on_commit(lambda: gateway_state.publish_key(key.pk))
-        litellm_sync.key_changed(key, secret=secret)
+        key_changed(key, secret=secret)
     return key, secret
 
 
@@ -256,7 +249,6 @@ def key_update(*, actor: str, key: VirtualKey, data: dict, model_groups=None) ->
             fields={"expires_at": ["In the past."]},
         )
     with transaction.atomic(durable=True):
-        transaction.on_commit(lambda: gateway_state.publish_key(key.pk))
         extra = _set_model_groups(key, model_groups)
         if apply_changes(
             obj=key,
@@ -266,14 +258,13 @@ def key_update(*, actor: str, key: VirtualKey, data: dict, model_groups=None) ->
             data=data,
             extra_changes=extra,
         ):
-            litellm_sync.key_changed(key)
+            key_changed(key)
     return key
 
 
 def key_revoke(*, actor: str, key: VirtualKey) -> VirtualKey:
     """Revoke a key now; any previous secret in its grace period stops too."""
     with transaction.atomic(durable=True):
-        transaction.on_commit(lambda: gateway_state.publish_key(key.pk))
         apply_changes(
             obj=key,
             actor=actor,
@@ -285,7 +276,7 @@ def key_revoke(*, actor: str, key: VirtualKey) -> VirtualKey:
                 "previous_valid_until": None,
             },
         )
-        litellm_sync.key_changed(key)
+        key_changed(key)
     return key
 
 
@@ -300,7 +291,6 @@ def key_rotate(*, actor: str, key: VirtualKey, grace_seconds: int):
         # Without a grace the old secret stops now: its Redis entry must go, or the gateway
         # would keep answering it from the old snapshot until the next full publish.
         retired = [h for h in (locked.key_hash, locked.previous_key_hash) if h]
-        transaction.on_commit(lambda: gateway_state.publish_key(key.pk, retired_hashes=retired))
         apply_changes(
             obj=locked,
             actor=actor,
@@ -313,7 +303,7 @@ def key_rotate(*, actor: str, key: VirtualKey, grace_seconds: int):
                 "key_hash": digest,
             },
         )
-        litellm_sync.key_changed(locked, secret=secret)
+        key_changed(locked, secret=secret, retired=retired)
     locked.team = key.team
     return locked, secret
 
@@ -366,9 +356,6 @@ def _sweep_keys(due, limit: int, *, action: str, data: dict) -> int:
                 organization_id=key.team.organization_id,
                 data=dict(data),
             )
-            transaction.on_commit(
-                lambda pk=pk, retired=retired: gateway_state.publish_key(pk, retired_hashes=retired)
-            )
-            litellm_sync.key_changed(key)
+            key_changed(key, retired=retired)
         done += 1
     return done

@@ -518,3 +518,38 @@ def test_a_teams_alerts_are_listed_in_the_api(tenant_a, api):
 )
 def test_only_temporary_mail_failures_are_retried(error, retried):
     assert tasks._email_retryable(error) is retried
+
+
+@pytest.mark.django_db
+def test_a_broker_down_at_commit_loses_no_alert_and_the_sweep_sends_its_email_later(
+    tenant_a, tenant_b, mailoutbox, monkeypatch, django_capture_on_commit_callbacks
+):
+    # given: two teams past 50% of their budget
+    for tenant in (tenant_a, tenant_b):
+        settle_usage(budgeted(tenant, thresholds=(50,)), 6 * CREDIT, at(2026, 3, 4, 9))
+    # when: the broker refuses every task at commit
+    with monkeypatch.context() as patch:
+        patch.setattr(tasks.send_alert_email, "delay", broker_down)
+        with django_capture_on_commit_callbacks(execute=True):
+            created = services.alerts_evaluate()
+    # then: both alerts are recorded (the first failed send did not end the round), no email
+    assert created == 2
+    assert mailoutbox == []
+    # when: the broker is back; the sweep runs before the emails count as lost
+    tasks.redeliver_stuck_webhooks.apply()
+    # then: nothing yet (their tasks may still be queued)
+    assert mailoutbox == []
+    # when: they are older than STUCK_AFTER
+    Alert.objects.update(created_at=timezone.now() - services.STUCK_AFTER - timedelta(seconds=1))
+    assert services.alert_emails_lost(now=timezone.now() + services.EMAIL_GIVE_UP_AFTER) == []
+    tasks.redeliver_stuck_webhooks.apply()
+    tasks.redeliver_stuck_webhooks.apply()
+    # then: each email is sent, once
+    assert sorted(m.subject for m in mailoutbox) == [
+        "[Tollgate] Team A reached 50% of its daily budget",
+        "[Tollgate] Team B reached 50% of its daily budget",
+    ]
+
+
+def broker_down(*args, **kwargs):
+    raise ConnectionRefusedError("the broker is down")

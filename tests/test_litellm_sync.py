@@ -8,9 +8,10 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
+from billing import resets
 from billing.services import credits_grant
 from core.secrets import encrypt, hash_secret
-from litellm_sync import services as sync
+from litellm_sync import push as sync
 from litellm_sync import tasks
 from litellm_sync.models import KeySync, TeamSync
 from modelgroups import services as catalog
@@ -291,6 +292,21 @@ def test_the_team_budget_is_its_remaining_credits_in_usd(litellm, lite, org, com
     # then: LiteLLM may spend 4 USD more than it has
     assert litellm.teams[team.public_id]["max_budget"] == 4.5
     assert litellm.teams[team.public_id]["budget_duration"] is None
+
+
+def test_an_allowance_credited_by_a_period_reset_reaches_litellm_at_once_like_a_grant(
+    litellm, lite, org, commit
+):
+    # given: a team with a daily allowance of 10 credits, not credited yet
+    team = make_team(
+        commit, org, [lite["lite"]], budget_period="daily", allowance_micros=10_000_000
+    )
+    assert litellm.teams[team.public_id]["max_budget"] == 0.0
+    # when: its period starts (and no sweep runs)
+    with commit():
+        resets.budget_period_reset(account_id=team.account.pk)
+    # then: pushed at 1.25 credits per USD
+    assert litellm.teams[team.public_id]["max_budget"] == 8.0
 
 
 def test_usage_moves_the_litellm_budget_at_the_next_refresh(litellm, lite, org, commit):

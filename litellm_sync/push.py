@@ -1,7 +1,7 @@
-"""Mirror teams and virtual keys into LiteLLM.
+"""Push teams and virtual keys to LiteLLM: the worker half of the LiteLLM mirror.
 
 The desired state is ours (Postgres). A change bumps the object's sync record in the change's
-own transaction (team_changed, key_changed, …); after commit a task pushes the whole object
+own transaction (mirrors/litellm.py); after commit a task pushes the whole object
 (team_push, key_push), outside any transaction. A push that fails is retried with backoff by
 the periodic sync_due sweep, so changes made while LiteLLM is down queue up and are applied
 when it returns: teams before keys, each object in its latest state. Pushes are upserts, and
@@ -28,14 +28,13 @@ from redis.exceptions import LockError
 
 from billing.selectors import key_settled_spend
 from core.redis import client as redis_client
-from core.secrets import decrypt, encrypt, hash_secret
+from core.secrets import decrypt
 from litellm_sync import desired
 from litellm_sync.client import (
     LiteLLMClient,
     LiteLLMError,
     LiteLLMRejected,
     LiteLLMUnavailable,
-    enabled,
 )
 from litellm_sync.models import KeySync, SyncState, TeamSync
 from livestate.keys import litellm_lock_key
@@ -49,76 +48,6 @@ BACKOFF_MAX_SECONDS = 3600
 SWEEP_LIMIT = 500
 
 SYNCED, PENDING, FAILED = SyncState.SYNCED, SyncState.PENDING, SyncState.FAILED
-
-
-# --- recording changes: called inside the caller's transaction --------------------------
-
-
-def _bump(model, lookup: dict, defaults: dict | None = None):
-    sync, created = model.objects.get_or_create(**lookup, defaults=defaults or {})
-    if not created:
-        model.objects.filter(pk=sync.pk).update(
-            desired_version=F("desired_version") + 1, state=PENDING, next_retry_at=None
-        )
-    return sync
-
-
-def _enqueue(task, sync_id: int) -> None:
-    def send():
-        try:
-            task.delay(sync_id)
-        except Exception:
-            # Committed anyway: the record is pending, and the sync_due sweep pushes it.
-            logger.exception("could not queue the LiteLLM push of %s %s", task.name, sync_id)
-
-    transaction.on_commit(send)
-
-
-def team_changed(team: Team) -> None:
-    """LiteLLM's copy of this team is now behind; it is pushed after commit."""
-    if not enabled():
-        return
-    from litellm_sync import tasks
-
-    sync = _bump(TeamSync, {"team": team}, {"litellm_team_id": team.public_id})
-    _enqueue(tasks.push_team, sync.pk)
-
-
-def team_deleted(team: Team) -> None:
-    """The team is being deleted here (call before deleting it): delete it in LiteLLM too,
-    with its keys. Its sync record stays behind, team-less, until that is done."""
-    team_changed(team)
-
-
-def key_changed(key: VirtualKey, *, secret: str | None = None) -> None:
-    """LiteLLM's copy of this key is now behind. `secret`: a new plaintext (key_create,
-    key_rotate), held encrypted until LiteLLM has it."""
-    if not enabled():
-        return
-    from litellm_sync import tasks
-
-    sync = _bump(KeySync, {"key": key})
-    if secret:
-        locked = KeySync.objects.select_for_update().get(pk=sync.pk)
-        locked.secrets_encrypted[hash_secret(secret)] = encrypt(secret)
-        locked.save(update_fields=["secrets_encrypted", "updated_at"])
-    _enqueue(tasks.push_key, sync.pk)
-
-
-def catalog_changed() -> None:
-    """Models or model groups changed: after commit, re-push teams and keys whose LiteLLM
-    model list is no longer what was pushed."""
-    if not enabled():
-        return
-    from litellm_sync import tasks
-
-    def send():
-        try:
-            tasks.refresh_models.delay()
-        except Exception:
-            logger.exception("could not queue the LiteLLM model refresh; full_resync repairs it")
-
-    transaction.on_commit(send)
 
 
 # --- pushing ------------------------------------------------------------------------------
