@@ -11,6 +11,7 @@ import os
 import socket
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import orjson
@@ -84,6 +85,61 @@ def trim_settled(client) -> None:
         groups = {g["name"]: g for g in client.xinfo_groups(USAGE_STREAM)}
         floor = groups[SETTLER_GROUP.encode()]["last-delivered-id"]
     client.xtrim(USAGE_STREAM, minid=floor, approximate=False)
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """What the gateway has handed off that Postgres has not settled yet (normally settled
+    within a second or two), read from the usage stream."""
+
+    length: int  # entries in the stream (acknowledged ones are trimmed after each batch)
+    pending: int  # delivered to a settler, not acknowledged yet
+    undelivered: int  # not read by any settler yet (Redis 7 reports a group's lag)
+    oldest_unsettled_seconds: float | None  # age of the oldest of those; None: none found
+    dead_letters: int  # records that could not be settled, for a person to look at
+
+    @property
+    def waiting(self) -> int:
+        return self.pending + self.undelivered
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else value  # bytes unless decode_responses
+
+
+def _settler_group(client) -> dict | None:
+    try:
+        groups = client.xinfo_groups(USAGE_STREAM)
+    except redis.ResponseError:  # no stream yet: nothing was ever handed off
+        return None
+    return next((g for g in groups if _text(g["name"]) == SETTLER_GROUP), None)
+
+
+def backlog(client, *, now: float | None = None) -> Backlog:
+    """The settlement backlog, for /metrics and the dashboard. Raises redis.RedisError."""
+    now = time.time() if now is None else now
+    length = client.xlen(USAGE_STREAM)
+    group = _settler_group(client)
+    oldest_ids = []
+    if group is None:  # no settler ran yet: everything in the stream waits
+        pending, undelivered = 0, length
+        first = client.xrange(USAGE_STREAM, count=1)
+        oldest_ids += [first[0][0]] if first else []
+    else:
+        pending, undelivered = group["pending"], group.get("lag") or 0
+        if pending:
+            oldest_ids.append(client.xpending(USAGE_STREAM, SETTLER_GROUP)["min"])
+        last = _text(group["last-delivered-id"])
+        after = client.xrange(USAGE_STREAM, min=f"({last}", count=1)
+        oldest_ids += [after[0][0]] if after else []
+    ages = [max(now - int(_text(i).split("-", 1)[0]) / 1000, 0.0) for i in oldest_ids]
+    return Backlog(
+        length=length,
+        pending=pending,
+        undelivered=undelivered,
+        oldest_unsettled_seconds=max(ages, default=None),
+        dead_letters=client.xlen(DEAD_LETTERS),
+    )
 
 
 def _settle_isolating_failures(client, messages) -> int:

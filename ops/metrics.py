@@ -14,9 +14,7 @@ endpoint is open with DEBUG on and refused otherwise, because it names teams and
 
 import hmac
 import logging
-import time
 
-import redis
 from django.conf import settings
 from django.http import HttpResponse, JsonResponse
 from prometheus_client import CONTENT_TYPE_LATEST, ProcessCollector, generate_latest
@@ -27,8 +25,8 @@ from prometheus_client.core import (
 )
 
 from billing import metrics as usage_metrics
+from billing import settlement
 from core.redis import client as redis_client
-from livestate.keys import DEAD_LETTERS, SETTLER_GROUP, USAGE_STREAM
 from ops import heartbeats
 from proxy.metrics import REGISTRY
 from teams.models import Team
@@ -127,55 +125,27 @@ class ControlPlaneCollector:
         )
 
     def _stream(self):
-        client = redis_client()
-        length = client.xlen(USAGE_STREAM)
-        pending = undelivered = 0
-        oldest_ids = []
-        group = next(
-            (
-                g
-                for g in _groups(client)
-                if g["name"]
-                in (SETTLER_GROUP, SETTLER_GROUP.encode())  # bytes unless decode_responses
-            ),
-            None,
-        )
-        if group is None:
-            first = client.xrange(USAGE_STREAM, count=1)
-            undelivered = length
-            oldest_ids += [first[0][0]] if first else []
-        else:
-            summary = client.xpending(USAGE_STREAM, SETTLER_GROUP)
-            pending = summary["pending"]
-            if pending:
-                oldest_ids.append(summary["min"])
-            last = group["last-delivered-id"]
-            last = last.decode() if isinstance(last, bytes) else last
-            after = client.xrange(USAGE_STREAM, min=f"({last}", count=1)
-            if after:
-                oldest_ids.append(after[0][0])
-            undelivered = group.get("lag") or 0
-        ages = [max(time.time() - _stream_id_seconds(i), 0.0) for i in oldest_ids]
-        yield _gauge("tollgate_usage_stream_length", "Entries in the usage stream.", length)
+        stream = settlement.backlog(redis_client())
+        yield _gauge("tollgate_usage_stream_length", "Entries in the usage stream.", stream.length)
         yield _gauge(
             "tollgate_usage_stream_pending",
             "Usage records delivered to a settler and not yet acknowledged.",
-            pending,
+            stream.pending,
         )
         yield _gauge(
             "tollgate_usage_stream_undelivered",
             "Usage records not yet read by any settler.",
-            undelivered,
+            stream.undelivered,
         )
         yield _gauge(
             "tollgate_usage_dead_letters",
             "Usage records that could not be settled (tg:usage:dead), for a person to look at.",
-            client.xlen(DEAD_LETTERS),
+            stream.dead_letters,
         )
         yield _gauge(
             "tollgate_settlement_oldest_unsettled_age_seconds",
             "Age of the oldest usage record not yet settled; 0 when none is waiting.",
-            max(ages, default=0.0),
+            stream.oldest_unsettled_seconds or 0.0,
         )
 
     def _celery_queue(self):
@@ -217,18 +187,6 @@ class ControlPlaneCollector:
 
 def _gauge(name: str, text: str, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, text, value=value)
-
-
-def _groups(client) -> list[dict]:
-    try:
-        return client.xinfo_groups(USAGE_STREAM)
-    except redis.ResponseError:  # no stream yet
-        return []
-
-
-def _stream_id_seconds(stream_id) -> float:
-    raw = stream_id.decode() if isinstance(stream_id, bytes) else stream_id
-    return int(raw.split("-", 1)[0]) / 1000
 
 
 REGISTRY.register(ControlPlaneCollector())

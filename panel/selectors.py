@@ -10,9 +10,9 @@ from django.db.models import Count, F, Q, Sum
 from django.db.models.functions import TruncDay, TruncMinute
 
 from billing import selectors as billing
+from billing import settlement
 from billing.models import UsageRecord
 from core.redis import client as redis_client
-from livestate.keys import DEAD_LETTERS, SETTLER_GROUP, USAGE_STREAM
 from teams.models import Team
 
 logger = logging.getLogger(__name__)
@@ -112,45 +112,18 @@ def dashboard(*, now) -> dict:
 
 
 def settlement_health(*, now) -> dict | None:
-    """Calls the gateway has handed off that Postgres has not settled yet (normally settled
-    within a second or two), and records parked as dead letters. None: Redis is unreachable."""
-
-    client = redis_client()
+    """Calls the gateway has handed off that Postgres has not settled yet, and records parked
+    as dead letters (billing.settlement.backlog). None: Redis is unreachable."""
     try:
-        groups = {
-            (g["name"].decode() if isinstance(g["name"], bytes) else g["name"]): g
-            for g in client.xinfo_groups(USAGE_STREAM)
-        }
-    except redis.ResponseError:  # no stream yet: nothing was ever handed off
-        groups = {}
+        backlog = settlement.backlog(redis_client(), now=now.timestamp())
     except redis.RedisError:
         logger.warning("dashboard: Redis unreachable for settlement health", exc_info=True)
         return None
-    try:
-        group = groups.get(SETTLER_GROUP)
-        if group is None:  # no settler ran yet: everything in the stream waits
-            waiting, after = client.xlen(USAGE_STREAM), "-"
-        else:
-            # Taken but not acknowledged, plus not taken yet (Redis 7 reports the lag).
-            waiting = group["pending"] + (group.get("lag") or 0)
-            after = "-"
-            if group["pending"]:
-                after = client.xpending(USAGE_STREAM, SETTLER_GROUP)["min"]
-            elif waiting:
-                last = group["last-delivered-id"]
-                after = "(" + (last.decode() if isinstance(last, bytes) else last)
-        oldest = None
-        if waiting:
-            first = client.xrange(USAGE_STREAM, min=after, count=1)
-            if first:
-                entry_id = first[0][0]
-                entry_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-                oldest = max(now.timestamp() - int(entry_id.split("-")[0]) / 1000, 0)
-        dead = client.xlen(DEAD_LETTERS)
-    except redis.RedisError:
-        logger.warning("dashboard: Redis unreachable for settlement health", exc_info=True)
-        return None
-    return {"waiting": waiting, "oldest_seconds": oldest, "dead_letters": dead}
+    return {
+        "waiting": backlog.waiting,
+        "oldest_seconds": backlog.oldest_unsettled_seconds if backlog.waiting else None,
+        "dead_letters": backlog.dead_letters,
+    }
 
 
 def budget_watch(limit: int = 10) -> list[dict]:
