@@ -112,17 +112,22 @@ def team_push(sync_id: int, *, force: bool = False) -> str:
     return _locked("team", TeamSync, sync_id, lambda f: _team_push_once(sync_id, f), force)
 
 
-def _team_push_once(sync_id: int, force: bool) -> str:
-    sync = (
-        TeamSync.objects.select_related("team__organization", "team__account")
-        .filter(pk=sync_id)
-        .first()
-    )
+def _to_push(model, sync_id: int, force: bool, *related: str):
+    """(the sync record to push, "") or (None, why there is nothing to push): gone, or
+    skipped (LiteLLM has its desired version already)."""
+    sync = model.objects.select_related(*related).filter(pk=sync_id).first()
     if sync is None:
-        return "gone"
+        return None, "gone"
+    if not force and sync.synced_version >= sync.desired_version:
+        return None, "skipped"
+    return sync, ""
+
+
+def _team_push_once(sync_id: int, force: bool) -> str:
+    sync, skip = _to_push(TeamSync, sync_id, force, "team__organization", "team__account")
+    if skip:
+        return skip
     version = sync.desired_version
-    if not force and sync.synced_version >= version:
-        return "skipped"
     team = sync.team
     try:
         with LiteLLMClient() as client:
@@ -192,16 +197,10 @@ def _generate(client: LiteLLMClient, secret: str, key_hash: str, body: dict) -> 
 
 
 def _key_push_once(sync_id: int, force: bool) -> str:
-    sync = (
-        KeySync.objects.select_related("key__team__organization", "key__team__account")
-        .filter(pk=sync_id)
-        .first()
-    )
-    if sync is None:
-        return "gone"
+    sync, skip = _to_push(KeySync, sync_id, force, "key__team__organization", "key__team__account")
+    if skip:
+        return skip
     version = sync.desired_version
-    if not force and sync.synced_version >= version:
-        return "skipped"
     key = sync.key
     now = timezone.now()
     copies = {c.key_hash: c for c in desired.key_copies(key, now=now)}
