@@ -9,6 +9,7 @@ run: setup seed
 
 test: setup chromium
 	.venv/bin/ruff check .
+	.venv/bin/lint-imports
 	$(PY) manage.py makemigrations --check --dry-run
 	.venv/bin/pytest
 
@@ -40,6 +41,7 @@ chromium:
 
 lint: install
 	.venv/bin/ruff check .
+	.venv/bin/lint-imports
 	.venv/bin/ruff format --check .
 
 bench: setup

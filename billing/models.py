@@ -1,5 +1,5 @@
 from django.db import models
-from django.db.models import F, Q
+from django.db.models import F, Q, Sum
 
 from core.ids import PublicIdField
 
@@ -242,3 +242,24 @@ class UsageRollupPending(models.Model):
 
     def __str__(self):
         return f"team {self.team_id} {self.hour:%Y-%m-%d %H:00}"
+
+
+def key_settled_spend(team_id: int) -> dict[int, int]:
+    """Micro-credits each of the team's keys has been charged, as settled in Postgres.
+
+    A read over two of this module's tables that the gateway mirror needs to rebuild an
+    account (mirrors sit below the selectors), so it lives with the models."""
+    spend: dict[int, int] = {}
+    for key_id, total in (
+        UsageRecord.objects.filter(team_id=team_id, key__isnull=False)
+        .values_list("key")
+        .annotate(total=Sum("price_micros"))
+    ):
+        spend[key_id] = total
+    for key_id, total in (
+        Job.objects.filter(team_id=team_id, key__isnull=False)
+        .values_list("key")
+        .annotate(total=Sum("charged_micros"))
+    ):
+        spend[key_id] = spend.get(key_id, 0) + total
+    return spend

@@ -7,7 +7,7 @@ from django.db.models import Count, Q, Sum
 from django.db.models.functions import TruncDay
 from django.utils import timezone
 
-from billing.models import Job, UsageRecord
+from billing.models import UsageRecord
 from billing.periods import next_period_start, period_start
 
 
@@ -245,21 +245,3 @@ def job_totals(job) -> dict:
         "cost_micros": job.calls_cost,
         "price_micros": job.calls_price + job.charged_micros,
     }
-
-
-def key_settled_spend(team_id: int) -> dict[int, int]:
-    """Micro-credits each of the team's keys has been charged, as settled in Postgres."""
-    spend: dict[int, int] = {}
-    for key_id, total in (
-        UsageRecord.objects.filter(team_id=team_id, key__isnull=False)
-        .values_list("key")
-        .annotate(total=Sum("price_micros"))
-    ):
-        spend[key_id] = total
-    for key_id, total in (
-        Job.objects.filter(team_id=team_id, key__isnull=False)
-        .values_list("key")
-        .annotate(total=Sum("charged_micros"))
-    ):
-        spend[key_id] = spend.get(key_id, 0) + total
-    return spend

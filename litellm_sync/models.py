@@ -1,6 +1,11 @@
 from django.db import models
 from django.db.models import Q
 
+# Spend rows of calls made through the gateway carry our request id as litellm_call_id.
+GATEWAY_ID_PREFIX = "req_"
+# Usage records written here for calls made to LiteLLM directly (not through the gateway).
+DIRECT_RECORD_PREFIX = "llm_"
+
 
 class SyncState(models.TextChoices):
     PENDING = "pending"  # a change waits to be pushed

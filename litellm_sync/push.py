@@ -26,7 +26,7 @@ from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 from redis.exceptions import LockError
 
-from billing.selectors import key_settled_spend
+from billing.models import key_settled_spend
 from core.redis import client as redis_client
 from core.secrets import decrypt
 from litellm_sync import desired

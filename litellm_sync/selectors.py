@@ -6,8 +6,14 @@ from django.conf import settings
 from django.db.models import Count, Sum
 
 from billing.models import UsageRecord
-from litellm_sync.models import KeySync, SpendLog, SyncState, TeamSync
-from litellm_sync.spend import DIRECT_RECORD_PREFIX, GATEWAY_ID_PREFIX
+from litellm_sync.models import (
+    DIRECT_RECORD_PREFIX,
+    GATEWAY_ID_PREFIX,
+    KeySync,
+    SpendLog,
+    SyncState,
+    TeamSync,
+)
 from modelgroups.models import Model, Upstream
 
 SAMPLE = 50  # examples listed per kind of drift

@@ -23,7 +23,7 @@ from billing.models import UsageRecord
 from billing.services import UsageCharge, ledger_post_usage_batch
 from litellm_sync.client import LiteLLMClient, SpendRow
 from litellm_sync.desired import credits_per_usd
-from litellm_sync.models import SpendCursor, SpendLog
+from litellm_sync.models import DIRECT_RECORD_PREFIX, GATEWAY_ID_PREFIX, SpendCursor, SpendLog
 from modelgroups.models import Model, Upstream
 from teams.models import Team, VirtualKey
 
@@ -37,8 +37,6 @@ MAX_WALKS = 3  # re-reads of a window too short to split whose pages shifted und
 # given this long for the gateway's record to settle, then charged as a direct call (so a
 # client cannot dodge charges by sending x-litellm-call-id: req_… itself).
 GATEWAY_RECORD_GRACE = timedelta(hours=1)
-GATEWAY_ID_PREFIX = "req_"
-DIRECT_RECORD_PREFIX = "llm_"  # usage records made here for direct calls
 
 
 def spend_pull(*, now=None) -> dict:

@@ -285,7 +285,7 @@ def unpublish_team(team_pk: int) -> None:
 
 def rebuild_account(account) -> bool:
     """Build a team's Redis account (and its keys' spend) from Postgres, if Redis has none."""
-    from billing.selectors import key_settled_spend
+    from billing.models import key_settled_spend
     from teams.models import VirtualKey
 
     spend = key_settled_spend(account.team_id)

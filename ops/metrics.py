@@ -139,7 +139,7 @@ class ControlPlaneCollector:
         )
         yield _gauge(
             "tollgate_usage_dead_letters",
-            "Usage records that could not be settled (tg:usage:dead), for a person to look at.",
+            "Usage records that could not be settled (dead letters), for a person to look at.",
             stream.dead_letters,
         )
         yield _gauge(

@@ -90,7 +90,7 @@ CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
         "LOCATION": REDIS_URL,
-        # Not under `tg:`: those names belong to the gateway contract (livestate/keys.py).
+        # Apart from the names the gateway shares with the control plane (livestate/keys.py).
         "KEY_PREFIX": "django",
     }
 }

@@ -11,7 +11,18 @@ from billing import settlement
 from billing.models import LedgerEntry, UsageRecord
 from core.redis import client as redis_client
 from livestate import scripts
-from livestate.keys import DEAD_LETTERS, INFLIGHT, SETTLER_GROUP, USAGE_STREAM, acct_key
+from livestate.keys import (
+    DEAD_LETTERS,
+    INFLIGHT,
+    SETTLER_GROUP,
+    USAGE_STREAM,
+    acct_key,
+    job_key,
+    key_acct_key,
+    key_rate_key,
+    parallel_key,
+    team_rate_key,
+)
 from modelgroups import services as catalog
 from tests.conftest import GatewayTenant
 
@@ -390,14 +401,14 @@ def test_a_reservation_left_by_a_dead_gateway_is_released_once(live, gw_team):
         scripts.ADMIT,
         9,
         acct_key(team),
-        f"tg:kacct:{key}",
-        f"tg:par:{team}",
+        key_acct_key(key),
+        parallel_key(team),
         INFLIGHT,
-        f"tg:rl:k:{key}:r",
-        f"tg:rl:k:{key}:t",
-        f"tg:rl:t:{team}:r",
-        f"tg:rl:t:{team}:t",
-        "tg:job:",
+        key_rate_key(key, "r"),
+        key_rate_key(key, "t"),
+        team_rate_key(team, "r"),
+        team_rate_key(team, "t"),
+        job_key(""),
         1_000,
         "req_dead",
         10,

@@ -8,7 +8,14 @@ import pytest
 from billing import reconcile, settlement
 from billing.models import UsageRecord
 from core.redis import client as redis_client
-from livestate.keys import INFLIGHT, SETTLER_GROUP, USAGE_STREAM, acct_key
+from livestate.keys import (
+    DEAD_LETTERS,
+    INFLIGHT,
+    SETTLER_GROUP,
+    USAGE_STREAM,
+    acct_key,
+    key_acct_key,
+)
 from orgs.models import AuditEvent
 from teams.services import key_create
 from tests.conftest import GatewayTenant
@@ -32,7 +39,7 @@ def account(team) -> dict:
 
 
 def key_account(key) -> dict:
-    raw = redis_client().hgetall(f"tg:kacct:{key.pk}")
+    raw = redis_client().hgetall(key_acct_key(key.pk))
     return {k.decode(): int(v) for k, v in raw.items()}
 
 
@@ -85,7 +92,7 @@ def test_drift_is_repaired_and_audited_with_the_amounts(live, tenant):
     client = redis_client()
     acct = acct_key(tenant.team.pk)
     client.hset(acct, mapping={"bal": true_balance + 500, "pend": 77, "resv": 1234})
-    client.hset(f"tg:kacct:{tenant.key.pk}", "resv", 99)
+    client.hset(key_acct_key(tenant.key.pk), "resv", 99)
     # when
     repairs = reconcile.reconcile_gateway_state()
     # then
@@ -133,7 +140,7 @@ def test_unsettled_usage_in_flight_calls_open_jobs_and_dead_letters_are_kept(
         orjson.dumps({"team": tenant.team.pk, "key": tenant.key.pk, "reserve": 4_000, "ts": 1}),
     )
     client.xadd(
-        "tg:usage:dead",
+        DEAD_LETTERS,
         {"rec": orjson.dumps({"rid": "req_dead", "team": tenant.team.pk}), "charged": 300},
     )
     client.hset(acct_key(tenant.team.pk), mapping={"pend": 0, "resv": 0})
