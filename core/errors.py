@@ -10,6 +10,11 @@ class ServiceError(Exception):
         self.message = message
         self.fields = fields or {}
 
+    def field_messages(self) -> list[str]:
+        """Every field message, or the message when there are none: what an adapter shows
+        under the one field it asked a rule about."""
+        return [m for messages in self.fields.values() for m in messages] or [self.message]
+
 
 class ValidationFailed(ServiceError):
     status = 400

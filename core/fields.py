@@ -5,11 +5,21 @@ import re
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from core.bounds import INT_MAX
+from core.errors import ServiceError
 from core.money import MoneyError, format_micros, parse_micros
 
-# PositiveIntegerField columns are Postgres `integer`: a larger value is a DataError (a 500),
-# so integer inputs stored in them carry this as max_value.
-INT_MAX = 2**31 - 1
+__all__ = ["INT_MAX", "JSONObjectField", "MoneyField", "PublicIdRelatedField", "rule_checked"]
+
+
+def rule_checked(rule, value):
+    """Apply a domain rule (one of an app's rules.py) to a field's parsed value early: its
+    refusal becomes this field's error, worded as the service would word it."""
+    try:
+        rule(value)
+    except ServiceError as exc:
+        raise serializers.ValidationError(exc.field_messages()) from None
+    return value
 
 
 @extend_schema_field({"type": "string", "format": "decimal", "example": "12.500000"})
@@ -92,65 +102,3 @@ class JSONObjectField(serializers.DictField):
             elif isinstance(item, str) and _JSONB_UNSAFE.search(item):
                 self.fail("unsafe_text")
         return value
-
-
-JOB_TYPE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,99}$")
-
-
-@extend_schema_field(
-    {
-        "type": "object",
-        "additionalProperties": {"type": "string", "format": "decimal"},
-        "example": {"summarize": "0.500000"},
-    }
-)
-class JobPricesField(serializers.Field):
-    """{job type: decimal price}, stored as {job type: micro-credits}."""
-
-    MAX_TYPES = 200
-    default_error_messages = {"invalid": "{message}"}
-
-    def to_representation(self, value):
-        return {k: format_micros(v) for k, v in (value or {}).items()}
-
-    def to_internal_value(self, data):
-        if not isinstance(data, dict):
-            self.fail("invalid", message='Send an object such as {"summarize": "0.50"}.')
-        if len(data) > self.MAX_TYPES:
-            self.fail("invalid", message=f"At most {self.MAX_TYPES} job types.")
-        out = {}
-        for job_type, price in data.items():
-            if not JOB_TYPE_RE.match(job_type):
-                self.fail(
-                    "invalid",
-                    message=f"{job_type[:100]!r} is not a job type (letters, digits, _ . : -).",
-                )
-            if isinstance(price, bool) or not isinstance(price, str | int):
-                self.fail("invalid", message=f'Price of {job_type}: send a string like "0.50".')
-            try:
-                out[job_type] = parse_micros(price)
-            except MoneyError as exc:
-                self.fail("invalid", message=f"Price of {job_type}: {exc}")
-        return out
-
-
-class RegexListField(serializers.ListField):
-    """Regular expressions, each compiled here so a bad one is a 400, not a gateway error."""
-
-    def __init__(self, **kwargs):
-        kwargs.setdefault("child", serializers.CharField(max_length=500))
-        kwargs.setdefault("max_length", 50)
-        super().__init__(**kwargs)
-
-    def to_internal_value(self, data):
-        patterns = super().to_internal_value(data)
-        for i, pattern in enumerate(patterns):
-            try:
-                compiled = re.compile(pattern)
-            except re.error as exc:
-                raise serializers.ValidationError(
-                    {i: [f"Not a valid regular expression: {exc}."]}
-                ) from None
-            if compiled.match(""):
-                raise serializers.ValidationError({i: ["The pattern matches empty text."]})
-        return patterns

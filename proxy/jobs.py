@@ -15,6 +15,7 @@ import time
 import orjson
 from django.conf import settings
 
+from core.bounds import JOB_TYPE_RE
 from core.ids import new_public_id
 from core.money import format_micros
 from livestate.keys import OPEN_JOBS, USAGE_STREAM, job_key
@@ -22,7 +23,6 @@ from proxy import control
 from proxy.errors import GatewayError
 
 JOB_ID_RE = re.compile(r"^job_[a-z0-9]{20}$")
-JOB_TYPE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,99}$")
 CLOSING_STATUSES = ("completed", "failed", "cancelled")
 MAX_METADATA_BYTES = 16 * 1024
 

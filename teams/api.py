@@ -2,24 +2,18 @@
 
 import django_filters
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.response import Response
 
 from core.api import AdminView
-from core.fields import (
-    INT_MAX,
-    JobPricesField,
-    JSONObjectField,
-    MoneyField,
-    PublicIdRelatedField,
-    RegexListField,
-)
+from core.fields import INT_MAX, JSONObjectField, MoneyField, PublicIdRelatedField, rule_checked
+from core.money import MoneyError, format_micros, parse_micros
 from litellm_sync.api import sync_state_field
 from modelgroups.models import ModelGroup
 from orgs.auth import IsPlatformAdmin
 from orgs.models import Organization
-from teams import services
+from teams import rules, services
 from teams.models import Team, VirtualKey
 
 
@@ -27,6 +21,60 @@ def _group_field(**kwargs):
     return PublicIdRelatedField(
         kind="model group", name_field="name", queryset=ModelGroup.objects.all(), **kwargs
     )
+
+
+@extend_schema_field(
+    {
+        "type": "object",
+        "additionalProperties": {"type": "string", "format": "decimal"},
+        "example": {"summarize": "0.500000"},
+    }
+)
+class JobPricesField(serializers.Field):
+    """{job type: decimal price} on the wire, {job type: micro-credits} stored."""
+
+    default_error_messages = {"invalid": "{message}"}
+
+    def to_representation(self, value):
+        return {k: format_micros(v) for k, v in (value or {}).items()}
+
+    def to_internal_value(self, data):
+        if not isinstance(data, dict):
+            self.fail("invalid", message='Send an object such as {"summarize": "0.50"}.')
+        rule_checked(rules.validate_job_types, data)  # before parsing what may be refused
+        prices = {}
+        for job_type, price in data.items():
+            if isinstance(price, bool) or not isinstance(price, str | int):
+                self.fail("invalid", message=f'Price of {job_type}: send a string like "0.50".')
+            try:
+                prices[job_type] = parse_micros(price)
+            except MoneyError as exc:
+                self.fail("invalid", message=f"Price of {job_type}: {exc}")
+        return prices
+
+
+class RegexListField(serializers.ListField):
+    """Redaction patterns: a bad one is a 400 naming its position, not a gateway error."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault(
+            "child", serializers.CharField(max_length=rules.REDACT_PATTERN_LENGTH_MAX)
+        )
+        kwargs.setdefault("max_length", rules.REDACT_PATTERNS_MAX)
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data):
+        patterns = super().to_internal_value(data)
+        for i, pattern in enumerate(patterns):
+            problem = rules.redact_pattern_problem(pattern)
+            if problem:
+                raise serializers.ValidationError({i: [f"The pattern {problem}"]})
+        return patterns
+
+
+def _integer(field: str, **kwargs) -> serializers.IntegerField:
+    """An integer team setting within its bounds (teams.rules)."""
+    return serializers.IntegerField(**rules.bounds(field), required=False, **kwargs)
 
 
 class TeamOutput(serializers.ModelSerializer):
@@ -87,20 +135,14 @@ class TeamInput(serializers.Serializer):
     external_id = serializers.CharField(max_length=200, required=False, allow_null=True)
     metadata = JSONObjectField(required=False)
     model_groups = serializers.ListField(child=_group_field(), required=False)
-    rpm_limit = serializers.IntegerField(
-        min_value=1, max_value=INT_MAX, required=False, allow_null=True
-    )
-    tpm_limit = serializers.IntegerField(
-        min_value=1, max_value=INT_MAX, required=False, allow_null=True
-    )
-    max_parallel_requests = serializers.IntegerField(
-        min_value=1, max_value=INT_MAX, required=False, allow_null=True
-    )
+    rpm_limit = _integer("rpm_limit", allow_null=True)
+    tpm_limit = _integer("tpm_limit", allow_null=True)
+    max_parallel_requests = _integer("max_parallel_requests", allow_null=True)
     budget_period = serializers.ChoiceField(choices=Team.BudgetPeriod.choices, required=False)
     budget_limit = MoneyField(source="budget_limit_micros", required=False, allow_null=True)
     budget_mode = serializers.ChoiceField(choices=Team.LimitMode.choices, required=False)
     alert_thresholds = serializers.ListField(
-        child=serializers.IntegerField(), required=False, max_length=10
+        child=serializers.IntegerField(), required=False, max_length=rules.ALERT_THRESHOLDS_MAX
     )
     low_balance_alert = MoneyField(
         source="low_balance_alert_micros",
@@ -113,18 +155,14 @@ class TeamInput(serializers.Serializer):
     overdraft_limit = MoneyField(source="overdraft_limit_micros", required=False)
     pricing_mode = serializers.ChoiceField(choices=Team.PricingMode.choices, required=False)
     credits_per_usd = MoneyField(source="credits_per_usd_micros", required=False, allow_null=True)
-    tokens_per_unit = serializers.IntegerField(
-        min_value=1, max_value=INT_MAX, required=False, allow_null=True
-    )
+    tokens_per_unit = _integer("tokens_per_unit", allow_null=True)
     price_per_unit = MoneyField(source="price_per_unit_micros", required=False, allow_null=True)
     job_price = MoneyField(source="job_price_micros", required=False, allow_null=True)
     job_type_prices = JobPricesField(required=False)
-    cache_ttl_seconds = serializers.IntegerField(
-        min_value=0, max_value=30 * 86400, required=False, allow_null=True
-    )
-    cache_hit_price_percent = serializers.IntegerField(min_value=0, max_value=100, required=False)
+    cache_ttl_seconds = _integer("cache_ttl_seconds", allow_null=True)
+    cache_hit_price_percent = _integer("cache_hit_price_percent")
     log_bodies = serializers.BooleanField(required=False)
-    log_retention_days = serializers.IntegerField(min_value=1, max_value=3650, required=False)
+    log_retention_days = _integer("log_retention_days")
     log_redact_patterns = RegexListField(required=False)
 
 

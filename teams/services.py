@@ -12,51 +12,12 @@ from core.errors import Conflict, ValidationFailed
 from core.secrets import generate_secret, hash_secret, lookup_prefix
 from mirrors.changes import key_changed, team_changed, team_removed
 from orgs.services import apply_changes, audit_record
+from teams import rules
 from teams.models import Team, VirtualKey
 
 VIRTUAL_KEY_PREFIX = "sk-"
 # Fields that live on the credit account but are set through the team.
 ACCOUNT_FIELDS = ("overdraft_limit_micros",)
-
-
-def _check_budget(data: dict, team: Team | None = None) -> None:
-    period = data.get("budget_period", team.budget_period if team else Team.BudgetPeriod.NONE)
-    allowance = data.get("allowance_micros", team.allowance_micros if team else None)
-    if allowance and period == Team.BudgetPeriod.NONE:
-        raise ValidationFailed(
-            "A recurring allowance needs a budget period to recur on.",
-            fields={"allowance": ["Set budget_period to daily, weekly or monthly."]},
-        )
-    thresholds = data.get("alert_thresholds")
-    if thresholds is not None and any(not (0 < t <= 1000) for t in thresholds):
-        raise ValidationFailed(
-            "Alert thresholds are percentages between 1 and 1000.",
-            fields={"alert_thresholds": ["Out of range."]},
-        )
-
-
-def _check_pricing(data: dict, team: Team | None = None) -> None:
-    """Each pricing mode needs its parameters; checked against the team as it will be."""
-
-    def final(field):
-        return data[field] if field in data else getattr(team, field, None)
-
-    mode = final("pricing_mode") or Team.PricingMode.MODEL_PRICES
-    needed = {
-        Team.PricingMode.COST_MARKUP: {"credits_per_usd_micros": "credits_per_usd"},
-        Team.PricingMode.PER_TOKENS: {
-            "tokens_per_unit": "tokens_per_unit",
-            "price_per_unit_micros": "price_per_unit",
-        },
-        Team.PricingMode.PER_JOB: {"job_price_micros": "job_price"},
-    }.get(mode, {})
-    missing = {
-        api: [f"Required when pricing_mode is {mode}."]
-        for field, api in needed.items()
-        if final(field) is None
-    }
-    if missing:
-        raise ValidationFailed(f"Pricing mode {mode} needs {', '.join(missing)}.", fields=missing)
 
 
 def team_create(*, actor: str, organization, name: str, model_groups=(), **fields) -> Team:
@@ -68,8 +29,7 @@ def team_create(*, actor: str, organization, name: str, model_groups=(), **field
                 f"external_id {fields['external_id']!r} already belongs to {existing.public_id}.",
                 fields={"external_id": ["Already used by another team."]},
             )
-    _check_budget(fields)
-    _check_pricing(fields)
+    rules.validate_team(fields)
     account_fields = {f: fields.pop(f) for f in ACCOUNT_FIELDS if f in fields}
     fields.setdefault("alert_thresholds", [80, 100])
     try:
@@ -99,8 +59,7 @@ def team_create(*, actor: str, organization, name: str, model_groups=(), **field
 
 def team_update(*, actor: str, team: Team, data: dict, model_groups=None) -> Team:
     """Change a team's settings; model groups and account limits included."""
-    _check_budget(data, team)
-    _check_pricing(data, team)
+    rules.validate_team(data, team=team)
     account_data = {f: data.pop(f) for f in ACCOUNT_FIELDS if f in data}
     try:
         with transaction.atomic(durable=True):

@@ -9,7 +9,9 @@ from alerts.models import Alert, WebhookDelivery, WebhookEndpoint
 from core.errors import ServiceError
 from core.money import display_micros
 from orgs.models import Organization
-from panel import forms, selectors
+from panel import selectors
+from panel.forms.alerts import WebhookCreateForm, WebhookForm
+from panel.forms.common import new_idempotency_key, service_error_to_form
 from panel.views.common import (
     actor,
     by_public_id,
@@ -77,7 +79,7 @@ def _secret_page(request, endpoint, secret, *, rotated=False):
 
 def webhook_create(request):
     org = Organization.objects.filter(public_id=param(request, "org", 40)).first()
-    form = forms.WebhookCreateForm(
+    form = WebhookCreateForm(
         request.POST or None, initial={"organization": org.public_id if org else ""}
     )
     token = request.POST.get("form_token", "") if request.method == "POST" else ""
@@ -92,17 +94,17 @@ def webhook_create(request):
                     actor=actor(request), **form.cleaned_data
                 )
             except ServiceError as exc:
-                forms.service_error_to_form(form, exc)
+                service_error_to_form(form, exc)
             else:
                 remember_form_token(request, token, endpoint.public_id)
                 return _secret_page(request, endpoint, secret)
-    context = {"form": form, "org": org, "form_token": token or forms.new_idempotency_key()}
+    context = {"form": form, "org": org, "form_token": token or new_idempotency_key()}
     return render(request, "panel/webhook_form.html", context)
 
 
 def webhook_detail(request, id):
     endpoint = by_public_id(_endpoints(), id)
-    form = forms.WebhookForm(
+    form = WebhookForm(
         request.POST or None,
         initial={
             "url": endpoint.url,
@@ -115,7 +117,7 @@ def webhook_detail(request, id):
         try:
             services.webhook_endpoint_update(actor=actor(request), endpoint=endpoint, data=data)
         except ServiceError as exc:
-            forms.service_error_to_form(form, exc)
+            service_error_to_form(form, exc)
         else:
             messages.success(request, "Endpoint saved." if data else "Nothing changed.")
             return redirect("panel:webhook_detail", endpoint.public_id)
@@ -130,7 +132,7 @@ def webhook_detail(request, id):
         "page": page,
         "status": status,
         "statuses": WebhookDelivery.Status.choices,
-        "form_token": forms.new_idempotency_key(),
+        "form_token": new_idempotency_key(),
     }
     return render(request, "panel/webhook_detail.html", context, status=400 if form.errors else 200)
 

@@ -8,7 +8,14 @@ from django.views.decorators.http import require_POST
 from core.errors import ServiceError
 from modelgroups import connection, services
 from modelgroups.models import Model, ModelGroup, Upstream
-from panel import forms
+from panel.forms.catalog import (
+    CatalogModelForm,
+    MemberFormSet,
+    ModelGroupForm,
+    UpstreamEditForm,
+    UpstreamForm,
+)
+from panel.forms.common import service_error_to_form
 from panel.views.common import actor, by_public_id
 
 
@@ -46,8 +53,8 @@ def _group_form(request, group):
             {"model": m.model, "priority": m.priority, "weight": m.weight}
             for m in group.members.select_related("model")
         ]
-    form = forms.ModelGroupForm(request.POST or None, initial=initial)
-    formset = forms.MemberFormSet(request.POST or None, initial=members, prefix="members")
+    form = ModelGroupForm(request.POST or None, initial=initial)
+    formset = MemberFormSet(request.POST or None, initial=members, prefix="members")
     if request.method == "POST" and form.is_valid() and formset.is_valid():
         try:
             if group is None:
@@ -62,7 +69,7 @@ def _group_form(request, group):
                 )
                 messages.success(request, f"Model group {group.name} saved.")
         except ServiceError as exc:
-            forms.service_error_to_form(form, exc)
+            service_error_to_form(form, exc)
         else:
             return redirect("panel:group_list")
     return render(
@@ -103,8 +110,8 @@ def model_list(request):
 
 
 def _model_form(request, model):
-    initial = forms.CatalogModelForm.initial_for(model) if model else None
-    form = forms.CatalogModelForm(request.POST or None, initial=initial)
+    initial = CatalogModelForm.initial_for(model) if model else None
+    form = CatalogModelForm(request.POST or None, initial=initial)
     if request.method == "POST" and form.is_valid():
         try:
             if model is None:
@@ -115,7 +122,7 @@ def _model_form(request, model):
                 services.model_update(actor=actor(request), model=model, data=data)
                 messages.success(request, f"Model {model.name} saved.")
         except ServiceError as exc:
-            forms.service_error_to_form(form, exc)
+            service_error_to_form(form, exc)
         else:
             return redirect("panel:model_list")
     return render(request, "panel/model_form.html", {"form": form, "model": model})
@@ -146,12 +153,12 @@ def upstream_list(request):
 
 
 def upstream_create(request):
-    form = forms.UpstreamForm(request.POST or None)
+    form = UpstreamForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
             upstream = services.upstream_create(actor=actor(request), **form.cleaned_data)
         except ServiceError as exc:
-            forms.service_error_to_form(form, exc)
+            service_error_to_form(form, exc)
         else:
             messages.success(request, f"Upstream {upstream.name} created.")
             return redirect("panel:upstream_list")
@@ -171,7 +178,7 @@ def _upstream_initial(upstream) -> dict:
 
 def upstream_edit(request, id):
     upstream = by_public_id(Upstream.objects.annotate(model_count=Count("models")), id)
-    form = forms.UpstreamEditForm(request.POST or None, initial=_upstream_initial(upstream))
+    form = UpstreamEditForm(request.POST or None, initial=_upstream_initial(upstream))
     if request.method == "POST" and form.is_valid():
         data = {
             k: v
@@ -186,7 +193,7 @@ def upstream_edit(request, id):
         try:
             services.upstream_update(actor=actor(request), upstream=upstream, data=data)
         except ServiceError as exc:
-            forms.service_error_to_form(form, exc)
+            service_error_to_form(form, exc)
         else:
             messages.success(request, f"Upstream {upstream.name} saved.")
             return redirect("panel:upstream_list")
@@ -198,7 +205,7 @@ def upstream_test(request, id):
     """Make a real call to the upstream and show its answer or the error."""
     upstream = by_public_id(Upstream.objects.annotate(model_count=Count("models")), id)
     outcome = connection.upstream_probe(upstream=upstream)
-    form = forms.UpstreamEditForm(initial=_upstream_initial(upstream))
+    form = UpstreamEditForm(initial=_upstream_initial(upstream))
     return render(
         request,
         "panel/upstream_form.html",

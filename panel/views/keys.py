@@ -5,7 +5,9 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from core.errors import ServiceError
-from panel import forms, selectors
+from panel import selectors
+from panel.forms.common import new_idempotency_key, service_error_to_form
+from panel.forms.keys import KeyForm, RotateForm
 from panel.views.common import (
     actor,
     by_public_id,
@@ -61,7 +63,7 @@ def _secret_page(request, key, secret, *, rotated=False):
 
 def key_create(request, id):
     team = by_public_id(Team.objects.select_related("organization"), id)
-    form = forms.KeyForm(request.POST or None, team=team)
+    form = KeyForm(request.POST or None, team=team)
     token = request.POST.get("form_token", "") if request.method == "POST" else ""
     if request.method == "POST":
         if (done := used_form_token(request, token)) is not None:
@@ -75,14 +77,14 @@ def key_create(request, id):
                     actor=actor(request), team=team, model_groups=groups, **fields
                 )
             except ServiceError as exc:
-                forms.service_error_to_form(form, exc)
+                service_error_to_form(form, exc)
             else:
                 remember_form_token(request, token, key.public_id)
                 return _secret_page(request, key, secret)
     return render(
         request,
         "panel/key_form.html",
-        {"team": team, "form": form, "form_token": token or forms.new_idempotency_key()},
+        {"team": team, "form": form, "form_token": token or new_idempotency_key()},
     )
 
 
@@ -95,8 +97,8 @@ def key_detail(request, id):
         {
             "key": key,
             "usage": usage,
-            "rotate_form": forms.RotateForm(),
-            "form_token": forms.new_idempotency_key(),
+            "rotate_form": RotateForm(),
+            "form_token": new_idempotency_key(),
         },
     )
 
@@ -108,7 +110,7 @@ def key_rotate(request, id):
     if used_form_token(request, token) is not None:
         messages.info(request, "That key was already rotated; the new secret was shown once.")
         return redirect("panel:key_detail", key.public_id)
-    form = forms.RotateForm(request.POST)
+    form = RotateForm(request.POST)
     if not form.is_valid():
         messages.error(request, "Pick how long the old secret keeps working.")
         return redirect("panel:key_detail", key.public_id)

@@ -7,7 +7,9 @@ from django.views.decorators.http import require_POST
 from core.errors import ServiceError
 from orgs import services
 from orgs.models import Organization
-from panel import forms, selectors
+from panel import selectors
+from panel.forms.common import service_error_to_form
+from panel.forms.orgs import OrganizationEditForm, OrganizationForm
 from panel.views.common import actor, by_public_id, param
 from teams.models import Team
 
@@ -24,14 +26,14 @@ def org_list(request):
 
 
 def org_create(request):
-    form = forms.OrganizationForm(request.POST or None)
+    form = OrganizationForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
             org, created = services.organization_create(
                 actor=actor(request), **form.service_fields()
             )
         except ServiceError as exc:
-            forms.service_error_to_form(form, exc)
+            service_error_to_form(form, exc)
         else:
             if created:
                 messages.success(request, f"Organization {org.name} created.")
@@ -45,7 +47,7 @@ def org_detail(request, id):
     org = by_public_id(Organization.objects.all(), id)
     teams = Team.objects.filter(organization=org).select_related("account")
     page = selectors.keyset_page(teams, request.GET.get("cursor"))
-    form = forms.OrganizationEditForm(
+    form = OrganizationEditForm(
         request.POST or None,
         initial={"name": org.name, "external_id": org.external_id or "", "status": org.status},
     )
@@ -54,7 +56,7 @@ def org_detail(request, id):
         try:
             services.organization_update(actor=actor(request), org=org, data=data)
         except ServiceError as exc:
-            forms.service_error_to_form(form, exc)
+            service_error_to_form(form, exc)
         else:
             messages.success(request, "Organization saved." if data else "Nothing changed.")
             return redirect("panel:org_detail", org.public_id)

@@ -15,7 +15,8 @@ from django.utils.html import escape
 from django.views.decorators.http import require_POST
 
 from billing.models import LedgerEntry, UsageRecord
-from panel import forms, playground
+from panel import playground
+from panel.forms.playground import PlaygroundForm
 from panel.views.common import actor, no_store, param
 from teams.models import Team
 
@@ -65,7 +66,7 @@ def playground_page(request):
     group = param(request, "group", 200)
     if team is not None and group:
         initial["model_group"] = team.model_groups.filter(name=group).first()
-    form = forms.PlaygroundForm(initial=initial, team=team)
+    form = PlaygroundForm(initial=initial, team=team)
     return render(request, "panel/playground.html", _context(request, form, team, team_id))
 
 
@@ -73,7 +74,7 @@ def playground_page(request):
 def playground_send(request):
     team_id = request.POST.get("team", "")[:40]
     team = _team(team_id.replace("\x00", ""))
-    form = forms.PlaygroundForm(request.POST, team=team)
+    form = PlaygroundForm(request.POST, team=team)
     streaming = request.headers.get("X-Playground") == "stream"
     if not form.is_valid():
         template = "panel/_playground_form.html" if streaming else "panel/playground.html"

@@ -13,7 +13,10 @@ from billing.models import LedgerEntry
 from core.errors import ServiceError
 from core.money import display_micros
 from orgs.models import Organization
-from panel import charts, forms, selectors
+from panel import charts, selectors
+from panel.forms.common import new_idempotency_key, service_error_to_form
+from panel.forms.keys import KeyForm
+from panel.forms.teams import CreditForm, TeamCreateForm, TeamForm
 from panel.views.common import actor, by_public_id, param
 from teams import services
 from teams.models import Team, VirtualKey
@@ -53,7 +56,7 @@ def team_list(request):
 
 def team_create(request):
     initial = {"organization": param(request, "org")}
-    form = forms.TeamCreateForm(request.POST or None, initial=initial)
+    form = TeamCreateForm(request.POST or None, initial=initial)
     org = Organization.objects.filter(public_id=initial["organization"]).first()
     if request.method == "POST" and form.is_valid():
         fields, groups = form.service_fields()
@@ -65,7 +68,7 @@ def team_create(request):
                 **fields,
             )
         except ServiceError as exc:
-            forms.service_error_to_form(form, exc)
+            service_error_to_form(form, exc)
         else:
             messages.success(request, f"Team {team.name} created.")
             return redirect("panel:team_detail", team.public_id)
@@ -74,13 +77,13 @@ def team_create(request):
 
 def team_edit(request, id):
     team = by_public_id(_teams(), id)
-    form = forms.TeamForm(request.POST or None, initial=forms.TeamForm.initial_for(team))
+    form = TeamForm(request.POST or None, initial=TeamForm.initial_for(team))
     if request.method == "POST" and form.is_valid():
         fields, groups = form.service_fields(names=set(form.changed_data))
         try:
             services.team_update(actor=actor(request), team=team, data=fields, model_groups=groups)
         except ServiceError as exc:
-            forms.service_error_to_form(form, exc)
+            service_error_to_form(form, exc)
         else:
             changed = bool(fields) or groups is not None
             messages.success(request, "Team settings saved." if changed else "Nothing changed.")
@@ -91,7 +94,7 @@ def team_edit(request, id):
 
 
 def _credit_form(data=None):
-    return forms.CreditForm(data, initial={"idempotency_key": forms.new_idempotency_key()})
+    return CreditForm(data, initial={"idempotency_key": new_idempotency_key()})
 
 
 def team_detail(request, id, credit_form=None):
@@ -127,8 +130,8 @@ def team_detail(request, id, credit_form=None):
         "keys": keys,
         "ledger": ledger,
         "credit_form": credit_form or _credit_form(),
-        "key_form": forms.KeyForm(team=team),
-        "form_token": forms.new_idempotency_key(),
+        "key_form": KeyForm(team=team),
+        "form_token": new_idempotency_key(),
         "status_actions": _status_actions(team),
     }
     return render(request, "panel/team_detail.html", context)
@@ -161,7 +164,7 @@ def team_status(request, id, action):
 def team_credits(request, id):
     """Grant or adjust credits; a re-sent form (same hidden key) posts once."""
     team = by_public_id(_teams(), id)
-    form = forms.CreditForm(request.POST)
+    form = CreditForm(request.POST)
     if form.is_valid():
         service = {
             LedgerEntry.Kind.GRANT: credits.credits_grant,
@@ -176,7 +179,7 @@ def team_credits(request, id):
                 idempotency_key=form.cleaned_data["idempotency_key"],
             )
         except ServiceError as exc:
-            forms.service_error_to_form(form, exc)
+            service_error_to_form(form, exc)
         else:
             amount = display_micros(form.cleaned_data["amount"])
             if result.created:

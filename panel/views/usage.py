@@ -13,7 +13,8 @@ from django.utils import timezone
 from billing import selectors as billing
 from billing.models import UsageRecord
 from core.money import display_micros, format_micros
-from panel import charts, forms, selectors
+from panel import charts, selectors
+from panel.forms.usage import UsageFilterForm
 
 CSV_COLUMNS = [
     "created_at",
@@ -51,7 +52,7 @@ def usage(request):
         today = timezone.now().date()
         data["start"] = (today - timedelta(days=29)).isoformat()
         data["end"] = today.isoformat()
-    form = forms.UsageFilterForm(data)
+    form = UsageFilterForm(data)
     if not form.is_valid():
         return render(request, "panel/usage.html", {"form": form}, status=400)
     scope = form.scope()
