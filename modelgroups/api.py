@@ -5,8 +5,8 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 
 from core.api import AdminView
-from core.fields import INT_MAX, MoneyField, PublicIdRelatedField
-from modelgroups import services
+from core.fields import MoneyField, PublicIdRelatedField, rule_checked
+from modelgroups import rules, services
 from modelgroups.models import Model, ModelGroup, ModelHealth, Upstream
 from orgs.auth import IsPlatformAdmin, PlatformWritesOnly
 
@@ -50,8 +50,12 @@ class UpstreamInput(serializers.Serializer):
         help_text="caller: forward the caller's own virtual key (LiteLLM upstreams only, with "
         "the LiteLLM sync on); upstream: use this upstream's api_key.",
     )
-    connect_timeout_seconds = serializers.FloatField(min_value=0.1, max_value=60, required=False)
-    read_timeout_seconds = serializers.FloatField(min_value=0.1, max_value=3600, required=False)
+    connect_timeout_seconds = serializers.FloatField(
+        **rules.bounds("connect_timeout_seconds"), required=False
+    )
+    read_timeout_seconds = serializers.FloatField(
+        **rules.bounds("read_timeout_seconds"), required=False
+    )
     health_check = serializers.ChoiceField(
         choices=Upstream.HealthCheck.choices,
         required=False,
@@ -181,9 +185,11 @@ class ModelInput(serializers.Serializer):
         source="output_price_micros", required=False, allow_null=True
     )
     context_window = serializers.IntegerField(
-        min_value=1, max_value=INT_MAX, required=False, allow_null=True
+        **rules.bounds("context_window"), required=False, allow_null=True
     )
-    max_output_tokens = serializers.IntegerField(min_value=1, max_value=INT_MAX, required=False)
+    max_output_tokens = serializers.IntegerField(
+        **rules.bounds("max_output_tokens"), required=False
+    )
     enabled = serializers.BooleanField(required=False)
 
 
@@ -244,14 +250,12 @@ class ModelCheck(ModelBase):
 class MemberSerializer(serializers.Serializer):
     model = PublicIdRelatedField(kind="model", name_field="name", queryset=Model.objects.all())
     priority = serializers.IntegerField(
-        min_value=0,
-        max_value=INT_MAX,
+        **rules.bounds("priority"),
         required=False,
         help_text="Lower is tried first; default: list order.",
     )
     weight = serializers.IntegerField(
-        min_value=1,
-        max_value=1000,
+        **rules.bounds("weight"),
         required=False,
         help_text="Share of traffic among equal priorities.",
     )
@@ -289,8 +293,7 @@ class ModelGroupInput(serializers.Serializer):
     display_name = serializers.CharField(max_length=200, required=False, allow_blank=True)
     description = serializers.CharField(required=False, allow_blank=True)
     cache_ttl_seconds = serializers.IntegerField(
-        min_value=1,
-        max_value=30 * 86400,
+        **rules.bounds("cache_ttl_seconds"),
         required=False,
         allow_null=True,
         help_text="Cache identical requests for this long; null (default) = no cache.",
@@ -298,12 +301,7 @@ class ModelGroupInput(serializers.Serializer):
     models = MemberSerializer(many=True, allow_empty=False)
 
     def validate_models(self, members):
-        seen = set()
-        for m in members:
-            if m["model"].pk in seen:
-                raise serializers.ValidationError(f"{m['model'].name} is listed twice.")
-            seen.add(m["model"].pk)
-        return members
+        return rule_checked(rules.validate_members, members)
 
 
 class ModelGroupBase(AdminView):

@@ -9,10 +9,10 @@ from django.db import IntegrityError, transaction
 from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 
-from core.errors import Conflict, ValidationFailed
+from core.errors import Conflict
 from core.secrets import decrypt, encrypt
 from mirrors.changes import catalog_changed, health_changed
-from modelgroups import probe
+from modelgroups import probe, rules
 from modelgroups.models import Model, ModelGroup, ModelGroupMember, ModelHealth, Upstream
 from orgs.services import apply_changes, audit_record
 
@@ -21,17 +21,10 @@ def _conflict(exc: IntegrityError, what: str, name: str) -> Conflict:
     return Conflict(f"A {what} named {name!r} already exists.", fields={"name": ["Already used."]})
 
 
-def _check_key_mode(kind: str, key_mode: str) -> None:
-    if key_mode == Upstream.KeyMode.CALLER and kind != Upstream.Kind.LITELLM:
-        raise ValidationFailed(
-            "Only a LiteLLM upstream knows the callers' virtual keys; use key_mode upstream.",
-            fields={"key_mode": ["caller needs kind litellm."]},
-        )
-
-
 def upstream_create(*, actor: str, name: str, api_key: str = "", **fields) -> Upstream:
     """Register an upstream; its API key is encrypted before it touches the database."""
-    _check_key_mode(fields.get("kind", Upstream.Kind.OPENAI), fields.get("key_mode", ""))
+    rules.validate_key_mode(fields.get("kind", Upstream.Kind.OPENAI), fields.get("key_mode", ""))
+    rules.validate_numbers(fields)
     try:
         with transaction.atomic(durable=True):
             upstream = Upstream.objects.create(
@@ -51,7 +44,10 @@ def upstream_create(*, actor: str, name: str, api_key: str = "", **fields) -> Up
 
 def upstream_update(*, actor: str, upstream: Upstream, data: dict) -> Upstream:
     """Change an upstream; an api_key of "" clears the stored key, None leaves it."""
-    _check_key_mode(data.get("kind", upstream.kind), data.get("key_mode", upstream.key_mode))
+    rules.validate_key_mode(
+        data.get("kind", upstream.kind), data.get("key_mode", upstream.key_mode)
+    )
+    rules.validate_numbers(data)
     api_key = data.pop("api_key", None)
     if api_key is not None:
         data["api_key_encrypted"] = encrypt(api_key)
@@ -98,6 +94,7 @@ def _fill_prices(fields: dict, model: Model | None = None) -> None:
 
 def model_create(*, actor: str, name: str, upstream: Upstream, **fields) -> Model:
     """Add a model; prices default to the provider cost times the operator's markup."""
+    rules.validate_numbers(fields)
     _fill_prices(fields)
     try:
         with transaction.atomic(durable=True):
@@ -113,6 +110,7 @@ def model_create(*, actor: str, name: str, upstream: Upstream, **fields) -> Mode
 
 def model_update(*, actor: str, model: Model, data: dict) -> Model:
     """Change a model's routing, prices or limits."""
+    rules.validate_numbers(data)
     _fill_prices(data, model)
     try:
         with transaction.atomic(durable=True):
@@ -156,6 +154,8 @@ def _describe(members: list[dict]) -> list[str]:
 
 def model_group_create(*, actor: str, name: str, members: list[dict], **fields) -> ModelGroup:
     """Create a model group from an ordered list of {model, priority?, weight?}."""
+    rules.validate_numbers(fields)
+    rules.validate_members(members)
     try:
         with transaction.atomic(durable=True):
             group = ModelGroup.objects.create(name=name, **fields)
@@ -174,6 +174,9 @@ def model_group_create(*, actor: str, name: str, members: list[dict], **fields) 
 
 def model_group_update(*, actor: str, group: ModelGroup, data: dict, members=None) -> ModelGroup:
     """Rename or describe a group, or replace its ordered models."""
+    rules.validate_numbers(data)
+    if members is not None:
+        rules.validate_members(members)
     try:
         with transaction.atomic(durable=True):
             extra = {}

@@ -9,7 +9,7 @@ these bounds. Errors are keyed by the API's field names (`budget_limit`, not
 
 import re
 
-from core.bounds import INT_MAX, JOB_TYPE_RE
+from core.bounds import INT_MAX, JOB_TYPE_RE, bound_problem
 from core.errors import ValidationFailed
 from core.money import MAX_MICROS
 from teams.models import Team
@@ -80,12 +80,8 @@ def validate_integers(data: dict) -> None:
         if value is None:
             if not Team._meta.get_field(field).null:
                 _refuse(field, "This field may not be null.")
-        elif not _is_int(value):
-            _refuse(field, "A valid integer is required.")
-        elif value < low:
-            _refuse(field, f"Ensure this value is greater than or equal to {low}.")
-        elif value > high:
-            _refuse(field, f"Ensure this value is less than or equal to {high}.")
+        elif problem := bound_problem(value, low, high):
+            _refuse(field, problem)
 
 
 def validate_amounts(data: dict) -> None:

@@ -2,9 +2,9 @@
 
 from django import forms
 
-from core.bounds import INT_MAX
+from modelgroups import rules
 from modelgroups.models import Model, Upstream
-from panel.forms.common import MoneyField, service_name
+from panel.forms.common import MoneyField, rule_checked, service_name
 
 
 class UpstreamForm(forms.Form):
@@ -24,10 +24,10 @@ class UpstreamForm(forms.Form):
         help_text="Write-only: stored encrypted and never shown again.",
     )
     connect_timeout_seconds = forms.FloatField(
-        label="Connect timeout (s)", min_value=0.1, max_value=60, initial=5.0
+        label="Connect timeout (s)", **rules.bounds("connect_timeout_seconds"), initial=5.0
     )
     read_timeout_seconds = forms.FloatField(
-        label="Read timeout (s)", min_value=0.1, max_value=3600, initial=120.0
+        label="Read timeout (s)", **rules.bounds("read_timeout_seconds"), initial=120.0
     )
     enabled = forms.BooleanField(required=False, initial=True)
 
@@ -66,10 +66,9 @@ class CatalogModelForm(forms.Form):
     output_price = MoneyField(
         label="Output price (credits per 1M tokens)", help_text="Empty: the cost times the markup."
     )
-    context_window = forms.IntegerField(required=False, min_value=1, max_value=INT_MAX)
+    context_window = forms.IntegerField(required=False, **rules.bounds("context_window"))
     max_output_tokens = forms.IntegerField(
-        min_value=1,
-        max_value=INT_MAX,
+        **rules.bounds("max_output_tokens"),
         initial=4096,
         help_text="Reserved per call that sets no max_tokens.",
     )
@@ -115,8 +114,7 @@ class ModelGroupForm(forms.Form):
     cache_ttl_seconds = forms.IntegerField(
         label="Cache answers for (seconds)",
         required=False,
-        min_value=1,
-        max_value=30 * 86400,
+        **rules.bounds("cache_ttl_seconds"),
         help_text="Identical requests to this group are answered from the cache for this long. "
         "Empty: no cache. A team's own setting wins.",
     )
@@ -127,10 +125,10 @@ class MemberForm(forms.Form):
         queryset=Model.objects.order_by("name"), required=False, empty_label="—"
     )
     priority = forms.IntegerField(
-        required=False, min_value=0, max_value=INT_MAX, widget=forms.NumberInput(attrs={"size": 4})
+        required=False, **rules.bounds("priority"), widget=forms.NumberInput(attrs={"size": 4})
     )
     weight = forms.IntegerField(
-        required=False, min_value=1, max_value=1000, widget=forms.NumberInput(attrs={"size": 4})
+        required=False, **rules.bounds("weight"), widget=forms.NumberInput(attrs={"size": 4})
     )
 
 
@@ -153,15 +151,8 @@ class BaseMemberFormSet(forms.BaseFormSet):
         return sorted(members, key=lambda m: m["priority"])
 
     def clean(self):
-        if any(self.errors):
-            return
-        seen = set()
-        for member in self.members():
-            if member["model"].pk in seen:
-                raise forms.ValidationError(f"{member['model'].name} is listed twice.")
-            seen.add(member["model"].pk)
-        if not seen:
-            raise forms.ValidationError("Pick at least one model.")
+        if not any(self.errors):
+            rule_checked(rules.validate_members, self.members())
 
 
 MemberFormSet = forms.formset_factory(
