@@ -1,13 +1,12 @@
 """Admin API: webhook endpoints, their delivery log, and a team's alerts."""
 
 import django_filters
-from django.core.validators import URLValidator
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.response import Response
 
-from alerts import services
+from alerts import rules, services
 from alerts.models import Alert, WebhookDelivery, WebhookEndpoint
 from core.api import AdminView
 from core.fields import PublicIdRelatedField
@@ -37,8 +36,12 @@ class WebhookCreated(WebhookOutput):
 
 
 class WebhookUpdateInput(serializers.Serializer):
-    url = serializers.URLField(max_length=500, validators=[URLValidator(schemes=["http", "https"])])
-    description = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    url = serializers.URLField(
+        max_length=rules.WEBHOOK_URL_MAX_LENGTH, validators=[rules.WEBHOOK_URL]
+    )
+    description = serializers.CharField(
+        max_length=rules.WEBHOOK_DESCRIPTION_MAX_LENGTH, required=False, allow_blank=True
+    )
     enabled = serializers.BooleanField(required=False)
 
 

@@ -32,7 +32,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from alerts import webhooks
+from alerts import rules, webhooks
 from alerts.models import Alert, WebhookDelivery, WebhookEndpoint
 from billing.models import CreditAccount
 from billing.periods import period_start
@@ -63,6 +63,7 @@ def webhook_endpoint_create(
     *, actor: str, organization, url: str, description: str = "", enabled: bool = True
 ) -> tuple[WebhookEndpoint, str]:
     """Register an endpoint. Returns it and its signing secret, which is never shown again."""
+    rules.validate_webhook({"url": url, "description": description})
     secret = generate_secret(webhooks.SIGNING_PREFIX)
     with transaction.atomic(durable=True):
         endpoint = WebhookEndpoint.objects.create(
@@ -84,6 +85,7 @@ def webhook_endpoint_create(
 
 def webhook_endpoint_update(*, actor: str, endpoint: WebhookEndpoint, data: dict):
     """Change an endpoint's URL, description or enabled flag."""
+    rules.validate_webhook(data)
     with transaction.atomic(durable=True):
         apply_changes(
             obj=endpoint,

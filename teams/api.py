@@ -7,7 +7,7 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 
 from core.api import AdminView
-from core.fields import INT_MAX, JSONObjectField, MoneyField, PublicIdRelatedField, rule_checked
+from core.fields import JSONObjectField, MoneyField, PublicIdRelatedField, rule_checked
 from core.money import MoneyError, format_micros, parse_micros
 from litellm_sync.api import sync_state_field
 from modelgroups.models import ModelGroup
@@ -304,12 +304,8 @@ class KeyInput(serializers.Serializer):
     name = serializers.CharField(max_length=200)
     expires_at = serializers.DateTimeField(required=False, allow_null=True)
     model_groups = serializers.ListField(child=_group_field(), required=False)
-    rpm_limit = serializers.IntegerField(
-        min_value=1, max_value=INT_MAX, required=False, allow_null=True
-    )
-    tpm_limit = serializers.IntegerField(
-        min_value=1, max_value=INT_MAX, required=False, allow_null=True
-    )
+    rpm_limit = _integer("rpm_limit", allow_null=True)
+    tpm_limit = _integer("tpm_limit", allow_null=True)
     budget_limit = MoneyField(source="budget_limit_micros", required=False, allow_null=True)
     metadata = JSONObjectField(required=False)
 
@@ -317,7 +313,7 @@ class KeyInput(serializers.Serializer):
 class KeyRotateInput(serializers.Serializer):
     grace_period_seconds = serializers.IntegerField(
         min_value=0,
-        max_value=30 * 86400,
+        max_value=rules.KEY_GRACE_SECONDS_MAX,
         default=3600,
         help_text="How long the old secret keeps working (0 = stops at once).",
     )

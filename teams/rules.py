@@ -12,11 +12,12 @@ import re
 from core.bounds import INT_MAX, JOB_TYPE_RE, bound_problem
 from core.errors import ValidationFailed
 from core.money import MAX_MICROS
-from teams.models import Team
+from teams.models import Team, VirtualKey
 
 __all__ = ["JOB_TYPE_RE"]  # the gateway's definition too: it lives in core.bounds
 
 CACHE_TTL_SECONDS_MAX = 30 * 86400
+KEY_GRACE_SECONDS_MAX = 30 * 86400  # how long a rotated key's old secret may keep working
 ALERT_THRESHOLDS_MAX = 10
 ALERT_THRESHOLD_RANGE = (1, 1000)  # percent of the period budget
 JOB_TYPES_MAX = 200
@@ -72,13 +73,13 @@ def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def validate_integers(data: dict) -> None:
+def validate_integers(data: dict, *, model=Team) -> None:
     for field, (low, high) in INTEGER_BOUNDS.items():
         if field not in data:
             continue
         value = data[field]
         if value is None:
-            if not Team._meta.get_field(field).null:
+            if not model._meta.get_field(field).null:
                 _refuse(field, "This field may not be null.")
         elif problem := bound_problem(value, low, high):
             _refuse(field, problem)
@@ -207,3 +208,15 @@ def validate_team(data: dict, *, team: Team | None = None) -> None:
         validate_redact_patterns(data["log_redact_patterns"])
     validate_budget(data, team)
     validate_pricing(data, team)
+
+
+def validate_key(data: dict) -> None:
+    """A virtual key's own limits (model field names): the same bounds as its team's."""
+    validate_integers(data, model=VirtualKey)
+    validate_amounts(data)
+
+
+def validate_grace_seconds(grace_seconds) -> None:
+    problem = bound_problem(grace_seconds, 0, KEY_GRACE_SECONDS_MAX)
+    if problem:
+        _refuse("grace_period_seconds", problem)

@@ -174,6 +174,7 @@ def _new_secret() -> tuple[str, str, str]:
 
 def key_create(*, actor: str, team: Team, name: str, model_groups=(), **fields):
     """Mint a virtual key. Returns (key, secret); the secret is never retrievable again."""
+    rules.validate_key(fields)
     _check_key_groups(team, model_groups)
     if fields.get("expires_at") and fields["expires_at"] <= timezone.now():
         raise ValidationFailed(
@@ -198,6 +199,7 @@ def key_create(*, actor: str, team: Team, name: str, model_groups=(), **fields):
 
 def key_update(*, actor: str, key: VirtualKey, data: dict, model_groups=None) -> VirtualKey:
     """Rename a key, change its limits, expiry or model restriction."""
+    rules.validate_key(data)
     if key.status == VirtualKey.Status.REVOKED:
         raise Conflict(f"{key.public_id} is revoked; revoked keys cannot be changed.")
     if model_groups is not None:
@@ -241,6 +243,7 @@ def key_revoke(*, actor: str, key: VirtualKey) -> VirtualKey:
 
 def key_rotate(*, actor: str, key: VirtualKey, grace_seconds: int):
     """Issue a new secret; the old one keeps working for grace_seconds. Returns (key, secret)."""
+    rules.validate_grace_seconds(grace_seconds)
     if key.status != VirtualKey.Status.ACTIVE:
         raise Conflict(f"{key.public_id} is {key.status}; only active keys can be rotated.")
     secret, prefix, digest = _new_secret()

@@ -4,7 +4,6 @@ import uuid
 
 from django import forms
 
-from core.bounds import INT_MAX
 from core.errors import ServiceError
 from core.money import MoneyError, display_micros, parse_micros
 from orgs.models import Organization
@@ -55,10 +54,11 @@ def service_name(form_class, name: str) -> str:
     return f"{name}_micros" if isinstance(field, MoneyField) else name
 
 
-def limit_field(label: str, help_text: str = "Empty: unlimited.", **kwargs) -> forms.IntegerField:
-    kwargs.setdefault("min_value", 1)
-    kwargs.setdefault("max_value", INT_MAX)
-    return forms.IntegerField(label=label, required=False, help_text=help_text, **kwargs)
+def limit_field(
+    label: str, bounds: dict, help_text: str = "Empty: unlimited."
+) -> forms.IntegerField:
+    """An optional limit; `bounds` is min_value/max_value from the domain's rules."""
+    return forms.IntegerField(label=label, required=False, help_text=help_text, **bounds)
 
 
 def rule_checked(rule, value):

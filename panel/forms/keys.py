@@ -4,6 +4,7 @@ from django import forms
 
 from modelgroups.models import ModelGroup
 from panel.forms.common import MoneyField, limit_field
+from teams import rules
 from teams.models import Team
 
 
@@ -23,8 +24,12 @@ class KeyForm(forms.Form):
         label="Restrict to model groups",
         help_text="None ticked: everything the team may use.",
     )
-    rpm_limit = limit_field("Requests per minute", "Empty: only the team's limit applies.")
-    tpm_limit = limit_field("Tokens per minute", "Empty: only the team's limit applies.")
+    rpm_limit = limit_field(
+        "Requests per minute", rules.bounds("rpm_limit"), "Empty: only the team's limit applies."
+    )
+    tpm_limit = limit_field(
+        "Tokens per minute", rules.bounds("tpm_limit"), "Empty: only the team's limit applies."
+    )
     budget_limit = MoneyField(
         label="Lifetime budget (credits)", help_text="Empty: bounded only by the team."
     )

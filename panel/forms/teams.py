@@ -99,11 +99,9 @@ class TeamForm(forms.Form):
         label="Model groups",
         help_text="What the team's keys may call.",
     )
-    rpm_limit = limit_field("Requests per minute", **rules.bounds("rpm_limit"))
-    tpm_limit = limit_field("Tokens per minute", **rules.bounds("tpm_limit"))
-    max_parallel_requests = limit_field(
-        "Parallel requests", **rules.bounds("max_parallel_requests")
-    )
+    rpm_limit = limit_field("Requests per minute", rules.bounds("rpm_limit"))
+    tpm_limit = limit_field("Tokens per minute", rules.bounds("tpm_limit"))
+    max_parallel_requests = limit_field("Parallel requests", rules.bounds("max_parallel_requests"))
     budget_period = forms.ChoiceField(choices=Team.BudgetPeriod.choices, initial="none")
     budget_limit = MoneyField(
         label="Budget per period (credits)", help_text="Empty: no period budget."
