@@ -10,11 +10,6 @@ class ServiceError(Exception):
         self.message = message
         self.fields = fields or {}
 
-    def field_messages(self) -> list[str]:
-        """Every field message, or the message when there are none: what an adapter shows
-        under the one field it asked a rule about."""
-        return [m for messages in self.fields.values() for m in messages] or [self.message]
-
 
 class ValidationFailed(ServiceError):
     status = 400
@@ -39,3 +34,14 @@ class Forbidden(ServiceError):
 class InsufficientCredits(ServiceError):
     status = 409
     type = "insufficient_credits"
+
+
+def rule_checked(rule, value, *, error: type[Exception]):
+    """Apply a domain rule (one of an app's rules.py) to an input field's parsed value early:
+    its refusal is raised as `error` (the serializer's or the form's ValidationError) with the
+    service's own words, so the field shows what the service would have said."""
+    try:
+        rule(value)
+    except ServiceError as exc:
+        raise error([m for ms in exc.fields.values() for m in ms] or [exc.message]) from None
+    return value

@@ -6,20 +6,9 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from core.bounds import INT_MAX
-from core.errors import ServiceError
 from core.money import MoneyError, format_micros, parse_micros
 
-__all__ = ["INT_MAX", "JSONObjectField", "MoneyField", "PublicIdRelatedField", "rule_checked"]
-
-
-def rule_checked(rule, value):
-    """Apply a domain rule (one of an app's rules.py) to a field's parsed value early: its
-    refusal becomes this field's error, worded as the service would word it."""
-    try:
-        rule(value)
-    except ServiceError as exc:
-        raise serializers.ValidationError(exc.field_messages()) from None
-    return value
+__all__ = ["INT_MAX", "JSONObjectField", "MoneyField", "PublicIdRelatedField"]
 
 
 @extend_schema_field({"type": "string", "format": "decimal", "example": "12.500000"})

@@ -5,7 +5,8 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 
 from core.api import AdminView
-from core.fields import MoneyField, PublicIdRelatedField, rule_checked
+from core.errors import rule_checked
+from core.fields import MoneyField, PublicIdRelatedField
 from modelgroups import rules, services
 from modelgroups.models import Model, ModelGroup, ModelHealth, Upstream
 from orgs.auth import IsPlatformAdmin, PlatformWritesOnly
@@ -301,7 +302,7 @@ class ModelGroupInput(serializers.Serializer):
     models = MemberSerializer(many=True, allow_empty=False)
 
     def validate_models(self, members):
-        return rule_checked(rules.validate_members, members)
+        return rule_checked(rules.validate_members, members, error=serializers.ValidationError)
 
 
 class ModelGroupBase(AdminView):

@@ -7,7 +7,8 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 
 from core.api import AdminView
-from core.fields import JSONObjectField, MoneyField, PublicIdRelatedField, rule_checked
+from core.errors import rule_checked
+from core.fields import JSONObjectField, MoneyField, PublicIdRelatedField
 from core.money import MoneyError, format_micros, parse_micros
 from litellm_sync.api import sync_state_field
 from modelgroups.models import ModelGroup
@@ -41,7 +42,9 @@ class JobPricesField(serializers.Field):
     def to_internal_value(self, data):
         if not isinstance(data, dict):
             self.fail("invalid", message='Send an object such as {"summarize": "0.50"}.')
-        rule_checked(rules.validate_job_types, data)  # before parsing what may be refused
+        rule_checked(
+            rules.validate_job_types, data, error=serializers.ValidationError
+        )  # before parsing what may be refused
         prices = {}
         for job_type, price in data.items():
             if isinstance(price, bool) or not isinstance(price, str | int):

@@ -2,9 +2,10 @@
 
 from django import forms
 
+from core.errors import rule_checked
 from modelgroups import rules
 from modelgroups.models import Model, Upstream
-from panel.forms.common import MoneyField, rule_checked, service_name
+from panel.forms.common import MoneyField, service_name
 
 
 class UpstreamForm(forms.Form):
@@ -152,7 +153,7 @@ class BaseMemberFormSet(forms.BaseFormSet):
 
     def clean(self):
         if not any(self.errors):
-            rule_checked(rules.validate_members, self.members())
+            rule_checked(rules.validate_members, self.members(), error=forms.ValidationError)
 
 
 MemberFormSet = forms.formset_factory(

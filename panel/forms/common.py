@@ -61,16 +61,6 @@ def limit_field(
     return forms.IntegerField(label=label, required=False, help_text=help_text, **bounds)
 
 
-def rule_checked(rule, value):
-    """Apply a domain rule (one of an app's rules.py) to a field's parsed value early: its
-    refusal becomes this field's error, worded as the service would word it."""
-    try:
-        rule(value)
-    except ServiceError as exc:
-        raise forms.ValidationError(exc.field_messages()) from None
-    return value
-
-
 def service_error_to_form(form: forms.Form, exc: ServiceError) -> None:
     """Show a service's refusal on the form: its field errors next to their fields, and its
     message at the top."""

@@ -3,13 +3,13 @@
 from django import forms
 
 from billing.models import CreditAccount, LedgerEntry
+from core.errors import rule_checked
 from core.money import MoneyError, display_micros, parse_micros
 from modelgroups.models import ModelGroup
 from panel.forms.common import (
     MoneyField,
     OrganizationChoice,
     limit_field,
-    rule_checked,
     service_name,
 )
 from teams import rules
@@ -49,7 +49,7 @@ class JobPricesField(forms.CharField):
                 prices[name] = parse_micros(price)
             except MoneyError as exc:
                 raise forms.ValidationError(f"Line {number}: {exc}") from exc
-        return rule_checked(rules.validate_job_types, prices)
+        return rule_checked(rules.validate_job_types, prices, error=forms.ValidationError)
 
     def has_changed(self, initial, data):
         try:
@@ -75,7 +75,7 @@ class PatternListField(forms.CharField):
     def to_python(self, value):
         text = super().to_python(value)
         patterns = [line.strip() for line in text.splitlines() if line.strip()]
-        return rule_checked(rules.validate_redact_patterns, patterns)
+        return rule_checked(rules.validate_redact_patterns, patterns, error=forms.ValidationError)
 
     def has_changed(self, initial, data):
         try:
