@@ -187,7 +187,7 @@ class TeamForm(forms.Form):
         """(fields for team_create/team_update, model groups or None); `names` limits the
         fields to those given (an edit sends only what changed, like the API's PATCH).
 
-        A blank field is the column's null, or its default where it has none (the pricing
+        A blank field is the column's null, or its default where it cannot be null (the pricing
         mode, the cache price, the log retention, the overdraft limit)."""
         data = {}
         groups = None
