@@ -1,4 +1,9 @@
-"""Fixtures: real PostgreSQL (pytest-django test database) and Redis; state built via services."""
+"""Fixtures: real PostgreSQL (pytest-django test database) and Redis; state built via services.
+
+Each test session runs one live server; every test starts from an empty Redis and, when it asks
+for `live`, a gateway started for it alone.
+Plain helpers are in tests/helpers/.
+"""
 
 import os
 
@@ -8,34 +13,30 @@ from rest_framework.test import APIClient
 
 from core.redis import client as redis_client
 from modelgroups import services as catalog
-from orgs.services import admin_key_create, organization_create
-from teams.services import key_create, team_create
+from orgs.services import organization_create
+from tests.helpers.api import MASTER, client_with
+from tests.helpers.servers import LiveServer
+from tests.helpers.tenants import GatewayTenant, Tenant
 
-MASTER = "tgm-test-master-key"
 ENCRYPTION_KEY = Fernet.generate_key().decode()
 
 
-# Tests get their own Redis database, emptied before each test.
-TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """Tests get their own Redis database, emptied before each test."""
+    return os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 
 @pytest.fixture(autouse=True)
-def _settings(settings):
+def _settings(settings, redis_url):
     settings.MASTER_KEY = MASTER
     settings.SECRETS_ENCRYPTION_KEYS = [ENCRYPTION_KEY]
     settings.CELERY_TASK_ALWAYS_EAGER = True
-    settings.REDIS_URL = TEST_REDIS_URL
+    settings.REDIS_URL = redis_url
     redis_client.cache_clear()
     redis_client().flushdb()
     yield
     redis_client.cache_clear()
-
-
-def client_with(secret: str | None) -> APIClient:
-    client = APIClient()
-    if secret is not None:
-        client.credentials(HTTP_X_ADMIN_KEY=secret)
-    return client
 
 
 @pytest.fixture
@@ -70,43 +71,6 @@ def catalog_objects(db):
     return {"upstream": upstream, "primary": primary, "fallback": fallback, "group": group}
 
 
-class Tenant:
-    """An organization with one team, one key and an org-scoped admin client."""
-
-    def __init__(self, name: str, group):
-        self.org, _ = organization_create(actor="test", name=f"Org {name}")
-        self.team = team_create(
-            actor="test", organization=self.org, name=f"Team {name}", model_groups=[group]
-        )
-        self.key, self.key_secret = key_create(actor="test", team=self.team, name=f"key {name}")
-        self.admin_key, self.admin_secret = admin_key_create(
-            actor="test", name=f"admin {name}", organization=self.org
-        )
-        self.client = client_with(self.admin_secret)
-
-
-def add_call_history(tenant) -> tuple:
-    """A settled job with one call for the tenant's team: (job, usage record)."""
-    from django.utils import timezone
-
-    from billing.models import Job, UsageRecord
-
-    now = timezone.now()
-    job = Job.objects.create(
-        organization=tenant.org, team=tenant.team, key=tenant.key, job_type="t", created_at=now
-    )
-    call = UsageRecord.objects.create(
-        request_id=f"req_{tenant.team.public_id}",
-        organization=tenant.org,
-        team=tenant.team,
-        key=tenant.key,
-        job=job,
-        model="m",
-        created_at=now,
-    )
-    return job, call
-
-
 @pytest.fixture
 def tenant_a(catalog_objects) -> Tenant:
     return Tenant("A", catalog_objects["group"])
@@ -117,87 +81,24 @@ def tenant_b(catalog_objects) -> Tenant:
     return Tenant("B", catalog_objects["group"])
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class LiveServer:
-    """The real ASGI application (gateway + mock upstream + Django) in uvicorn on a free port."""
-
-    def __init__(self):
-        import threading
-
-        import uvicorn
-
-        from proxy.gateway import Gateway
-        from saas.asgi import make_application
-
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.mock_url = f"{self.url}/mock/v1"
-        self.gateway = Gateway()
-        config = uvicorn.Config(
-            make_application(self.gateway),
-            host="127.0.0.1",
-            port=self.port,
-            loop="asyncio",
-            lifespan="on",
-            log_level="warning",
-            access_log=False,
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def start(self):
-        import time
-
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("the test server did not start")
-            time.sleep(0.02)
-
-    def stop(self):
-        self.server.should_exit = True
-        self.thread.join(10)
-
-
-@pytest.fixture
-def live(transactional_db, settings):
-    """A started server; data created through services before or after start is visible
-    (after-commit publishing plus the gateway's change feed)."""
-    server = LiveServer()
-    server.start()
+@pytest.fixture(scope="session")
+def session_server(django_db_setup) -> LiveServer:
+    """One uvicorn for the session; `live` gives each test a gateway of its own on it.
+    After django_db_setup, so it stops before the test database is dropped."""
+    server = LiveServer().start()
     yield server
     server.stop()
 
 
-class GatewayTenant:
-    """A team with credits and a key, whose model group routes to the live mock upstream."""
-
-    def __init__(self, name, organization, groups, credits_micros, **team_fields):
-        from billing.services import credits_grant
-
-        self.team = team_create(
-            actor="test", organization=organization, name=name, model_groups=groups, **team_fields
-        )
-        if credits_micros:
-            credits_grant(
-                team=self.team,
-                amount_micros=credits_micros,
-                reason="test",
-                actor="test",
-                idempotency_key="initial",
-            )
-        self.key, self.secret = key_create(actor="test", team=self.team, name=f"{name} key")
-
-    def headers(self) -> dict:
-        return {"Authorization": f"Bearer {self.secret}"}
+@pytest.fixture
+def live(transactional_db, settings, session_server) -> LiveServer:
+    """A started server; data created through services before or after start is visible
+    (after-commit publishing plus the gateway's change feed). Its gateway is new: built from
+    this test's settings, started after this test's Redis flush (so it republishes what
+    Postgres holds, as at any start), and shut down when the test ends."""
+    session_server.start_gateway()
+    yield session_server
+    session_server.stop_gateway()
 
 
 @pytest.fixture
@@ -259,71 +160,6 @@ def gw_team(mock_catalog, gw_org):
         [g["chat"], g["flaky"], g["broken"], g["embed"]],
         credits_micros=100_000_000,
     )
-
-
-def settle_usage(team, amount_micros: int, when) -> None:
-    """A gateway call made at `when`, settled now through the settler's write path."""
-    import uuid
-
-    from billing.models import UsageRecord
-    from billing.services import UsageCharge, ledger_post_usage_batch
-
-    rid = f"req_{uuid.uuid4().hex}"
-    UsageRecord.objects.create(
-        request_id=rid,
-        organization_id=team.organization_id,
-        team=team,
-        model="m",
-        price_micros=amount_micros,
-        created_at=when,
-    )
-    ledger_post_usage_batch(
-        account_id=team.account.pk,
-        charges=[
-            UsageCharge(
-                idempotency_key=f"usage:{rid}",
-                amount_micros=amount_micros,
-                cost_micros=0,
-                metadata={"request_id": rid},
-                occurred_at=when,
-            )
-        ],
-    )
-
-
-def db_state() -> dict:
-    """Every row the admin API can write, to show that a refused request changed nothing."""
-    from alerts.models import Alert, WebhookDelivery, WebhookEndpoint
-    from billing.models import CreditAccount, LedgerEntry
-    from modelgroups.models import Model, ModelGroup, ModelGroupMember, ModelHealth, Upstream
-    from orgs.models import AdminKey, AuditEvent, Organization
-    from teams.models import Team, VirtualKey
-
-    tables = [
-        Organization,
-        AdminKey,
-        AuditEvent,
-        Team,
-        Team.model_groups.through,
-        VirtualKey,
-        VirtualKey.model_groups.through,
-        CreditAccount,
-        LedgerEntry,
-        Upstream,
-        Model,
-        ModelGroup,
-        ModelGroupMember,
-        ModelHealth,
-        WebhookEndpoint,
-        WebhookDelivery,
-        Alert,
-    ]
-    state = {t._meta.db_table: list(t.objects.order_by("pk").values()) for t in tables}
-    # Authentication stamps the caller's own key (at most once a minute): bookkeeping about
-    # the caller, not a change the refused request made.
-    for row in state[AdminKey._meta.db_table]:
-        row.pop("last_used_at")
-    return state
 
 
 @pytest.fixture

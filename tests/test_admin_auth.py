@@ -8,7 +8,8 @@ from alerts.services import webhook_endpoint_create
 from orgs.models import AdminKey
 from orgs.services import admin_key_create, admin_key_revoke
 from saas.urls import api_patterns
-from tests.conftest import MASTER, add_call_history, client_with, db_state
+from tests.helpers.api import MASTER, client_with
+from tests.helpers.tenants import add_call_history, db_state
 
 PUBLIC_ROUTES = {"schema/", "docs/"}
 

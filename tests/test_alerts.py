@@ -8,7 +8,6 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from django.db import connection
@@ -22,43 +21,11 @@ from core.secrets import decrypt
 from orgs.models import AuditEvent
 from orgs.services import organization_update
 from teams.services import team_update
-from tests.conftest import free_port, settle_usage
+from tests.helpers.servers import Receiver, free_port
+from tests.helpers.tenants import settle_usage
 
 CREDIT = 1_000_000
 BILLING_EMAIL = "billing@a.example"
-
-
-class Receiver:
-    """A webhook receiver: a real HTTP server on localhost that answers with scripted status
-    codes (200 once the script runs out) and records every request it gets."""
-
-    def __init__(self):
-        self.statuses: list[int] = []
-        self.requests: list[tuple[dict, bytes]] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                headers = {k.lower(): v for k, v in self.headers.items()}
-                receiver.requests.append((headers, body))
-                status = receiver.statuses.pop(0) if receiver.statuses else 200
-                self.send_response(status)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hooks/tollgate"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture

@@ -11,11 +11,10 @@ from billing import resets
 from billing.models import CreditAccount, LedgerEntry
 from billing.services import credits_adjust, credits_grant
 from billing.tasks import reset_budget_periods
-from core.redis import client as redis_client
-from livestate.keys import acct_key
 from orgs.models import AuditEvent
 from teams.services import team_update
-from tests.conftest import settle_usage
+from tests.helpers.gateway import redis_account
+from tests.helpers.tenants import settle_usage
 
 CREDIT = 1_000_000
 
@@ -34,11 +33,6 @@ def entries(team, kind) -> list[int]:
         .order_by("id")
         .values_list("amount_micros", flat=True)
     )
-
-
-def redis_account(team) -> dict:
-    raw = redis_client().hgetall(acct_key(team.pk))
-    return {k.decode(): int(v) for k, v in raw.items()}
 
 
 def with_allowance(team, *, period="daily", allowance=10 * CREDIT, rollover=False, **extra):
@@ -285,7 +279,7 @@ def test_the_gateways_hard_budget_starts_over_once_the_period_resets(live, mock_
 
     from billing import settlement
     from billing.periods import next_period_start
-    from tests.conftest import GatewayTenant
+    from tests.helpers.tenants import GatewayTenant
 
     # given: a hard daily budget for about two calls, spent today
     tenant = GatewayTenant(

@@ -20,7 +20,7 @@ def test_legacy_completions_are_routed_and_metered(live, mock_catalog, gw_org):
     from billing import settlement
     from billing.models import UsageRecord
     from modelgroups import services as catalog
-    from tests.conftest import GatewayTenant
+    from tests.helpers.tenants import GatewayTenant
 
     model = catalog.model_create(
         actor="test",
@@ -84,7 +84,7 @@ def test_an_upstream_auth_failure_falls_back_and_never_blames_the_customer_key(
     live, mock_catalog, gw_org
 ):
     from modelgroups import services as catalog
-    from tests.conftest import GatewayTenant
+    from tests.helpers.tenants import GatewayTenant
 
     # given: a model whose provider rejects our provider key (401)
     misconfigured = catalog.model_create(

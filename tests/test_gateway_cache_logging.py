@@ -10,8 +10,12 @@ from openai import OpenAI
 
 from billing import settlement
 from billing.models import CallLog, LedgerEntry, UsageRecord
+from core.redis import client as redis_client
+from livestate.keys import RESPONSE_CACHE_PREFIX
 from modelgroups import services as catalog
-from tests.conftest import MASTER, GatewayTenant, client_with
+from tests.helpers.api import MASTER, client_with
+from tests.helpers.tenants import GatewayTenant
+from tests.helpers.waiting import eventually
 
 CHAT = {"model": "chat", "messages": [{"role": "user", "content": "cache me"}], "max_tokens": 30}
 
@@ -41,6 +45,13 @@ def stream_text(live, tenant, body, headers=None) -> tuple[httpx.Response, list[
     ]
     assert raw.rstrip().endswith(b"data: [DONE]")
     return response, chunks
+
+
+def cache_entries(tenant) -> int:
+    """Answers the gateway has stored for the tenant's team (written just after the answer
+    was sent, so a moment after the client has it)."""
+    pattern = f"{RESPONSE_CACHE_PREFIX}{tenant.team.pk}:*"
+    return sum(1 for _ in redis_client().scan_iter(match=pattern))
 
 
 def content_of(chunks: list[dict]) -> str:
@@ -156,10 +167,15 @@ def test_a_model_group_can_enable_the_cache_and_a_team_can_opt_out(live, mock_ca
     inherits = GatewayTenant("inherits", gw_org, [group], 100_000_000)
     opted_out = GatewayTenant("opted out", gw_org, [group], 100_000_000, cache_ttl_seconds=0)
     body = {**CHAT, "model": "other"}
-    post(live, inherits, body)
+    # the group's new TTL reaches the gateway through the change feed: until it has, calls are
+    # not cached (no x-cache header); the first call after it is a miss, stored once answered
+    eventually(lambda: post(live, inherits, body).headers.get("x-cache") == "miss")
+    eventually(lambda: cache_entries(inherits) == 1)
     assert post(live, inherits, body).headers["x-cache"] == "hit"
+    # the team that opted out is never cached, though its group is (and the gateway knows it)
     post(live, opted_out, body)
     assert "x-cache" not in post(live, opted_out, body).headers
+    assert cache_entries(opted_out) == 0
 
 
 def test_no_cache_header_when_caching_is_off(live, gw_team):

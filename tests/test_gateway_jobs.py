@@ -9,8 +9,10 @@ from django.db.models import Sum
 from billing import settlement
 from billing.models import Job, LedgerEntry, UsageRecord
 from core.redis import client as redis_client
-from livestate.keys import OPEN_JOBS, USAGE_STREAM, acct_key, job_key
-from tests.conftest import MASTER, GatewayTenant, client_with
+from livestate.keys import OPEN_JOBS, USAGE_STREAM, job_key
+from tests.helpers.api import MASTER, client_with
+from tests.helpers.gateway import redis_account
+from tests.helpers.tenants import GatewayTenant
 
 CHAT = {"model": "chat", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 30}
 # The mock's reply to CHAT: 4 prompt tokens, 24 completion tokens. Catalog prices: 1 credit
@@ -34,11 +36,6 @@ def open_job(live, tenant, job_type="summarize", **extra) -> dict:
     response = post(live, tenant, "/v1/jobs", {"type": job_type, **extra})
     assert response.status_code == 201, response.text
     return response.json()
-
-
-def redis_account(team) -> dict:
-    raw = redis_client().hgetall(acct_key(team.pk))
-    return {k.decode(): int(v) for k, v in raw.items()}
 
 
 def entries(team, kind):

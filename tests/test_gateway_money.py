@@ -24,7 +24,9 @@ from livestate.keys import (
     team_rate_key,
 )
 from modelgroups import services as catalog
-from tests.conftest import GatewayTenant
+from tests.helpers.gateway import redis_account
+from tests.helpers.tenants import GatewayTenant
+from tests.helpers.waiting import eventually
 
 CHAT = {"model": "chat", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 30}
 
@@ -46,11 +48,6 @@ def fire(live, tenant, body=CHAT, n=1) -> list[httpx.Response]:
 
 def usage_entries(team):
     return LedgerEntry.objects.filter(account__team=team, kind=LedgerEntry.Kind.USAGE)
-
-
-def redis_account(team) -> dict:
-    raw = redis_client().hgetall(acct_key(team.pk))
-    return {k.decode(): int(v) for k, v in raw.items()}
 
 
 def test_hundreds_of_concurrent_calls_never_spend_more_than_the_credits(live, mock_catalog, gw_org):
@@ -292,16 +289,14 @@ def test_a_client_that_leaves_mid_stream_pays_for_what_was_generated(live, mock_
 
 
 def _wait_for_record(rid: str, timeout: float = 5.0) -> dict:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def record() -> dict | None:
         for _, fields in redis_client().xrange(USAGE_STREAM):
             rec = orjson.loads(fields[b"rec"])
             if rec["rid"] == rid:
                 return rec
-        time.sleep(0.05)
-    raise AssertionError(f"no usage record for {rid}")
+        return None
+
+    return eventually(record, timeout=timeout, what=f"a usage record for {rid}")
 
 
 def test_the_usage_record_exists_before_the_client_has_the_response(live, gw_team):

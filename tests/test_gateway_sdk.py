@@ -15,7 +15,8 @@ from modelgroups import services as catalog
 from orgs.services import organization_create
 from teams.models import VirtualKey
 from teams.services import key_create, key_revoke, team_set_status
-from tests.conftest import GatewayTenant
+from tests.helpers.gateway import until_refused
+from tests.helpers.tenants import GatewayTenant
 
 HI = [{"role": "user", "content": "hi"}]
 
@@ -34,19 +35,6 @@ def money_state(tenant) -> dict:
         "balance": tenant.team.account.balance_micros,
         "ledger": list(tenant.team.account.entries.values_list("pk", flat=True)),
     }
-
-
-def refused(call, error_type, within: float = 1.0):
-    """Call until the SDK raises error_type; control-plane changes reach the gateway within
-    its poll interval (proxy/state.py), so allow one second, not zero."""
-    deadline = time.monotonic() + within
-    while True:
-        try:
-            call()
-        except error_type as exc:
-            return exc
-        assert time.monotonic() < deadline, f"still served {within}s after the change"
-        time.sleep(0.05)
 
 
 def assert_openai_error(exc: openai.APIStatusError, status: int, type_: str, code: str | None):
@@ -271,9 +259,9 @@ def test_revoked_key_raises_authentication_error(client, gw_team):
     client.chat.completions.create(model="chat", messages=HI)
     key_revoke(actor="test", key=gw_team.key)
     # when
-    exc = refused(
+    exc = until_refused(
         lambda: client.chat.completions.create(model="chat", messages=HI),
-        openai.AuthenticationError,
+        error=openai.AuthenticationError,
     )
     # then
     assert_openai_error(exc, 401, "invalid_request_error", "key_revoked")
@@ -323,9 +311,9 @@ def test_stopped_team_raises_permission_denied(client, gw_team, status, error_ty
     client.chat.completions.create(model="chat", messages=HI)
     team_set_status(actor="test", team=gw_team.team, status=status)
     # when
-    exc = refused(
+    exc = until_refused(
         lambda: client.chat.completions.create(model="chat", messages=HI),
-        openai.PermissionDeniedError,
+        error=openai.PermissionDeniedError,
     )
     # then
     assert_openai_error(exc, 403, error_type, error_type)

@@ -16,14 +16,15 @@ from modelgroups import services as catalog
 from ops import heartbeats
 from proxy.metrics import GATEWAY_OVERHEAD
 from saas.celery import heartbeat
-from tests.conftest import TEST_REDIS_URL, GatewayTenant
+from tests.helpers.tenants import GatewayTenant
+from tests.helpers.waiting import eventually
 
 CLOSED_PORT = "redis://127.0.0.1:9/0"  # nothing listens on the discard port
 
 
 @pytest.fixture(autouse=True)
-def _broker_in_test_redis(settings):
-    settings.CELERY_BROKER_URL = TEST_REDIS_URL
+def _broker_in_test_redis(settings, redis_url):
+    settings.CELERY_BROKER_URL = redis_url
 
 
 def all_tasks_succeeded(now: float) -> None:
@@ -207,9 +208,7 @@ def histogram_count() -> float:
 
 def observations_since(before: float, expected: int) -> float:
     """The gateway observes a request after sending its response: wait for the last one."""
-    deadline = time.monotonic() + 5
-    while histogram_count() - before < expected and time.monotonic() < deadline:
-        time.sleep(0.01)
+    eventually(lambda: histogram_count() - before >= expected, interval=0.01)
     return histogram_count() - before
 
 

@@ -8,7 +8,7 @@ from core.errors import ValidationFailed
 from modelgroups import rules
 from modelgroups import services as catalog
 from teams.services import key_create, key_rotate
-from tests.conftest import db_state
+from tests.helpers.tenants import db_state
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,7 @@ from modelgroups import services as catalog
 from modelgroups.models import Model
 from orgs.services import organization_create
 from teams.services import key_create, team_create
-from tests.conftest import GatewayTenant
+from tests.helpers.tenants import GatewayTenant
 
 
 def ago(minutes: float) -> str:

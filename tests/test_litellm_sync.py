@@ -18,7 +18,7 @@ from modelgroups import services as catalog
 from orgs.services import organization_create
 from teams import services as teams
 from teams.models import Team, VirtualKey
-from tests.conftest import settle_usage
+from tests.helpers.tenants import settle_usage
 
 WRITES = {"/team/new", "/team/update", "/key/generate", "/key/update", "/key/delete"}
 

@@ -22,7 +22,7 @@ from bench.install import LITELLM_VERSION, REPO, ensure_litellm
 from bench.procs import Procs, StartError, free_port, wait_http
 from billing.models import UsageRecord
 from modelgroups import services as catalog
-from tests.conftest import GatewayTenant
+from tests.helpers.tenants import GatewayTenant
 
 AUTH_HOOK = """
 import hashlib, json, os

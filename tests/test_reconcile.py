@@ -18,7 +18,8 @@ from livestate.keys import (
 )
 from orgs.models import AuditEvent
 from teams.services import key_create
-from tests.conftest import GatewayTenant
+from tests.helpers.gateway import redis_account
+from tests.helpers.tenants import GatewayTenant
 
 CHAT = {"model": "chat", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 30}
 CALL_PRICE = 4 * 1 + 24 * 2  # micro-credits (see test_gateway_jobs)
@@ -31,11 +32,6 @@ def call(live, secret, headers=None) -> httpx.Response:
         headers={"Authorization": f"Bearer {secret}", **(headers or {})},
         timeout=30,
     )
-
-
-def account(team) -> dict:
-    raw = redis_client().hgetall(acct_key(team.pk))
-    return {k.decode(): int(v) for k, v in raw.items()}
 
 
 def key_account(key) -> dict:
@@ -75,7 +71,7 @@ def test_a_flushed_redis_fails_closed_then_is_rebuilt_with_key_budgets_intact(li
     reconcile.reconcile_gateway_state()
     # then: the settled balance and the key's spend are back, and enforcement is exact again
     tenant.team.account.refresh_from_db()
-    assert account(tenant.team)["bal"] == tenant.team.account.balance_micros
+    assert redis_account(tenant.team)["bal"] == tenant.team.account.balance_micros
     assert key_account(budget_key)["spent"] == 2 * CALL_PRICE
     assert call(live, secret).status_code == 200
     over = call(live, secret)
@@ -102,7 +98,7 @@ def test_drift_is_repaired_and_audited_with_the_amounts(live, tenant):
         ("team", "resv", 1234, 0),
         ("key", "resv", 99, 0),
     }
-    assert account(tenant.team) | {"ver": 0} == {
+    assert redis_account(tenant.team) | {"ver": 0} == {
         "bal": true_balance,
         "pspend": tenant.team.account.period_spend_micros,
         "pend": 0,
@@ -131,7 +127,7 @@ def test_unsettled_usage_in_flight_calls_open_jobs_and_dead_letters_are_kept(
     )
     assert call(live, tenant.secret).status_code == 200
     assert call(live, tenant.secret).status_code == 200
-    charged = account(tenant.team)["pend"]
+    charged = redis_account(tenant.team)["pend"]
     assert charged > 0
     client = redis_client()
     client.hset(
@@ -147,14 +143,14 @@ def test_unsettled_usage_in_flight_calls_open_jobs_and_dead_letters_are_kept(
     # when
     reconcile.reconcile_gateway_state()
     # then
-    assert account(tenant.team)["pend"] == charged + 300
-    assert account(tenant.team)["resv"] == 4_000
+    assert redis_account(tenant.team)["pend"] == charged + 300
+    assert redis_account(tenant.team)["resv"] == 4_000
     assert key_account(tenant.key)["resv"] == 4_000
     # and settling afterwards releases exactly what it charged
     client.hdel(INFLIGHT, "req_inflight")
     settlement.settle_usage()
     reconcile.reconcile_gateway_state()
-    assert account(tenant.team)["pend"] == 300  # the dead letter, until someone resolves it
+    assert redis_account(tenant.team)["pend"] == 300  # the dead letter, until someone resolves it
     assert UsageRecord.objects.filter(team=tenant.team).count() == 2
 
 
@@ -173,15 +169,15 @@ def test_open_flat_priced_jobs_keep_their_reservation(live, mock_catalog, gw_org
     assert opened.status_code == 201
     redis_client().hset(acct_key(tenant.team.pk), "resv", 0)
     reconcile.reconcile_gateway_state()
-    assert account(tenant.team)["resv"] == 700_000
+    assert redis_account(tenant.team)["resv"] == 700_000
     assert key_account(tenant.key)["resv"] == 700_000
 
 
 def test_a_missing_settler_group_counts_the_whole_stream_as_unsettled(live, tenant):
     assert call(live, tenant.secret).status_code == 200
-    charged = account(tenant.team)["pend"]
+    charged = redis_account(tenant.team)["pend"]
     client = redis_client()
     client.xgroup_destroy(USAGE_STREAM, SETTLER_GROUP)
     client.hset(acct_key(tenant.team.pk), "pend", 0)
     reconcile.reconcile_gateway_state()
-    assert account(tenant.team)["pend"] == charged
+    assert redis_account(tenant.team)["pend"] == charged

@@ -8,7 +8,7 @@ from proxy import jobs
 from teams import rules
 from teams.models import Team
 from teams.services import team_create, team_update
-from tests.conftest import db_state
+from tests.helpers.tenants import db_state
 
 DAYS_30 = 30 * 86400
 

@@ -10,7 +10,8 @@ from billing.services import credits_grant
 from orgs.models import AuditEvent, Organization
 from teams.models import Team, VirtualKey
 from teams.services import team_set_status
-from tests.conftest import add_call_history, db_state
+from tests.helpers.api import assert_api_error
+from tests.helpers.tenants import add_call_history, db_state
 
 # Tenant A's scoped key against tenant B's objects: each must be a 404, as if B did not exist.
 CROSS_TENANT = [
@@ -96,15 +97,6 @@ def call(client, method: str, path: str, body=None):
     return getattr(client, method)(path, json.dumps(body), content_type="application/json")
 
 
-def assert_error(response, status: int, type_: str) -> dict:
-    assert response.status_code == status
-    assert response["Content-Type"] == "application/json"
-    error = response.json()["error"]
-    assert error["type"] == type_
-    assert error["message"].strip()
-    return error
-
-
 def result_ids(response) -> set[str]:
     assert response.status_code == 200
     return {row["id"] for row in response.json()["results"]}
@@ -176,7 +168,7 @@ def test_scoped_key_gets_404_for_another_tenants_objects_and_changes_nothing(
     # when
     response = call(tenant_a.client, method, "/api/" + fill(path, b_ids), body)
     # then: the same answer as for an id that does not exist, so B's ids cannot be probed
-    assert_error(response, 404, "not_found")
+    assert_api_error(response, 404, "not_found")
     missing = call(tenant_a.client, method, "/api/" + fill(path, missing_ids), body)
     assert response.json() == missing.json()
     assert db_state() == before
@@ -211,7 +203,7 @@ def test_scoped_key_gets_403_on_platform_only_endpoints_and_changes_nothing(
     # when
     response = call(tenant_a.client, method, "/api/" + fill(path, ids), fill(body, ids))
     # then
-    assert_error(response, 403, "permission_denied")
+    assert_api_error(response, 403, "permission_denied")
     assert db_state() == before
 
 
@@ -254,7 +246,7 @@ def test_scoped_key_cannot_create_a_team_in_another_organization(tenant_a, tenan
         "/api/teams/", {"organization": tenant_b.org.public_id, "name": "Sneaky"}, format="json"
     )
     # then: the answer an unknown organization id gets
-    error = assert_error(response, 400, "validation_error")
+    error = assert_api_error(response, 400, "validation_error")
     assert error["fields"] == {
         "organization": [f"No organization with id {tenant_b.org.public_id}."]
     }
@@ -361,7 +353,7 @@ def test_scoped_key_creates_webhooks_only_in_its_own_organization(tenant_a, tena
         format="json",
     )
     # then: the answer an unknown organization id gets, and nothing was created
-    error = assert_error(into_b, 400, "validation_error")
+    error = assert_api_error(into_b, 400, "validation_error")
     assert error["fields"] == {
         "organization": [f"No organization with id {tenant_b.org.public_id}."]
     }
@@ -376,6 +368,6 @@ def test_scoped_key_creates_webhooks_only_in_its_own_organization(tenant_a, tena
 def test_the_platform_admin_must_name_the_webhooks_organization(api, tenant_a):
     before = db_state()
     response = api.post("/api/webhooks/", {"url": "https://x.example/h"}, format="json")
-    assert_error(response, 400, "validation_error")
+    assert_api_error(response, 400, "validation_error")
     assert "organization" in response.json()["error"]["fields"]
     assert db_state() == before

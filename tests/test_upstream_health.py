@@ -18,12 +18,17 @@ from modelgroups import services as catalog
 from modelgroups.models import Model, ModelHealth, Upstream
 from modelgroups.tasks import probe_models
 from proxy.breaker import Breaker
-from tests.conftest import MASTER, GatewayTenant, client_with, db_state
+from tests.helpers.api import MASTER, client_with
+from tests.helpers.tenants import GatewayTenant, db_state
+from tests.helpers.waiting import eventually
 
 PROVIDER_KEY = "sk-upstream-provider-secret-123456"  # the mock upstream's key (conftest)
 CHAT = {"messages": [{"role": "user", "content": "hi"}]}
 # A model that is tried shows in the call's latency: it answers 500 after this long.
 SLOW_FAIL_S = 1.0
+# The gateway follows changes every 0.2 s, so a published verdict normally arrives in well
+# under a second: it must within this long.
+LEARN_S = 2.0
 
 
 @pytest.fixture(autouse=True)
@@ -66,16 +71,6 @@ def chat(live, tenant, model_name, **extra):
 
 def breaker(live) -> Breaker:
     return live.gateway.config.breaker
-
-
-def wait_until(condition, timeout=2.0) -> float:
-    """Seconds until condition() held; fails after `timeout` (the gateway follows changes
-    every 0.2 s, so a published verdict normally arrives in well under a second)."""
-    started = time.monotonic()
-    while not condition():
-        assert time.monotonic() - started < timeout, "the gateway did not learn it in time"
-        time.sleep(0.02)
-    return time.monotonic() - started
 
 
 def health_by_name() -> dict[str, ModelHealth]:
@@ -227,7 +222,7 @@ def test_turning_an_upstreams_probe_off_forgets_its_verdicts(live, mock_catalog,
     settings.HEALTH_PROBE_INTERVAL_SECONDS = 0
     probe_models()
     bad = mock_catalog["models"]["bad"].public_id
-    wait_until(lambda: breaker(live).is_open(bad))
+    eventually(lambda: breaker(live).is_open(bad), timeout=LEARN_S, interval=0.02)
     # when: the operator turns the upstream's probe off
     catalog.upstream_update(
         actor="test", upstream=mock_catalog["upstream"], data={"health_check": "off"}
@@ -235,7 +230,7 @@ def test_turning_an_upstreams_probe_off_forgets_its_verdicts(live, mock_catalog,
     assert probe_models() == 0
     # then: unknown, and the gateway stops skipping it
     assert {h.status for h in ModelHealth.objects.all()} == {"unknown"}
-    wait_until(lambda: not breaker(live).is_open(bad))
+    eventually(lambda: not breaker(live).is_open(bad), timeout=LEARN_S, interval=0.02)
 
 
 def test_the_beat_schedule_runs_the_probe_task():
@@ -270,7 +265,9 @@ def test_the_gateway_routes_around_a_model_the_probe_marked_down(live, guarded):
     # when: the probe marks it down
     probe_models()
     assert ModelHealth.objects.get(pk=slow_bad.pk).status == "down"
-    learned_in = wait_until(lambda: breaker(live).is_open(slow_bad.public_id))
+    asked = time.monotonic()
+    eventually(lambda: breaker(live).is_open(slow_bad.public_id), timeout=LEARN_S, interval=0.02)
+    learned_in = time.monotonic() - asked
     # then: the healthy model answers first and the failing one is not tried
     r, took = chat(live, tenant, "guarded")
     assert r.status_code == 200 and r.headers["x-tollgate-model"] == "mock-b"
@@ -281,10 +278,10 @@ def test_the_gateway_routes_around_a_model_the_probe_marked_down(live, guarded):
 def test_after_the_cooldown_one_request_tries_the_model_again(live, guarded):
     tenant, slow_bad = guarded["tenant"], guarded["model"]
     probe_models()
-    wait_until(lambda: breaker(live).is_open(slow_bad.public_id))
+    eventually(lambda: breaker(live).is_open(slow_bad.public_id), timeout=LEARN_S, interval=0.02)
     assert chat(live, tenant, "guarded")[1] < SLOW_FAIL_S
     # when: the cooldown passes
-    wait_until(lambda: not breaker(live).is_open(slow_bad.public_id), timeout=3)
+    eventually(lambda: not breaker(live).is_open(slow_bad.public_id), timeout=3, interval=0.02)
     # then: the next call tries it again (its latency shows), it still fails, and the call
     # after that skips it for another cooldown
     r, took = chat(live, tenant, "guarded")
@@ -301,11 +298,11 @@ def test_a_successful_trial_after_the_cooldown_closes_the_breaker(live, mock_cat
     repaired = group("repaired", flaky, mock_catalog["models"]["b"])
     tenant = GatewayTenant("repair team", gw_org, [repaired], credits_micros=10_000_000)
     probe_models()
-    wait_until(lambda: breaker(live).is_open(flaky.public_id))
+    eventually(lambda: breaker(live).is_open(flaky.public_id), timeout=LEARN_S, interval=0.02)
     assert chat(live, tenant, "repaired")[0].headers["x-tollgate-model"] == "mock-b"
     catalog.model_update(actor="test", model=flaky, data={"upstream_model": "mock-a"})
     # when: the cooldown passes
-    wait_until(lambda: not breaker(live).is_open(flaky.public_id), timeout=3)
+    eventually(lambda: not breaker(live).is_open(flaky.public_id), timeout=3, interval=0.02)
     # then: the trial succeeds and the model serves first again
     for _ in range(2):
         r, _ = chat(live, tenant, "repaired")
@@ -343,7 +340,11 @@ def test_a_group_whose_models_are_all_down_still_tries_them(live, mock_catalog, 
     # given: both models of `broken` marked down
     probe_models()
     bad, bad2 = (m.public_id for m in Model.objects.filter(name__in=["mock-bad", "mock-bad-503"]))
-    wait_until(lambda: breaker(live).is_open(bad) and breaker(live).is_open(bad2))
+    eventually(
+        lambda: breaker(live).is_open(bad) and breaker(live).is_open(bad2),
+        timeout=LEARN_S,
+        interval=0.02,
+    )
     # when
     r, _ = chat(live, guarded["tenant"], "broken")
     # then: both were tried, and the error says so
@@ -364,8 +365,8 @@ def test_a_group_whose_models_are_all_marked_down_answers_from_one_that_works(
     tenant = GatewayTenant("down team", gw_org, [both], credits_micros=10_000_000)
     probe_models()
     catalog.model_update(actor="test", model=second, data={"upstream_model": "mock-b"})
-    wait_until(lambda: breaker(live).is_open(first.public_id))
-    wait_until(lambda: breaker(live).is_open(second.public_id))
+    eventually(lambda: breaker(live).is_open(first.public_id), timeout=LEARN_S, interval=0.02)
+    eventually(lambda: breaker(live).is_open(second.public_id), timeout=LEARN_S, interval=0.02)
     time.sleep(0.5)  # the catalog change (the repaired upstream model) reaches the gateway
     # when
     r, _ = chat(live, tenant, "both-down")
@@ -439,7 +440,7 @@ def test_check_probes_now_and_the_gateway_learns_the_verdict(live, mock_catalog)
     assert body["status"] == "down" and body["last_error"].startswith("HTTP 500: ")
     assert body["checked_at"] is not None and body["latency_ms"] is not None
     assert ModelHealth.objects.get(pk=bad.pk).status == "down"
-    wait_until(lambda: breaker(live).is_open(bad.public_id))
+    eventually(lambda: breaker(live).is_open(bad.public_id), timeout=LEARN_S, interval=0.02)
 
 
 def test_check_works_for_a_disabled_model_on_an_upstream_not_probed(live, mock_catalog):

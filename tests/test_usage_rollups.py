@@ -21,7 +21,7 @@ from billing.models import (
 )
 from core.money import parse_micros
 from teams.services import key_create
-from tests.conftest import Tenant
+from tests.helpers.tenants import Tenant
 
 NOW = datetime(2026, 3, 10, 14, 25, tzinfo=UTC)
 

@@ -11,7 +11,8 @@ from orgs.models import Organization
 from orgs.services import organization_create
 from saas.urls import api_patterns
 from teams.services import team_create
-from tests.conftest import MASTER, client_with, db_state
+from tests.helpers.api import MASTER, assert_api_error, client_with
+from tests.helpers.tenants import db_state
 
 INT_OVERFLOW = 2**31  # one past Postgres `integer`
 DEEP_METADATA = json.loads(  # deeper than metadata may nest
@@ -26,16 +27,6 @@ def send(client, method: str, path: str, body=None):
     if not isinstance(body, str | bytes):
         body = json.dumps(body)
     return client.generic(method.upper(), path, body, content_type="application/json")
-
-
-def assert_error(response, status: int, type_: str) -> dict:
-    assert response.status_code == status, response.content
-    assert response["Content-Type"] == "application/json"
-    error = response.json()["error"]
-    assert error["type"] == type_
-    assert error["message"].strip()
-    assert isinstance(error["fields"], dict)
-    return error
 
 
 @pytest.fixture
@@ -93,14 +84,14 @@ def test_malformed_json_body_is_invalid_json(api, ids, method, path, body):
     # when
     response = send(api, method, fill(path, ids), body)
     # then
-    assert_error(response, 400, "invalid_json")
+    assert_api_error(response, 400, "invalid_json", with_fields=True)
     assert db_state() == before
 
 
 def test_body_that_is_not_json_is_unsupported_media_type(api, ids):
     before = db_state()
     response = api.post("/api/organizations/", {"name": "Form Org"}, format="multipart")
-    assert_error(response, 415, "unsupported_media_type")
+    assert_api_error(response, 415, "unsupported_media_type", with_fields=True)
     assert db_state() == before
 
 
@@ -225,7 +216,7 @@ def test_invalid_body_is_a_validation_error_naming_the_field(api, ids, method, p
     # when
     response = send(api, method, fill(path, ids), fill(body, ids))
     # then
-    error = assert_error(response, 400, "validation_error")
+    error = assert_api_error(response, 400, "validation_error", with_fields=True)
     assert field in error["fields"]
     assert db_state() == before
 
@@ -245,7 +236,7 @@ INVALID_QUERIES = [
 @pytest.mark.parametrize(("path", "field"), INVALID_QUERIES)
 def test_invalid_query_is_a_validation_error_naming_the_parameter(api, ids, path, field):
     response = api.get(fill(path, ids))
-    error = assert_error(response, 400, "validation_error")
+    error = assert_api_error(response, 400, "validation_error", with_fields=True)
     assert field in error["fields"]
 
 
@@ -269,7 +260,7 @@ def test_unknown_object_id_is_not_found(api, ids, method, route, unknown_id):
     # when
     response = send(api, method, "/api/" + route.replace("<str:id>", unknown_id), {})
     # then
-    assert_error(response, 404, "not_found")
+    assert_api_error(response, 404, "not_found", with_fields=True)
     assert db_state() == before
 
 
@@ -288,7 +279,7 @@ def test_unknown_object_id_is_not_found(api, ids, method, route, unknown_id):
 def test_unknown_api_path_is_a_json_404(db, method, path, authenticated):
     client = client_with(MASTER if authenticated else None)
     response = send(client, method, path, {} if method != "get" else None)
-    assert_error(response, 404, "not_found")
+    assert_api_error(response, 404, "not_found", with_fields=True)
 
 
 @pytest.mark.parametrize(
@@ -303,7 +294,7 @@ def test_unknown_api_path_is_a_json_404(db, method, path, authenticated):
 def test_unsupported_method_is_a_json_405(api, ids, method, path):
     before = db_state()
     response = send(api, method, fill(path, ids), {})
-    assert_error(response, 405, "method_not_allowed")
+    assert_api_error(response, 405, "method_not_allowed", with_fields=True)
     assert db_state() == before
 
 
@@ -346,7 +337,7 @@ def test_duplicate_is_a_conflict_naming_the_field(api, taken, method, path, body
     # when
     response = send(api, method, fill(path, taken), fill(body, taken))
     # then
-    error = assert_error(response, 409, "conflict")
+    error = assert_api_error(response, 409, "conflict", with_fields=True)
     assert field in error["fields"]
     assert db_state() == before
 
@@ -413,7 +404,7 @@ def test_idempotency_key_reused_for_another_amount_is_refused(api, tenant_a):
         path, {"amount": "50", "reason": "r", "idempotency_key": "k1"}, format="json"
     )
     # then
-    error = assert_error(response, 400, "validation_error")
+    error = assert_api_error(response, 400, "validation_error", with_fields=True)
     assert "idempotency_key" in error["fields"]
     assert db_state() == before
 
@@ -442,6 +433,6 @@ def test_adjust_below_the_overdraft_is_insufficient_credits(
         team_path + "credits/adjust/", {"amount": debit_too_far, "reason": "r"}, format="json"
     )
     # then
-    assert_error(response, 409, "insufficient_credits")
+    assert_api_error(response, 409, "insufficient_credits", with_fields=True)
     assert balance(tenant_a.team) == floor
     assert db_state() == before

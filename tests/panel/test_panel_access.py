@@ -10,8 +10,8 @@ from django.urls import reverse
 from alerts.services import alerts_evaluate, webhook_endpoint_create
 from panel.urls import urlpatterns
 from teams.services import team_update
-from tests.conftest import add_call_history, db_state
-from tests.panel.conftest import PASSWORD, logged_in, make_user
+from tests.helpers.panel import PASSWORD, logged_in, make_user
+from tests.helpers.tenants import add_call_history, db_state
 
 # Pages: url name -> which fixture object's public id goes in the URL.
 PAGES = {

@@ -13,8 +13,8 @@ from livestate.keys import DEAD_LETTERS, SETTLER_GROUP, USAGE_STREAM
 from modelgroups.models import Model, ModelGroup, Upstream
 from orgs.models import AuditEvent, Organization
 from teams.models import Team, VirtualKey
-from tests.conftest import db_state
-from tests.panel.conftest import record_usage
+from tests.helpers.panel import record_usage
+from tests.helpers.tenants import db_state
 
 
 def post(client, name, args=(), data=None, **kwargs):
@@ -458,7 +458,7 @@ def test_the_dashboard_shows_usage_waiting_to_settle_and_dead_letters(as_admin, 
 
 def test_testing_an_upstream_makes_a_real_call_and_shows_the_answer(live, mock_catalog):
     # given an admin and the live mock upstream
-    from tests.panel.conftest import logged_in, make_user
+    from tests.helpers.panel import logged_in, make_user
 
     client = logged_in(make_user("alice", "admin"))
     upstream = mock_catalog["upstream"]

@@ -29,7 +29,7 @@ def test_the_first_admin_is_created_once_with_a_password_shown_once(db):
 
 
 def test_an_existing_admin_group_member_counts_as_the_first_admin(db):
-    from tests.panel.conftest import make_user
+    from tests.helpers.panel import make_user
 
     make_user("carol", "admin")
     output = run()

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.panel.conftest import PASSWORD, make_user
+from tests.helpers.panel import PASSWORD, make_user
 
 CHROMIUM = "/usr/bin/chromium"
 # No downloads, no background chatter: the machines have no internet.
@@ -66,7 +66,7 @@ def test_an_admin_runs_the_business_from_the_browser(live, browser, settings):
     from billing import settlement, tasks
     from billing.models import LedgerEntry
     from core.money import display_micros
-    from tests.test_alerts import Receiver
+    from tests.helpers.servers import Receiver
 
     settings.WEBHOOK_ALLOW_PRIVATE_ADDRESSES = True  # the webhook receiver is on localhost
 

@@ -13,7 +13,7 @@ from billing.services import UsageCharge, credits_grant, ledger_post_usage_batch
 from core.secrets import decrypt
 from orgs.models import AuditEvent
 from teams.services import team_update
-from tests.conftest import db_state
+from tests.helpers.tenants import db_state
 
 
 def job(tenant, job_type="summarize", status="open", charged=0, calls=()):

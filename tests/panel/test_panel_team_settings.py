@@ -6,7 +6,7 @@ from django.urls import reverse
 from modelgroups.models import ModelGroup
 from orgs.models import AuditEvent
 from teams.models import Team
-from tests.conftest import db_state
+from tests.helpers.tenants import db_state
 
 
 def edit_data(client, team, **changes) -> dict:

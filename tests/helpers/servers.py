@@ -1,0 +1,131 @@
+"""Servers the tests run: the application in uvicorn, a webhook receiver."""
+
+import asyncio
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LiveServer:
+    """The real ASGI application (gateway + mock upstream + Django) in uvicorn on a free port.
+
+    Started once per test session (per xdist worker); each test gets a gateway of its own,
+    built and started from that test's settings by start_gateway() on the server's event loop,
+    and shut down by stop_gateway(): a test sees the server exactly as if it had been started
+    for it, minus the seconds that starting uvicorn costs.
+    """
+
+    def __init__(self):
+        import uvicorn
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.mock_url = f"{self.url}/mock/v1"
+        self.gateway = None
+        self._app = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        config = uvicorn.Config(
+            self._application,
+            host="127.0.0.1",
+            port=self.port,
+            loop="asyncio",
+            lifespan="on",
+            interface="asgi3",
+            log_level="warning",
+            access_log=False,
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    async def _application(self, scope, receive, send):
+        if scope["type"] == "lifespan":
+            return await self._lifespan(receive, send)
+        if self._app is None:
+            raise RuntimeError("a request reached the test server outside of a `live` test")
+        return await self._app(scope, receive, send)
+
+    async def _lifespan(self, receive, send):
+        # The gateway's own start-up reads Postgres (it republishes an empty Redis), which a
+        # test may touch only inside the test: start_gateway() does it there instead.
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self.loop = asyncio.get_running_loop()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    def start(self) -> "LiveServer":
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the test server did not start")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+    def on_loop(self, coro, timeout: float = 30):
+        """Run a coroutine on the server's event loop and return its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def start_gateway(self) -> None:
+        """A new Gateway, read from the current settings and started as uvicorn's lifespan
+        would: fresh Redis and HTTP pools, the change feed followed from now, a new breaker,
+        in-memory keys, teams and catalog loaded from (a just-flushed) Redis."""
+        from proxy.gateway import Gateway
+        from saas.asgi import make_application
+
+        gateway = Gateway()
+        self.on_loop(gateway.startup())
+        self.gateway = gateway
+        self._app = make_application(gateway)
+
+    def stop_gateway(self) -> None:
+        gateway, self.gateway, self._app = self.gateway, None, None
+        if gateway is not None:
+            self.on_loop(gateway.shutdown())
+
+
+class Receiver:
+    """A webhook receiver: a real HTTP server on localhost that answers with scripted status
+    codes (200 once the script runs out) and records every request it gets."""
+
+    def __init__(self):
+        self.statuses: list[int] = []
+        self.requests: list[tuple[dict, bytes]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                receiver.requests.append((headers, body))
+                status = receiver.statuses.pop(0) if receiver.statuses else 200
+                self.send_response(status)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hooks/tollgate"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
