@@ -11,7 +11,7 @@ test: setup chromium
 	.venv/bin/ruff check .
 	.venv/bin/lint-imports
 	$(PY) manage.py makemigrations --check --dry-run
-	.venv/bin/pytest
+	.venv/bin/pytest -n auto
 
 setup: install env db migrate
 

@@ -1,7 +1,7 @@
 """Fixtures: real PostgreSQL (pytest-django test database) and Redis; state built via services.
 
-Each test session runs one live server; every test starts from an empty Redis and, when it asks
-for `live`, a gateway started for it alone.
+Each test session (each xdist worker) runs its own redis-server and one live server; every test
+starts from an empty Redis and, when it asks for `live`, a gateway started for it alone.
 Plain helpers are in tests/helpers/.
 """
 
@@ -15,16 +15,60 @@ from core.redis import client as redis_client
 from modelgroups import services as catalog
 from orgs.services import organization_create
 from tests.helpers.api import MASTER, client_with
-from tests.helpers.servers import LiveServer
+from tests.helpers.servers import LiveServer, RedisServer
 from tests.helpers.tenants import GatewayTenant, Tenant
 
 ENCRYPTION_KEY = Fernet.generate_key().decode()
 
 
+# Modules whose tests all run on one xdist worker: each starts something slow once, in a
+# module-scoped fixture (a real LiteLLM proxy).
+ONE_WORKER_MODULES = frozenset({"tests/test_litellm_upstream.py"})
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """With `-n` and the default `--dist load`: tests go to whichever worker is free, one by
+    one, except that each of ONE_WORKER_MODULES goes to one worker whole. (xdist's own
+    `--dist loadgroup` does this by renaming tests, which pytest 9.2 no longer allows.)"""
+    if config.getvalue("dist") != "load":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    class Scheduling(LoadGroupScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return module if module in ONE_WORKER_MODULES else nodeid
+
+    return Scheduling(config, log)
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> str:
-    """Tests get their own Redis database, emptied before each test."""
-    return os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+    """This session's own Redis: a throwaway redis-server, so nothing else uses or flushes
+    it. With TEST_REDIS_URL set, or without redis-server on PATH, that Redis instead (default
+    db 15 on localhost), one db number further per xdist worker."""
+    url = os.environ.get("TEST_REDIS_URL")
+    if url is None and RedisServer.available():
+        server = RedisServer().start()
+        _point_celery_at(server.url)
+        yield server.url
+        server.stop()
+        return
+    url = url or "redis://127.0.0.1:6379/15"
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")  # gw0, gw1, ...
+    base, _, db = url.rpartition("/")
+    url = f"{base}/{int(db or 0) + int(worker.removeprefix('gw'))}"
+    _point_celery_at(url)
+    yield url
+
+
+def _point_celery_at(url: str) -> None:
+    # Celery read its broker from the settings once; a task sent without eager mode must land
+    # in the tests' Redis, never in the developer's queue.
+    from saas.celery import app
+
+    app.conf.broker_url = url
 
 
 @pytest.fixture(autouse=True)
@@ -33,6 +77,7 @@ def _settings(settings, redis_url):
     settings.SECRETS_ENCRYPTION_KEYS = [ENCRYPTION_KEY]
     settings.CELERY_TASK_ALWAYS_EAGER = True
     settings.REDIS_URL = redis_url
+    settings.CELERY_BROKER_URL = redis_url
     redis_client.cache_clear()
     redis_client().flushdb()
     yield

@@ -1,7 +1,11 @@
-"""Servers the tests run: the application in uvicorn, a webhook receiver."""
+"""Servers the tests run: the application in uvicorn, a throwaway Redis, a webhook receiver."""
 
 import asyncio
+import contextlib
+import shutil
 import socket
+import subprocess
+import tempfile
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -96,6 +100,65 @@ class LiveServer:
         gateway, self.gateway, self._app = self.gateway, None, None
         if gateway is not None:
             self.on_loop(gateway.shutdown())
+
+
+class RedisServer:
+    """A throwaway redis-server on a free loopback port: nothing saved, gone when stopped."""
+
+    def __init__(self):
+        self.binary = shutil.which("redis-server")
+        self.process: subprocess.Popen | None = None
+        self.dir = tempfile.TemporaryDirectory(prefix="tollgate-test-redis-")
+        self.url = ""
+
+    @classmethod
+    def available(cls) -> bool:
+        return shutil.which("redis-server") is not None
+
+    def start(self) -> "RedisServer":
+        import redis
+
+        for _ in range(5):  # a free port can be taken by someone else before we bind it
+            port = free_port()
+            options = {
+                "port": str(port),
+                "bind": "127.0.0.1",
+                "save": "",
+                "appendonly": "no",
+                "daemonize": "no",
+                "dir": self.dir.name,
+                "loglevel": "warning",
+            }
+            argv = [self.binary]
+            for name, value in options.items():
+                argv += [f"--{name}", value]
+            self.process = subprocess.Popen(  # noqa: S603 - our own argv, no shell
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            self.url = f"redis://127.0.0.1:{port}/0"
+            client = redis.Redis.from_url(self.url, socket_timeout=1)
+            deadline = time.monotonic() + 10
+            while self.process.poll() is None and time.monotonic() < deadline:
+                with contextlib.suppress(redis.ConnectionError):
+                    client.ping()
+                    client.close()
+                    return self
+                time.sleep(0.02)
+            self.stop()
+        raise RuntimeError("could not start a redis-server for the tests")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        self.process = None
 
 
 class Receiver:
