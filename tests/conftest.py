@@ -14,6 +14,7 @@ from rest_framework.test import APIClient
 from core.redis import client as redis_client
 from modelgroups import services as catalog
 from orgs.services import organization_create
+from tests.helpers import db as test_db
 from tests.helpers.api import MASTER, client_with
 from tests.helpers.servers import LiveServer, RedisServer
 from tests.helpers.tenants import GatewayTenant, Tenant
@@ -69,6 +70,18 @@ def _point_celery_at(url: str) -> None:
     from saas.celery import app
 
     app.conf.broker_url = url
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    """pytest-django's test database, and transactional tests ending with tests/helpers/db.py's
+    flush (the database as migrations left it, like Django's flush, for a fraction of the cost)."""
+    from django.db import connection
+
+    with django_db_blocker.unblock():
+        undo = test_db.install(connection)
+    yield
+    undo()
 
 
 @pytest.fixture(autouse=True)

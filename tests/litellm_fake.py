@@ -28,6 +28,8 @@ from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
+from tests.helpers.servers import POLL_SECONDS
+
 MASTER_KEY = "sk-fake-litellm-master-0123456789"
 DURATION = re.compile(r"^(\d+)(s|m|h|d|w|mo)$")
 DURATION_ALIASES = {"hourly": "1h", "daily": "24h", "weekly": "7d", "monthly": "30d"}
@@ -119,7 +121,9 @@ class FakeLiteLLM:
 
         self.server = Server(("127.0.0.1", self.port), Handler)
         self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": POLL_SECONDS}, daemon=True
+        ).start()
         return self
 
     def stop(self) -> None:

@@ -10,6 +10,10 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+# How often a stdlib server's serve_forever() looks for shutdown(): each stop waits up to this
+# long (the default, 0.5 s, was half a second at the end of every test that ran one).
+POLL_SECONDS = 0.02
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -186,7 +190,9 @@ class Receiver:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_port}/hooks/tollgate"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": POLL_SECONDS}, daemon=True
+        )
         self.thread.start()
 
     def close(self):
