@@ -48,7 +48,7 @@ def pytest_xdist_make_scheduler(config, log):
 def redis_url() -> str:
     """This session's own Redis: a throwaway redis-server, so nothing else uses or flushes
     it. With TEST_REDIS_URL set, or without redis-server on PATH, that Redis instead (default
-    db 15 on localhost), one db number further per xdist worker."""
+    db 15 on localhost), one db number lower for each further xdist worker (gw1: 14, ...)."""
     url = os.environ.get("TEST_REDIS_URL")
     if url is None and RedisServer.available():
         server = RedisServer().start()
@@ -59,7 +59,7 @@ def redis_url() -> str:
     url = url or "redis://127.0.0.1:6379/15"
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")  # gw0, gw1, ...
     base, _, db = url.rpartition("/")
-    url = f"{base}/{int(db or 0) + int(worker.removeprefix('gw'))}"
+    url = f"{base}/{int(db or 0) - int(worker.removeprefix('gw'))}"
     _point_celery_at(url)
     yield url
 
