@@ -4,6 +4,7 @@ transactional test ends with the database as migrations left it."""
 import pytest
 from django.contrib.auth.models import Group, Permission, User
 from django.contrib.contenttypes.models import ContentType
+from django.core.management import call_command
 from django.db import connection
 
 from billing.models import LedgerEntry
@@ -50,3 +51,25 @@ def test_a_transactional_test_ends_with_the_migrated_database(transactional_db):
         for table in fast.tables:
             cursor.execute(f"SELECT count(*) FROM {connection.ops.quote_name(table)}")  # noqa: S608
             assert cursor.fetchone() == (0,), table
+
+
+def test_a_test_that_changed_the_migrated_rows_gets_djangos_flush_and_the_groups_back(
+    transactional_db,
+):
+    # given: a test that renamed a role group and made one of its own
+    fast = test_db.FastFlush(connection)
+    Group.objects.filter(name="viewer").update(name="renamed")
+    Group.objects.create(name="extra")
+    flushed = []
+
+    def django_flush(test_case):
+        flushed.append(test_case)
+        call_command("flush", verbosity=0, interactive=False)
+
+    # when
+    fast.flush("the test case", original=django_flush)
+    # then: Django's flush ran, and the groups are the migrated ones again
+    assert flushed == ["the test case"]
+    assert sorted(Group.objects.values_list("name", flat=True)) == ["admin", "viewer"]
+    assert ContentType.objects.filter(app_label="teams", model="team").exists()
+    assert fast.checksums == test_db._checksums(connection)

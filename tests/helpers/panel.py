@@ -14,7 +14,7 @@ _request_ids = itertools.count(1)
 def make_user(username: str, group: str | None = None, **extra) -> User:
     user = User.objects.create_user(username, password=PASSWORD, **extra)
     if group:
-        # get_or_create: a transactional test's flush removes the groups the migration made
+        # get_or_create: the groups a migration made, unless a test removed them
         user.groups.add(Group.objects.get_or_create(name=group)[0])
     return user
 
