@@ -1,5 +1,9 @@
-"""The test infrastructure's own promises: a `live` test gets a gateway of its own, and a
-transactional test ends with the database as migrations left it."""
+"""The test infrastructure's own promises: a `live` test gets a gateway of its own, a
+transactional test ends with the database as migrations left it, and shared helpers come from
+tests/helpers/, never from a conftest."""
+
+import ast
+from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import Group, Permission, User
@@ -73,3 +77,18 @@ def test_a_test_that_changed_the_migrated_rows_gets_djangos_flush_and_the_groups
     assert sorted(Group.objects.values_list("name", flat=True)) == ["admin", "viewer"]
     assert ContentType.objects.filter(app_label="teams", model="team").exists()
     assert fast.checksums == test_db._checksums(connection)
+
+
+def test_no_test_module_imports_a_conftest():
+    # pytest loads conftest files itself; importing one runs it a second time as another module
+    tests = Path(__file__).parent
+    offenders = []
+    for path in sorted(tests.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            offenders += [f"{path.relative_to(tests)}: {n}" for n in names if "conftest" in n]
+    assert offenders == []
