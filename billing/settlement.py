@@ -33,6 +33,7 @@ from livestate.keys import (
     acct_key,
     job_key,
 )
+from livestate.snapshots import TeamSnapshot
 from teams.models import Team, VirtualKey
 
 logger = logging.getLogger(__name__)
@@ -408,24 +409,16 @@ def expire_jobs(*, older_than_s: int | None = None) -> int:
             # Team gone, or the job hash vanished: nothing to charge; forget the entry.
             client.zrem(OPEN_JOBS, job_id)
             continue
-        team = orjson.loads(snapshot)
-        budget = team["budget"]
-        result = client.eval(
-            scripts.JOB_CLOSE,
-            3,
-            job_key(job_id),
-            OPEN_JOBS,
-            USAGE_STREAM,
-            now_ms,
-            job_id,
-            "expired",
-            team["overdraft"],
-            -1 if budget is None else budget,
-            "1" if team["budget_mode"] == "hard" else "0",
-            -1,
-            "",
-            settings.GATEWAY_JOB_RETAIN_SECONDS * 1000,
+        keys, args = scripts.job_close_call(
+            job_id=job_id,
+            status="expired",
+            now_ms=now_ms,
+            team=TeamSnapshot.from_json(snapshot),
+            key_budget=-1,
+            retain_ms=settings.GATEWAY_JOB_RETAIN_SECONDS * 1000,
+            team_only=False,
         )
+        result = client.eval(scripts.JOB_CLOSE, len(keys), *keys, *args)
         if result[0] == b"ok":
             logger.info("job %s expired after %ss open", job_id, ttl)
             closed += 1

@@ -7,14 +7,24 @@ what is still allowed, so the sum charged can never exceed what admission allowe
 the concurrency. Each script runs atomically inside Redis: no check-then-act gap.
 
 Units: all amounts are integer micro-credits; times are milliseconds since the epoch.
+
+The scripts take positional KEYS and ARGV; `GatewayScripts` (at the end) is the only code that
+spells their order for the gateway's four scripts, and takes named arguments instead.
 """
+
+from typing import NamedTuple
 
 from livestate.keys import (
     ACCOUNT_PREFIX,
+    INFLIGHT,
     JOB_PREFIX,
     KEY_ACCOUNT_PREFIX,
+    OPEN_JOBS,
     PARALLEL_PREFIX,
+    USAGE_STREAM,
+    job_key,
 )
+from livestate.snapshots import KeySnapshot, TeamSnapshot
 
 # A parallel-request slot whose holder vanished (crash) is reclaimed after this long.
 PARALLEL_STALE_MS = 15 * 60 * 1000
@@ -468,3 +478,218 @@ def _names(script: str) -> str:
 JOB_CLOSE, REAP, ACCOUNT_REBUILD, RECONCILE_LIVE = (
     _names(s) for s in (JOB_CLOSE, REAP, ACCOUNT_REBUILD, RECONCILE_LIVE)
 )
+
+
+class Refusal(NamedTuple):
+    """A call or job the admission scripts did not admit: {status, detail, retry_after_s,
+    limit, remaining}, decoded."""
+
+    status: str
+    detail: str
+    retry: int
+    limit: int
+    remaining: int
+
+    @classmethod
+    def of(cls, verdict: list) -> "Refusal":
+        status, detail = verdict[0].decode(), _text(verdict[1])
+        return cls(status, detail, int(verdict[2]), int(verdict[3]), int(verdict[4]))
+
+
+class JobCloseResult(NamedTuple):
+    status: str  # "ok", "not_found" or "closed"
+    detail: str  # the amount charged ("ok") or the status the job already had ("closed")
+
+
+def _flag(value: bool) -> str:
+    return "1" if value else "0"
+
+
+def job_close_call(
+    *,
+    job_id: str,
+    status: str,
+    now_ms: int,
+    team: TeamSnapshot,
+    key_budget: int,
+    retain_ms: int,
+    team_only: bool = True,
+) -> tuple[list, list]:
+    """JOB_CLOSE's (KEYS, ARGV). With team_only=False any team's job closes (the expiry task)."""
+    return [job_key(job_id), OPEN_JOBS, USAGE_STREAM], [
+        now_ms,
+        job_id,
+        status,
+        team.overdraft,
+        team.budget_limit,
+        _flag(team.hard),
+        key_budget,
+        team.id if team_only else "",
+        retain_ms,
+    ]
+
+
+class GatewayScripts:
+    """ADMIT, SETTLE, JOB_OPEN and JOB_CLOSE registered on the gateway's async client, called
+    with named arguments. Per call this builds two short lists from fields the snapshots
+    computed once; nothing else is allocated."""
+
+    __slots__ = ("_admit", "_job_close", "_job_open", "_settle")
+
+    def __init__(self, redis):
+        self._admit = redis.register_script(ADMIT)
+        self._settle = redis.register_script(SETTLE)
+        self._job_open = redis.register_script(JOB_OPEN)
+        self._job_close = redis.register_script(JOB_CLOSE)
+
+    async def admit(
+        self,
+        *,
+        key: KeySnapshot,
+        team: TeamSnapshot,
+        rid: str,
+        now_ms: int,
+        est_tokens: int,
+        reserve: int,
+        inflight: bytes,
+        job_id: str | None,
+    ) -> Refusal | None:
+        """Admit one call (rate limits, parallel slot, reservation): None, or why not."""
+        verdict = await self._admit(
+            keys=[
+                team.account_key,
+                key.account_key,
+                team.parallel_key,
+                INFLIGHT,
+                key.rpm_key,
+                key.tpm_key,
+                team.rpm_key,
+                team.tpm_key,
+                job_key(job_id or ""),
+            ],
+            args=[
+                now_ms,
+                rid,
+                est_tokens,
+                reserve,
+                key.rpm_limit,
+                key.tpm_limit,
+                team.rpm_limit,
+                team.tpm_limit,
+                team.par_limit,
+                team.overdraft,
+                team.budget_limit,
+                _flag(team.hard),
+                key.budget_limit,
+                inflight,
+                job_id or "",
+                team.id,
+            ],
+        )
+        return None if verdict[0] == b"ok" else Refusal.of(verdict)
+
+    async def settle(
+        self,
+        *,
+        key: KeySnapshot,
+        team: TeamSnapshot,
+        rid: str,
+        now_ms: int,
+        reserve: int,
+        price: int,
+        token_correction: int,
+        record: bytes,
+        job_id: str | None,
+        failed: bool,
+        in_tokens: int,
+        out_tokens: int,
+        cost: int,
+    ) -> int:
+        """Release the call's reservation, charge its price (capped) and append its record."""
+        return await self._settle(
+            keys=[
+                team.account_key,
+                key.account_key,
+                team.parallel_key,
+                INFLIGHT,
+                USAGE_STREAM,
+                key.tpm_key,
+                team.tpm_key,
+                job_key(job_id or ""),
+            ],
+            args=[
+                now_ms,
+                rid,
+                reserve,
+                price,
+                token_correction,
+                team.overdraft,
+                team.budget_limit,
+                _flag(team.hard),
+                key.budget_limit,
+                record,
+                _flag(bool(job_id)),
+                _flag(failed),
+                in_tokens,
+                out_tokens,
+                cost,
+            ],
+        )
+
+    async def job_open(
+        self,
+        *,
+        key: KeySnapshot,
+        team: TeamSnapshot,
+        now_ms: int,
+        job_id: str,
+        job_type: str,
+        fee: int,
+        metadata: bytes,
+        record: bytes,
+    ) -> Refusal | None:
+        """Open a job, reserving its fee: None, or why not."""
+        verdict = await self._job_open(
+            keys=[team.account_key, key.account_key, job_key(job_id), OPEN_JOBS, USAGE_STREAM],
+            args=[
+                now_ms,
+                job_id,
+                fee,
+                team.overdraft,
+                team.budget_limit,
+                _flag(team.hard),
+                key.budget_limit,
+                team.id,
+                key.id,
+                job_type,
+                metadata,
+                record,
+            ],
+        )
+        return None if verdict[0] == b"ok" else Refusal.of(verdict)
+
+    async def job_close(
+        self,
+        *,
+        key: KeySnapshot,
+        team: TeamSnapshot,
+        now_ms: int,
+        job_id: str,
+        status: str,
+        retain_ms: int,
+    ) -> JobCloseResult:
+        """Close one of the team's jobs, charging its fee when it is due."""
+        keys, args = job_close_call(
+            job_id=job_id,
+            status=status,
+            now_ms=now_ms,
+            team=team,
+            key_budget=key.budget_limit,
+            retain_ms=retain_ms,
+        )
+        result = await self._job_close(keys=keys, args=args)
+        return JobCloseResult(result[0].decode(), _text(result[1]))
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -26,6 +26,7 @@ from livestate.keys import (
     USAGE_STREAM,
     acct_key,
 )
+from livestate.snapshots import KeySnapshot, TeamPricing, TeamSnapshot
 
 logger = logging.getLogger(__name__)
 
@@ -34,50 +35,52 @@ def _epoch(dt) -> float | None:
     return dt.timestamp() if dt else None
 
 
-def key_snapshot(key) -> dict:
-    return {
-        "id": key.pk,
-        "public_id": key.public_id,
-        "team": key.team_id,
-        "hash": key.key_hash,
-        "prev_hash": key.previous_key_hash,
-        "prev_until": _epoch(key.previous_valid_until),
-        "status": key.status,
-        "expires": _epoch(key.expires_at),
-        "groups": sorted(g.public_id for g in key.model_groups.all()),
-        "rpm": key.rpm_limit,
-        "tpm": key.tpm_limit,
-        "budget": key.budget_limit_micros,
-    }
+def key_snapshot(key) -> KeySnapshot:
+    return KeySnapshot(
+        id=key.pk,
+        public_id=key.public_id,
+        team=key.team_id,
+        hash=key.key_hash,
+        prev_hash=key.previous_key_hash,
+        prev_until=_epoch(key.previous_valid_until),
+        status=key.status,
+        expires=_epoch(key.expires_at),
+        groups=frozenset(g.public_id for g in key.model_groups.all()),
+        rpm=key.rpm_limit,
+        tpm=key.tpm_limit,
+        budget=key.budget_limit_micros,
+    )
 
 
-def team_snapshot(team) -> dict:
-    return {
-        "id": team.pk,
-        "public_id": team.public_id,
-        "org": team.organization_id,
-        "status": team.status,
-        "groups": sorted(g.public_id for g in team.model_groups.all()),
-        "rpm": team.rpm_limit,
-        "tpm": team.tpm_limit,
-        "par": team.max_parallel_requests,
-        "budget": team.budget_limit_micros if team.budget_period != "none" else None,
-        "budget_mode": team.budget_mode,
-        "overdraft": team.account.overdraft_limit_micros,
-        "pricing": {
-            "mode": team.pricing_mode,
-            "per_usd": team.credits_per_usd_micros,
-            "unit_tokens": team.tokens_per_unit,
-            "unit_price": team.price_per_unit_micros,
-            "job_price": team.job_price_micros,
-            "job_prices": team.job_type_prices,
-        },
-        "cache_ttl": team.cache_ttl_seconds,
-        "cache_hit_pct": team.cache_hit_price_percent,
-        "log": team.log_bodies,
-        "log_days": team.log_retention_days,
-        "log_patterns": team.log_redact_patterns if team.log_bodies else [],
-    }
+def team_snapshot(team) -> TeamSnapshot:
+    return TeamSnapshot(
+        id=team.pk,
+        public_id=team.public_id,
+        org=team.organization_id,
+        status=team.status,
+        groups=frozenset(g.public_id for g in team.model_groups.all()),
+        rpm=team.rpm_limit,
+        tpm=team.tpm_limit,
+        par=team.max_parallel_requests,
+        budget=team.budget_limit_micros if team.budget_period != "none" else None,
+        budget_mode=team.budget_mode,
+        overdraft=team.account.overdraft_limit_micros,
+        pricing=TeamPricing.from_wire(
+            {
+                "mode": team.pricing_mode,
+                "per_usd": team.credits_per_usd_micros,
+                "unit_tokens": team.tokens_per_unit,
+                "unit_price": team.price_per_unit_micros,
+                "job_price": team.job_price_micros,
+                "job_prices": team.job_type_prices,
+            }
+        ),
+        cache_ttl=team.cache_ttl_seconds,
+        cache_hit_pct=team.cache_hit_price_percent,
+        log=team.log_bodies,
+        log_days=team.log_retention_days,
+        log_patterns=tuple(team.log_redact_patterns) if team.log_bodies else (),
+    )
 
 
 def catalog_snapshot() -> dict:
@@ -172,7 +175,7 @@ def publish_key(key_pk: int, retired_hashes: Iterable[str] = ()) -> None:
     from teams.models import VirtualKey
 
     key = VirtualKey.objects.prefetch_related("model_groups").get(pk=key_pk)
-    snap = orjson.dumps(key_snapshot(key))
+    snap = key_snapshot(key).to_json()
     hashes = [h for h in (key.key_hash, key.previous_key_hash) if h]
     retired = [h for h in retired_hashes if h and h not in hashes]
     pipe = client().pipeline()
@@ -189,7 +192,7 @@ def publish_team(team_pk: int) -> None:
 
     team = Team.objects.select_related("account").prefetch_related("model_groups").get(pk=team_pk)
     pipe = client().pipeline()
-    pipe.hset(TEAM_SNAPSHOTS, str(team.pk), orjson.dumps(team_snapshot(team)))
+    pipe.hset(TEAM_SNAPSHOTS, str(team.pk), team_snapshot(team).to_json())
     _announce(pipe, "team", str(team.pk))
     pipe.execute()
     publish_account(team.account)
@@ -249,14 +252,14 @@ def publish_all() -> None:
 
     keys = {}
     for key in VirtualKey.objects.prefetch_related("model_groups").iterator(chunk_size=2000):
-        snap = orjson.dumps(key_snapshot(key))
+        snap = key_snapshot(key).to_json()
         keys[key.key_hash] = snap
         if key.previous_key_hash:
             keys[key.previous_key_hash] = snap
     teams = {}
     accounts = []
     for team in Team.objects.select_related("account").prefetch_related("model_groups"):
-        teams[str(team.pk)] = orjson.dumps(team_snapshot(team))
+        teams[str(team.pk)] = team_snapshot(team).to_json()
         accounts.append(team.account)
     health = _health_rows()
     pipe = client().pipeline(transaction=True)

@@ -8,11 +8,17 @@ when the client asks). A stream request may also be served from a unary entry, r
 """
 
 import hashlib
+import logging
 import time
 
 import orjson
+from django.conf import settings
 
 from livestate.keys import RESPONSE_CACHE_PREFIX as PREFIX
+from proxy.call import Call
+from proxy.responses import SSE_HEADERS, send_json
+
+logger = logging.getLogger(__name__)
 
 IGNORED_FIELDS = frozenset({"stream", "stream_options", "user", "metadata"})
 
@@ -97,3 +103,93 @@ def frames_from_unary(payload: dict, chat: bool) -> list[bytes]:
         for part in (first, last):
             frames.append(b"data: " + orjson.dumps({**base, "choices": [part]}) + b"\n\n")
     return frames
+
+
+class CacheLookup:
+    """Where this request's answer is (or will be) cached, and whether it may be stored."""
+
+    __slots__ = ("may_write", "stream_key", "ttl", "unary_key")
+
+    def __init__(self, team_id: int, path: str, request: dict, ttl: int, may_write: bool):
+        self.unary_key, self.stream_key = cache_keys(team_id, path, request)
+        self.ttl, self.may_write = ttl, may_write
+
+
+class ResponseCache:
+    """The response cache of one gateway: its Redis and the catalog that says which model
+    answered."""
+
+    __slots__ = ("redis", "replica")
+
+    def __init__(self, redis, replica):
+        self.redis, self.replica = redis, replica
+
+    async def lookup(self, call: Call):
+        """Set call.lookup when the cache is on for this call; (route, entry) on a usable hit."""
+        ttl = call.team.cache_ttl
+        if ttl is None and call.group is not None:
+            ttl = call.group.cache_ttl
+        if not ttl:
+            return None
+        may_read, may_write = request_directives(call.scope)
+        call.lookup = lookup = CacheLookup(call.team.id, call.path, call.request, ttl, may_write)
+        if not may_read:
+            return None
+        if call.stream:
+            raw_stream, raw_unary = await self.redis.mget(lookup.stream_key, lookup.unary_key)
+            raw = raw_stream or raw_unary
+        else:
+            raw = await self.redis.get(lookup.unary_key)
+        if raw is None:
+            return None
+        entry = orjson.loads(raw)
+        route = self.replica.catalog.routes_by_name.get(entry["model"])
+        if route is None or route.mode != call.mode:
+            return None  # the model that answered is gone or changed: ask again
+        return route, entry
+
+    async def put(self, lookup: CacheLookup, key: str, entry: dict) -> None:
+        raw = orjson.dumps(entry)
+        if len(raw) <= settings.GATEWAY_CACHE_MAX_BYTES:
+            try:
+                await self.redis.set(key, raw, ex=lookup.ttl)
+            except Exception:
+                logger.exception("could not store a cache entry")  # the answer was served
+
+    async def serve(self, call: Call, hit, settle) -> None:
+        """Answer from the cache: settled at the hit price before the end of the response."""
+        route, entry = hit
+        settle.hit_price = settle.reserve
+        headers = [(b"x-tollgate-model", route.name.encode()), (b"x-cache", b"hit")]
+        send = call.send
+        if not call.stream:
+            body = entry["body"].encode()
+            await settle.finish(route, entry["in"], entry["out"], "ok", response=body)
+            return await send_json(send, 200, body, call.rid, headers)
+        if "frames" in entry:
+            frames = [f.encode() for f in entry["frames"]]
+            template = entry.get("template") or {}
+            usage = entry["usage"]
+        else:
+            payload = orjson.loads(entry["body"])
+            frames = frames_from_unary(payload, chat=call.mode == "chat")
+            template = {
+                "id": payload.get("id", ""),
+                "created": payload.get("created"),
+                "model": payload.get("model", ""),
+                "object": "chat.completion.chunk" if call.mode == "chat" else "text_completion",
+            }
+            usage = payload.get("usage")
+        if call.wants_usage and usage:
+            frames.append(usage_frame(template, usage))
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [*SSE_HEADERS, (b"x-request-id", call.rid.encode()), *headers],
+            }
+        )
+        body = b"".join(frames)
+        await send({"type": "http.response.body", "body": body, "more_body": True})
+        await settle.finish(route, entry["in"], entry["out"], "ok", response=body)
+        await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})

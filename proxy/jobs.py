@@ -18,25 +18,19 @@ from django.conf import settings
 from core.bounds import JOB_TYPE_RE
 from core.ids import new_public_id
 from core.money import format_micros
-from livestate.keys import OPEN_JOBS, USAGE_STREAM, job_key
+from livestate.keys import job_key
+from livestate.scripts import GatewayScripts, JobCloseResult
+from livestate.snapshots import KeySnapshot, TeamSnapshot
 from proxy import control
+from proxy.admission import refusal
 from proxy.errors import GatewayError
+from proxy.pricing import job_fee
+from proxy.responses import json_object, read_body, send_json
+from proxy.routing import method_not_allowed
 
 JOB_ID_RE = re.compile(r"^job_[a-z0-9]{20}$")
 CLOSING_STATUSES = ("completed", "failed", "cancelled")
 MAX_METADATA_BYTES = 16 * 1024
-
-
-def job_id_of(scope, request: dict | None) -> str | None:
-    """The job a call belongs to: the `x-job-id` header, else `metadata.job_id`."""
-    for name, value in scope["headers"]:
-        if name == b"x-job-id":
-            return value.decode("latin-1").strip()
-    if request is not None:
-        metadata = request.get("metadata")
-        if isinstance(metadata, dict) and isinstance(metadata.get("job_id"), str):
-            return metadata["job_id"].strip()
-    return None
 
 
 def _payload(job_id, job_type, status, metadata, created_at, closed_at, totals, fee) -> dict:
@@ -86,10 +80,15 @@ def job_view(job_id: str, h: dict) -> dict:
     )
 
 
-class JobEndpoints:
-    """Mixed into the Gateway: uses its Redis, scripts, errors and JSON answers."""
+class JobHandler:
+    """The /v1/jobs endpoints, with the gateway's Redis and scripts."""
 
-    async def _jobs(self, scope, receive, send, rid, key, team, rest: str):
+    __slots__ = ("max_body", "redis", "scripts")
+
+    def __init__(self, redis, scripts: GatewayScripts, max_body: int):
+        self.redis, self.scripts, self.max_body = redis, scripts, max_body
+
+    async def handle(self, scope, receive, send, rid, key, team, rest: str) -> None:
         method = scope["method"]
         if rest == "":
             if method != "POST":
@@ -99,20 +98,14 @@ class JobEndpoints:
                     "invalid_request_error",
                     "method_not_allowed",
                 )
-            return await self._job_open(receive, send, rid, key, team)
+            return await self._open(receive, send, rid, key, team)
         job_id, _, action = rest.partition("/")
         if action == "" and method == "GET":
-            return await self._job_get(send, rid, team, job_id)
+            return await self._get(send, rid, team, job_id)
         if action == "complete" and method == "POST":
-            return await self._job_complete(receive, send, rid, key, team, job_id)
+            return await self._complete(receive, send, rid, key, team, job_id)
         if action in ("", "complete"):
-            allowed = "GET" if action == "" else "POST"
-            raise GatewayError(
-                405,
-                f"Use {allowed} for {scope['path']}.",
-                "invalid_request_error",
-                "method_not_allowed",
-            )
+            raise method_not_allowed("GET" if action == "" else "POST", scope["path"])
         raise GatewayError(
             404,
             f"Unknown endpoint {method} {scope['path']}.",
@@ -121,28 +114,12 @@ class JobEndpoints:
         )
 
     async def _json_body(self, receive, *, optional: bool = False) -> dict:
-        body = await self._read_body(receive)
+        body = await read_body(receive, self.max_body)
         if optional and not body.strip():
             return {}
-        try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            raise GatewayError(
-                400,
-                "The request body is not valid JSON.",
-                "invalid_request_error",
-                "invalid_json",
-            ) from None
-        if not isinstance(data, dict):
-            raise GatewayError(
-                400,
-                "The request body must be a JSON object.",
-                "invalid_request_error",
-                "invalid_json",
-            )
-        return data
+        return json_object(body)
 
-    async def _job_open(self, receive, send, rid, key, team):
+    async def _open(self, receive, send, rid, key: KeySnapshot, team: TeamSnapshot):
         data = await self._json_body(receive)
         job_type = data.get("type")
         if not isinstance(job_type, str) or not JOB_TYPE_RE.match(job_type):
@@ -167,70 +144,57 @@ class JobEndpoints:
                 "metadata",
             )
         job_id = new_public_id("job")
-        fee = team["_pricing"].job_fee(job_type)
+        fee = job_fee(team.pricing, job_type)
         now_ms = int(time.time() * 1000)
         record = orjson.dumps(
             {
                 "kind": "job_open",
                 "job": job_id,
-                "org": team["org"],
-                "team": team["id"],
-                "key": key["id"],
+                "org": team.org,
+                "team": team.id,
+                "key": key.id,
                 "type": job_type,
                 "meta": metadata,
                 "fee": fee,
                 "ts": now_ms / 1000,
             }
         )
-        verdict = await self.job_open_script(
-            keys=[
-                team["_acct"],
-                key["_kacct"],
-                job_key(job_id),
-                OPEN_JOBS,
-                USAGE_STREAM,
-            ],
-            args=[
-                now_ms,
-                job_id,
-                fee,
-                team["overdraft"],
-                team["_budget"],
-                team["_hard"],
-                key["_budget"],
-                team["id"],
-                key["id"],
-                job_type,
-                meta_raw,
-                record,
-            ],
+        refused = await self.scripts.job_open(
+            key=key,
+            team=team,
+            now_ms=now_ms,
+            job_id=job_id,
+            job_type=job_type,
+            fee=fee,
+            metadata=meta_raw,
+            record=record,
         )
-        if verdict[0] != b"ok":
-            raise self._refusal(verdict)
+        if refused is not None:
+            raise refusal(refused)
         h = await self.redis.hgetall(job_key(job_id))
-        await self._send_json(send, 201, orjson.dumps(job_view(job_id, h)), rid)
+        await send_json(send, 201, orjson.dumps(job_view(job_id, h)), rid)
 
-    async def _job_get(self, send, rid, team, job_id):
+    async def _get(self, send, rid, team: TeamSnapshot, job_id: str):
         h = await self._job_hash(team, job_id)
         if h is None:
-            view = await asyncio.to_thread(_job_from_db, team["id"], job_id)
+            view = await asyncio.to_thread(_job_from_db, team.id, job_id)
             if view is None:
                 raise _job_not_found(job_id)
         else:
             view = job_view(job_id, h)
-        await self._send_json(send, 200, orjson.dumps(view), rid)
+        await send_json(send, 200, orjson.dumps(view), rid)
 
-    async def _job_hash(self, team, job_id) -> dict | None:
+    async def _job_hash(self, team: TeamSnapshot, job_id: str) -> dict | None:
         if not JOB_ID_RE.match(job_id):
             raise _job_not_found(job_id)
         h = await self.redis.hgetall(job_key(job_id))
         if not h:
             return None
-        if h.get(b"team") != str(team["id"]).encode():
+        if h.get(b"team") != str(team.id).encode():
             raise _job_not_found(job_id)  # another team's job: as if it did not exist
         return h
 
-    async def _job_complete(self, receive, send, rid, key, team, job_id):
+    async def _complete(self, receive, send, rid, key: KeySnapshot, team: TeamSnapshot, job_id):
         data = await self._json_body(receive, optional=True)
         status = data.get("status", "completed")
         if status not in CLOSING_STATUSES:
@@ -243,33 +207,27 @@ class JobEndpoints:
             )
         if not JOB_ID_RE.match(job_id):
             raise _job_not_found(job_id)
-        result = await self.job_close_script(
-            keys=[job_key(job_id), OPEN_JOBS, USAGE_STREAM],
-            args=[
-                int(time.time() * 1000),
-                job_id,
-                status,
-                team["overdraft"],
-                team["_budget"],
-                team["_hard"],
-                key["_budget"],
-                team["id"],
-                settings.GATEWAY_JOB_RETAIN_SECONDS * 1000,
-            ],
+        result = await self.scripts.job_close(
+            key=key,
+            team=team,
+            now_ms=int(time.time() * 1000),
+            job_id=job_id,
+            status=status,
+            retain_ms=settings.GATEWAY_JOB_RETAIN_SECONDS * 1000,
         )
-        if result[0] == b"not_found":
-            if await asyncio.to_thread(_job_from_db, team["id"], job_id) is None:
+        if result.status == "not_found":
+            if await asyncio.to_thread(_job_from_db, team.id, job_id) is None:
                 raise _job_not_found(job_id)
-            result = [b"closed", b"closed"]
-        if result[0] == b"closed":
+            result = JobCloseResult("closed", "closed")
+        if result.status == "closed":
             raise GatewayError(
                 409,
-                f"Job {job_id} is already {result[1].decode()}; a job is completed once.",
+                f"Job {job_id} is already {result.detail}; a job is completed once.",
                 "invalid_request_error",
                 "job_closed",
             )
         h = await self.redis.hgetall(job_key(job_id))
-        await self._send_json(send, 200, orjson.dumps(job_view(job_id, h)), rid)
+        await send_json(send, 200, orjson.dumps(job_view(job_id, h)), rid)
 
 
 def _job_not_found(job_id: str):

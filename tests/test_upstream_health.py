@@ -70,7 +70,7 @@ def chat(live, tenant, model_name, **extra):
 
 
 def breaker(live) -> Breaker:
-    return live.gateway.config.breaker
+    return live.gateway.replica.breaker
 
 
 def health_by_name() -> dict[str, ModelHealth]:

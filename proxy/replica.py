@@ -8,7 +8,6 @@ from Redis on first use, so a newly created key works immediately.
 import asyncio
 import logging
 import random
-import re
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -22,14 +21,9 @@ from livestate.keys import (
     HEALTH,
     KEY_SNAPSHOTS,
     TEAM_SNAPSHOTS,
-    acct_key,
-    key_acct_key,
-    key_rate_key,
-    parallel_key,
-    team_rate_key,
 )
+from livestate.snapshots import KeySnapshot, TeamSnapshot
 from proxy.breaker import Breaker
-from proxy.pricing import Pricing
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +39,7 @@ class Route:
     upstream_model: str
     auth: str | None  # "Bearer …" header value, decrypted once at load
     secret: str  # the provider key itself, to redact it from any upstream message
-    litellm: bool  # a LiteLLM proxy: its error bodies are mapped (proxy/litellm.py)
+    litellm: bool  # a LiteLLM proxy: its error bodies are mapped (proxy/litellm_errors.py)
     forward_key: bool  # call it with the caller's own virtual key instead of `auth`
     timeout: aiohttp.ClientTimeout  # read timeout applies between bytes, so streams may run long
     in_price: int
@@ -138,12 +132,14 @@ def build_catalog(raw: dict) -> Catalog:
     return catalog
 
 
-class GatewayConfig:
+class Replica:
+    """This process's copy of the published keys, teams, catalog and probe verdicts."""
+
     def __init__(self, redis: Redis, refresh_seconds: float = 0.2, breaker: Breaker | None = None):
         self.redis = redis
         self.refresh_seconds = refresh_seconds
-        self.keys: dict[str, dict] = {}
-        self.teams: dict[int, dict] = {}
+        self.keys: dict[str, KeySnapshot] = {}
+        self.teams: dict[int, TeamSnapshot] = {}
         self.catalog = Catalog()
         # Survives catalog rebuilds: keyed by model id, not by Route object.
         self.breaker = breaker or Breaker()
@@ -154,7 +150,7 @@ class GatewayConfig:
     async def start(self) -> None:
         if self._task is None:
             await self.load_all()
-            self._task = asyncio.create_task(self._follow(), name="gateway-config-refresh")
+            self._task = asyncio.create_task(self._follow(), name="gateway-replica-refresh")
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -169,8 +165,8 @@ class GatewayConfig:
         pipe.get(CATALOG)
         pipe.hgetall(HEALTH)
         keys, teams, catalog, health = await pipe.execute()
-        self.keys = {h.decode(): _key(v) for h, v in keys.items()}
-        self.teams = {int(t): _team(v) for t, v in teams.items()}
+        self.keys = {h.decode(): KeySnapshot.from_json(v) for h, v in keys.items()}
+        self.teams = {int(t): TeamSnapshot.from_json(v) for t, v in teams.items()}
         self.catalog = build_catalog(orjson.loads(catalog)) if catalog else Catalog()
         self._apply_health({m.decode(): v for m, v in health.items()})
         self._last_id = last[0][0] if last else b"0-0"
@@ -184,7 +180,7 @@ class GatewayConfig:
                 raise
             except Exception:
                 # Redis hiccup: keep serving from memory and try again next tick.
-                logger.exception("gateway config refresh failed")
+                logger.exception("gateway replica refresh failed")
 
     async def apply_changes(self) -> None:
         """Catch up with the change feed (also called on a routing miss: read-your-writes)."""
@@ -231,7 +227,7 @@ class GatewayConfig:
                 if raw is None:
                     self.keys.pop(h, None)
                 else:
-                    self.keys[h] = _key(raw)
+                    self.keys[h] = KeySnapshot.from_json(raw)
         if team_ids:
             ids = sorted(team_ids)
             for t, raw in zip(
@@ -240,58 +236,24 @@ class GatewayConfig:
                 if raw is None:
                     self.teams.pop(t, None)
                 else:
-                    self.teams[t] = _team(raw)
+                    self.teams[t] = TeamSnapshot.from_json(raw)
 
     def _apply_health(self, health: dict[str, bytes | None]) -> None:
         for model_id, raw in health.items():
             self.breaker.probed(model_id, orjson.loads(raw)["status"] if raw else "unknown")
 
-    async def key(self, key_hash: str) -> dict | None:
+    async def key(self, key_hash: str) -> KeySnapshot | None:
         found = self.keys.get(key_hash)
         if found is None:
             raw = await self.redis.hget(KEY_SNAPSHOTS, key_hash)
             if raw is not None:
-                found = self.keys[key_hash] = _key(raw)
+                found = self.keys[key_hash] = KeySnapshot.from_json(raw)
         return found
 
-    async def team(self, team_id: int) -> dict | None:
+    async def team(self, team_id: int) -> TeamSnapshot | None:
         found = self.teams.get(team_id)
         if found is None:
             raw = await self.redis.hget(TEAM_SNAPSHOTS, str(team_id))
             if raw is not None:
-                found = self.teams[team_id] = _team(raw)
+                found = self.teams[team_id] = TeamSnapshot.from_json(raw)
         return found
-
-
-def _limit(value) -> int:
-    return -1 if value is None else int(value)
-
-
-def _key(raw: bytes) -> dict:
-    k = orjson.loads(raw)
-    # Redis key names used by every admission, computed once per snapshot.
-    kid = k["id"]
-    k["_kacct"] = key_acct_key(kid)
-    k["_rpm_key"] = key_rate_key(kid, "r")
-    k["_tpm_key"] = key_rate_key(kid, "t")
-    k["_rpm"], k["_tpm"], k["_budget"] = _limit(k["rpm"]), _limit(k["tpm"]), _limit(k["budget"])
-    k["_groups"] = frozenset(k["groups"])
-    return k
-
-
-def _team(raw: bytes) -> dict:
-    t = orjson.loads(raw)
-    tid = t["id"]
-    t["_acct"] = acct_key(tid)
-    t["_par_key"] = parallel_key(tid)
-    t["_rpm_key"] = team_rate_key(tid, "r")
-    t["_tpm_key"] = team_rate_key(tid, "t")
-    t["_rpm"], t["_tpm"], t["_par"] = _limit(t["rpm"]), _limit(t["tpm"]), _limit(t["par"])
-    t["_budget"] = _limit(t["budget"])
-    t["_hard"] = "1" if t["budget_mode"] == "hard" else "0"
-    t["_groups"] = frozenset(t["groups"])
-    t["_pricing"] = Pricing(t.get("pricing"))
-    patterns = t.get("log_patterns") or []
-    # The team's own patterns, checked to compile when they were saved.
-    t["_redact"] = re.compile("|".join(f"(?:{p})" for p in patterns)) if patterns else None
-    return t

@@ -1,0 +1,193 @@
+"""Typed snapshots of what the gateway reads: a key, a team and its pricing.
+
+The control plane builds them from its rows (mirrors/gateway.py) and publishes `to_json()`;
+every gateway reads them back with `from_json()`. The JSON field names are the wire format
+(livestate/keys.py lists the hashes that hold them), so a field is renamed on both sides at
+once or not at all. What the hot path derives from a snapshot (its Redis key names, limits with
+-1 for none, the `hard` flag, the compiled redaction pattern) is computed once, when the
+snapshot is built, never per call.
+"""
+
+import re
+from dataclasses import dataclass, field, fields
+from typing import Any, Self
+
+import orjson
+
+from livestate.keys import acct_key, key_acct_key, key_rate_key, parallel_key, team_rate_key
+
+# A team's pricing modes (teams.models.Team.PricingMode holds the same values).
+MODEL_PRICES = "model_prices"
+COST_MARKUP = "cost_markup"
+PER_TOKENS = "per_tokens"
+PER_JOB = "per_job"
+
+
+def limit(value: int | None) -> int:
+    """A limit as the scripts take it: -1 for none."""
+    return -1 if value is None else int(value)
+
+
+def _set(obj: object, name: str, value: Any) -> None:
+    object.__setattr__(obj, name, value)  # derived fields of a frozen dataclass, set once
+
+
+def _wire_names(cls) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(cls) if f.init)
+
+
+@dataclass(frozen=True, slots=True)
+class TeamPricing:
+    """How a team is charged. Units: per_usd and unit_price are micro-credits per USD and per
+    `unit_tokens` tokens; job_price and job_prices (job type -> price) are micro-credits."""
+
+    mode: str = MODEL_PRICES
+    per_usd: int = 0
+    unit_tokens: int = 1
+    unit_price: int = 0
+    job_price: int = 0
+    job_prices: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def from_wire(cls, raw: dict | None) -> Self:
+        # Falsy values fall back to the defaults, as the gateway has always read them.
+        raw = raw or {}
+        return cls(
+            mode=raw.get("mode") or MODEL_PRICES,
+            per_usd=raw.get("per_usd") or 0,
+            unit_tokens=raw.get("unit_tokens") or 1,
+            unit_price=raw.get("unit_price") or 0,
+            job_price=raw.get("job_price") or 0,
+            job_prices=raw.get("job_prices") or {},
+        )
+
+    def to_wire(self) -> dict:
+        return {
+            "mode": self.mode,
+            "per_usd": self.per_usd,
+            "unit_tokens": self.unit_tokens,
+            "unit_price": self.unit_price,
+            "job_price": self.job_price,
+            "job_prices": self.job_prices,
+        }
+
+    @property
+    def per_job(self) -> bool:
+        return self.mode == PER_JOB
+
+
+@dataclass(frozen=True, slots=True)
+class KeySnapshot:
+    """A virtual key as the gateway authenticates and admits it."""
+
+    id: int
+    public_id: str
+    team: int
+    hash: str  # sha256 hex of the secret
+    prev_hash: str | None  # the secret before a rotation, accepted until prev_until
+    prev_until: float | None  # unix time
+    status: str
+    expires: float | None  # unix time
+    groups: frozenset[str]  # model group public ids; empty = every group of the team
+    rpm: int | None
+    tpm: int | None
+    budget: int | None  # micro-credits, None = no key budget
+    # Derived once in __post_init__.
+    account_key: str = field(init=False, repr=False, compare=False)
+    rpm_key: str = field(init=False, repr=False, compare=False)
+    tpm_key: str = field(init=False, repr=False, compare=False)
+    rpm_limit: int = field(init=False, repr=False, compare=False)
+    tpm_limit: int = field(init=False, repr=False, compare=False)
+    budget_limit: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        _set(self, "groups", frozenset(self.groups))
+        _set(self, "account_key", key_acct_key(self.id))
+        _set(self, "rpm_key", key_rate_key(self.id, "r"))
+        _set(self, "tpm_key", key_rate_key(self.id, "t"))
+        _set(self, "rpm_limit", limit(self.rpm))
+        _set(self, "tpm_limit", limit(self.tpm))
+        _set(self, "budget_limit", limit(self.budget))
+
+    def to_json(self) -> bytes:
+        wire = {name: getattr(self, name) for name in _KEY_FIELDS}
+        wire["groups"] = sorted(self.groups)
+        return orjson.dumps(wire)
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> Self:
+        data = orjson.loads(raw)
+        return cls(**{name: data.get(name) for name in _KEY_FIELDS})
+
+
+@dataclass(frozen=True, slots=True)
+class TeamSnapshot:
+    """A team as the gateway admits, prices, caches and logs its calls."""
+
+    id: int
+    public_id: str
+    org: int
+    status: str
+    groups: frozenset[str]  # model group public ids the team may use
+    rpm: int | None
+    tpm: int | None
+    par: int | None  # parallel requests in flight
+    budget: int | None  # micro-credits per budget period, None = no period budget
+    budget_mode: str  # "hard" refuses past the budget; otherwise calls may run over
+    overdraft: int  # micro-credits the balance may go below zero
+    pricing: TeamPricing
+    cache_ttl: int | None  # seconds; None = the model group's TTL, 0 = off
+    cache_hit_pct: int  # percent of the full price charged for a cached answer
+    log: bool  # keep request and response bodies
+    log_days: int | None
+    log_patterns: tuple[str, ...]  # the team's own redaction regexes, checked when saved
+    # Derived once in __post_init__.
+    account_key: str = field(init=False, repr=False, compare=False)
+    parallel_key: str = field(init=False, repr=False, compare=False)
+    rpm_key: str = field(init=False, repr=False, compare=False)
+    tpm_key: str = field(init=False, repr=False, compare=False)
+    rpm_limit: int = field(init=False, repr=False, compare=False)
+    tpm_limit: int = field(init=False, repr=False, compare=False)
+    par_limit: int = field(init=False, repr=False, compare=False)
+    budget_limit: int = field(init=False, repr=False, compare=False)
+    hard: bool = field(init=False, repr=False, compare=False)
+    redact: re.Pattern | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        _set(self, "groups", frozenset(self.groups))
+        _set(self, "log_patterns", tuple(self.log_patterns or ()))
+        if not isinstance(self.pricing, TeamPricing):
+            _set(self, "pricing", TeamPricing.from_wire(self.pricing))
+        _set(self, "account_key", acct_key(self.id))
+        _set(self, "parallel_key", parallel_key(self.id))
+        _set(self, "rpm_key", team_rate_key(self.id, "r"))
+        _set(self, "tpm_key", team_rate_key(self.id, "t"))
+        _set(self, "rpm_limit", limit(self.rpm))
+        _set(self, "tpm_limit", limit(self.tpm))
+        _set(self, "par_limit", limit(self.par))
+        _set(self, "budget_limit", limit(self.budget))
+        _set(self, "hard", self.budget_mode == "hard")
+        patterns = self.log_patterns
+        _set(
+            self,
+            "redact",
+            re.compile("|".join(f"(?:{p})" for p in patterns)) if patterns else None,
+        )
+
+    def to_json(self) -> bytes:
+        wire = {name: getattr(self, name) for name in _TEAM_FIELDS}
+        wire["groups"] = sorted(self.groups)
+        wire["pricing"] = self.pricing.to_wire()
+        wire["log_patterns"] = list(self.log_patterns)
+        return orjson.dumps(wire)
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> Self:
+        data = orjson.loads(raw)
+        values = {name: data.get(name) for name in _TEAM_FIELDS}
+        values["log"] = bool(values["log"])
+        return cls(**values)
+
+
+_KEY_FIELDS = _wire_names(KeySnapshot)
+_TEAM_FIELDS = _wire_names(TeamSnapshot)

@@ -1,0 +1,59 @@
+"""One completion request as every stage sees it, built once after authentication and routing."""
+
+from livestate.snapshots import KeySnapshot, TeamSnapshot
+from proxy.replica import Group, Route
+
+
+class Call:
+    """The request's context, passed to each stage instead of a dozen parameters."""
+
+    __slots__ = (
+        "body",
+        "caller_auth",
+        "group",
+        "job_id",
+        "key",
+        "lookup",
+        "mode",
+        "path",
+        "receive",
+        "request",
+        "rid",
+        "routes",
+        "scope",
+        "send",
+        "started",
+        "stream",
+        "team",
+        "upstream_path",
+        "wants_usage",
+    )
+
+    def __init__(
+        self,
+        *,
+        rid: str,
+        scope: dict,
+        receive,
+        send,
+        key: KeySnapshot,
+        team: TeamSnapshot,
+        request: dict,
+        body: bytes,
+        mode: str,
+        path: str,
+        upstream_path: str,
+        routes: list[Route],
+        group: Group | None,
+    ):
+        self.rid, self.scope, self.receive, self.send = rid, scope, receive, send
+        self.key, self.team, self.request, self.body = key, team, request, body
+        self.mode, self.path, self.upstream_path = mode, path, upstream_path
+        self.routes, self.group = routes, group
+        self.stream = bool(request.get("stream")) and mode != "embedding"
+        options = request.get("stream_options")
+        self.wants_usage = isinstance(options, dict) and bool(options.get("include_usage"))
+        self.job_id: str | None = None  # set by admission.require_job
+        self.lookup = None  # a cache.CacheLookup when the response cache is on for this call
+        self.caller_auth: str | None = None  # forwarded to upstreams with key_mode caller
+        self.started = 0.0  # unix time of admission

@@ -1,0 +1,216 @@
+"""The upstream call: one attempt loop, shared by unary and streamed calls, over the routes in
+fallback order, and the unary reply.
+
+Fallback happens only before the first byte reaches the client: an attempt that fails to
+connect, times out, answers with a FALLBACK_STATUS (or, unary, with unparseable JSON) makes the
+call try the next route; any other error answer is the caller's own mistake, passed on
+uncharged. Every failed attempt is told to the breaker and kept for the final error.
+"""
+
+import re
+import time
+
+import aiohttp
+import orjson
+
+from proxy import litellm_errors, metrics
+from proxy.breaker import Breaker
+from proxy.call import Call
+from proxy.errors import GatewayError
+from proxy.replica import Route
+from proxy.responses import send_error, send_json
+from proxy.tokens import estimate_text_tokens
+
+# Upstream answers that mean "try the next model": overload and server errors, and also our own
+# configuration failing (401/403: a bad provider key, 404: a wrong upstream model id), which is
+# never the customer's fault and must not reach them as if their key were wrong.
+FALLBACK_STATUS = frozenset(
+    {401, 403, 404, 408, 409, 429, 500, 502, 503, 504, 520, 521, 522, 524, 529}
+)
+SECRET_PATTERN = re.compile(r"(sk|tga|tgm)-[A-Za-z0-9_\-]{8,}")
+
+
+def redact(text: str, route: Route | None = None) -> str:
+    """Upstream messages reach clients: never with a provider or Tollgate secret in them."""
+    if route is not None and route.secret:
+        text = text.replace(route.secret, "[redacted]")
+    return SECRET_PATTERN.sub("[redacted]", text)
+
+
+def error_message(raw: bytes, status: int) -> str:
+    try:
+        parsed = orjson.loads(raw)
+        err = parsed.get("error", parsed) if isinstance(parsed, dict) else parsed
+        message = err.get("message") if isinstance(err, dict) else None
+        return str(message or err)[:500]
+    except orjson.JSONDecodeError:
+        return raw[:200].decode(errors="replace") or f"HTTP {status}"
+
+
+class Attempt:
+    """Why one upstream attempt failed, for the error after all fallbacks."""
+
+    __slots__ = ("message", "route", "timeout")
+
+    def __init__(self, route: Route, message: str, timeout: bool = False):
+        self.route, self.message, self.timeout = route, message, timeout
+
+
+class Answer:
+    """What one route answered: a unary body (and its JSON), or an open 200 stream."""
+
+    __slots__ = ("headers", "payload", "raw", "response", "route", "status")
+
+    def __init__(self, route: Route, status: int, raw: bytes, headers, response=None):
+        self.route, self.status, self.raw, self.headers = route, status, raw, headers
+        self.response = response  # the aiohttp response of a stream, still to be relayed
+        self.payload = None  # the parsed body of a unary answer
+
+
+def exhausted(failures: list[Attempt]) -> GatewayError:
+    last = failures[-1] if failures else None
+    tried = ", ".join(f"{a.route.name}: {a.message}" for a in failures) or "no model"
+    if last is not None and all(a.timeout for a in failures):
+        return GatewayError(
+            504,
+            f"The upstream did not answer in time ({tried}).",
+            "upstream_timeout",
+            "upstream_timeout",
+        )
+    return GatewayError(
+        502,
+        f"The upstream failed after {len(failures)} attempt(s): {tried}.",
+        "upstream_error",
+        "upstream_error",
+    )
+
+
+def estimate_output(payload) -> int:
+    if not isinstance(payload, dict):
+        return 0
+    total = 0
+    for choice in payload.get("choices") or ():
+        message = choice.get("message") or {}
+        total += len((message.get("content") or "").encode()) + len(
+            (choice.get("text") or "").encode()
+        )
+    return estimate_text_tokens(total)
+
+
+class Upstream:
+    """The gateway's HTTP session to every upstream, with this process's breaker."""
+
+    __slots__ = ("breaker", "session")
+
+    def __init__(self, session: aiohttp.ClientSession, breaker: Breaker):
+        self.session, self.breaker = session, breaker
+
+    async def first_answer(self, call: Call, settle) -> Answer | None:
+        """The first route's usable answer; None when an upstream refused the caller (already
+        answered and settled). Raises the final error when every route failed."""
+        failures: list[Attempt] = []
+        for route in call.routes:
+            waited = time.perf_counter()
+            try:
+                answer = await self._attempt(route, call)
+            except TimeoutError:
+                self._failed(failures, Attempt(route, "timed out", timeout=True))
+                continue
+            except aiohttp.ClientError as exc:
+                self._failed(failures, Attempt(route, f"connection failed ({type(exc).__name__})"))
+                continue
+            finally:
+                metrics.upstream_wait_ended(waited)
+            if answer.response is None if call.stream else answer.status >= 400:
+                if await self._refused(call, settle, answer, failures):
+                    return None
+                continue
+            if not call.stream:
+                try:
+                    answer.payload = orjson.loads(answer.raw)
+                except orjson.JSONDecodeError:
+                    self._failed(failures, Attempt(route, "answered with invalid JSON"))
+                    continue
+            self.breaker.succeeded(route.id)
+            return answer
+        error = exhausted(failures)
+        await settle.finish(None, 0, 0, "error", failed=True, response=error.body())
+        raise error
+
+    async def _attempt(self, route: Route, call: Call) -> Answer:
+        request = self._post(route, call)
+        if not call.stream:
+            async with request as resp:
+                return Answer(route, resp.status, await resp.read(), resp.headers)
+        resp = await request
+        if resp.status == 200:
+            return Answer(route, 200, b"", resp.headers, resp)
+        raw = await resp.read()
+        resp.release()
+        return Answer(route, resp.status, raw, resp.headers)
+
+    def _post(self, route: Route, call: Call):
+        call.request["model"] = route.upstream_model
+        headers = {"Content-Type": "application/json", "X-Request-Id": call.rid}
+        auth = call.caller_auth if route.forward_key else route.auth
+        if auth:
+            headers["Authorization"] = auth
+        if route.litellm:
+            # LiteLLM keeps it as the spend log's litellm_call_id: reconciliation can tell
+            # calls made through us from calls made to LiteLLM directly.
+            headers["x-litellm-call-id"] = call.rid
+        return self.session.post(
+            route.url_base + call.upstream_path,
+            data=orjson.dumps(call.request),
+            headers=headers,
+            timeout=route.timeout,
+        )
+
+    async def _refused(self, call: Call, settle, answer: Answer, failures: list) -> bool:
+        """An upstream error answer: a reason to try the next model (recorded in failures,
+        returns False), or the caller's own mistake, passed on uncharged (returns True)."""
+        route, status, raw = answer.route, answer.status, answer.raw
+        if route.litellm:
+            verdict = litellm_errors.classify(
+                status, raw, answer.headers or {}, caller_key=route.forward_key
+            )
+            if isinstance(verdict, GatewayError):
+                await settle.finish(route, 0, 0, "rejected", response=verdict.body())
+                await send_error(call.send, verdict, call.rid)
+                return True
+            if verdict is not None:
+                failures.append(Attempt(route, redact(verdict, route)))
+                return False
+        if status in FALLBACK_STATUS:
+            message = f"HTTP {status}: {redact(error_message(raw, status), route)}"
+            self._failed(failures, Attempt(route, message))
+            return False
+        self.breaker.succeeded(route.id)  # it answered: the upstream is up
+        body = redact(raw.decode(errors="replace"), route).encode()
+        await settle.finish(route, 0, 0, "rejected", response=body)
+        await send_json(call.send, status, body, call.rid)
+        return True
+
+    def _failed(self, failures: list, attempt: Attempt) -> None:
+        """An attempt that makes the call fall back: kept for the error, told to the breaker."""
+        failures.append(attempt)
+        self.breaker.failed(attempt.route.id)
+
+
+async def reply(call: Call, answer: Answer, settle, cache) -> None:
+    """A unary answer with the public model name: settled, then sent, then cached."""
+    route, payload = answer.route, answer.payload
+    usage = payload.get("usage") if isinstance(payload, dict) else None
+    if isinstance(payload, dict) and "model" in payload:
+        payload["model"] = route.name
+    body = orjson.dumps(payload)
+    await settle.finish_reported(route, usage, lambda: estimate_output(payload), response=body)
+    headers = [(b"x-tollgate-model", route.name.encode())]
+    lookup = call.lookup
+    if lookup is not None:
+        headers.append((b"x-cache", b"miss"))
+    await send_json(call.send, 200, body, call.rid, headers)
+    if lookup is not None and lookup.may_write and isinstance(payload, dict):
+        in_t, out_t = settle.tokens
+        entry = {"body": body.decode(), "model": route.name, "in": in_t, "out": out_t}
+        await cache.put(lookup, lookup.unary_key, entry)
