@@ -10,6 +10,7 @@ snapshot is built, never per call.
 
 import re
 from dataclasses import dataclass, field, fields
+from functools import cache
 from typing import Any, Self
 
 import orjson
@@ -32,8 +33,44 @@ def _set(obj: object, name: str, value: Any) -> None:
     object.__setattr__(obj, name, value)  # derived fields of a frozen dataclass, set once
 
 
+@cache
 def _wire_names(cls) -> tuple[str, ...]:
+    """The fields a snapshot publishes: those it is built with, not those it derives."""
     return tuple(f.name for f in fields(cls) if f.init)
+
+
+def _to_wire(value: Any) -> Any:
+    if isinstance(value, frozenset):
+        return sorted(value)
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, TeamPricing):
+        return value.to_wire()
+    return value
+
+
+class _Published:
+    """JSON in and out for a snapshot dataclass: its init fields are the wire format."""
+
+    __slots__ = ()
+
+    def to_json(self) -> bytes:
+        return orjson.dumps({n: _to_wire(getattr(self, n)) for n in _wire_names(type(self))})
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> Self:
+        data = orjson.loads(raw)
+        return cls(**{n: data.get(n) for n in _wire_names(cls)})
+
+
+def _derive_limits(snapshot, rate_key) -> None:
+    """The rate-limit keys and the limits (-1 for none) shared by keys and teams."""
+    _set(snapshot, "groups", frozenset(snapshot.groups))
+    _set(snapshot, "rpm_key", rate_key(snapshot.id, "r"))
+    _set(snapshot, "tpm_key", rate_key(snapshot.id, "t"))
+    _set(snapshot, "rpm_limit", limit(snapshot.rpm))
+    _set(snapshot, "tpm_limit", limit(snapshot.tpm))
+    _set(snapshot, "budget_limit", limit(snapshot.budget))
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,14 +99,7 @@ class TeamPricing:
         )
 
     def to_wire(self) -> dict:
-        return {
-            "mode": self.mode,
-            "per_usd": self.per_usd,
-            "unit_tokens": self.unit_tokens,
-            "unit_price": self.unit_price,
-            "job_price": self.job_price,
-            "job_prices": self.job_prices,
-        }
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     @property
     def per_job(self) -> bool:
@@ -77,7 +107,7 @@ class TeamPricing:
 
 
 @dataclass(frozen=True, slots=True)
-class KeySnapshot:
+class KeySnapshot(_Published):
     """A virtual key as the gateway authenticates and admits it."""
 
     id: int
@@ -101,27 +131,12 @@ class KeySnapshot:
     budget_limit: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        _set(self, "groups", frozenset(self.groups))
+        _derive_limits(self, key_rate_key)
         _set(self, "account_key", key_acct_key(self.id))
-        _set(self, "rpm_key", key_rate_key(self.id, "r"))
-        _set(self, "tpm_key", key_rate_key(self.id, "t"))
-        _set(self, "rpm_limit", limit(self.rpm))
-        _set(self, "tpm_limit", limit(self.tpm))
-        _set(self, "budget_limit", limit(self.budget))
-
-    def to_json(self) -> bytes:
-        wire = {name: getattr(self, name) for name in _KEY_FIELDS}
-        wire["groups"] = sorted(self.groups)
-        return orjson.dumps(wire)
-
-    @classmethod
-    def from_json(cls, raw: bytes | str) -> Self:
-        data = orjson.loads(raw)
-        return cls(**{name: data.get(name) for name in _KEY_FIELDS})
 
 
 @dataclass(frozen=True, slots=True)
-class TeamSnapshot:
+class TeamSnapshot(_Published):
     """A team as the gateway admits, prices, caches and logs its calls."""
 
     id: int
@@ -154,18 +169,14 @@ class TeamSnapshot:
     redact: re.Pattern | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        _set(self, "groups", frozenset(self.groups))
+        _derive_limits(self, team_rate_key)
+        _set(self, "log", bool(self.log))
         _set(self, "log_patterns", tuple(self.log_patterns or ()))
         if not isinstance(self.pricing, TeamPricing):
             _set(self, "pricing", TeamPricing.from_wire(self.pricing))
         _set(self, "account_key", acct_key(self.id))
         _set(self, "parallel_key", parallel_key(self.id))
-        _set(self, "rpm_key", team_rate_key(self.id, "r"))
-        _set(self, "tpm_key", team_rate_key(self.id, "t"))
-        _set(self, "rpm_limit", limit(self.rpm))
-        _set(self, "tpm_limit", limit(self.tpm))
         _set(self, "par_limit", limit(self.par))
-        _set(self, "budget_limit", limit(self.budget))
         _set(self, "hard", self.budget_mode == "hard")
         patterns = self.log_patterns
         _set(
@@ -173,21 +184,3 @@ class TeamSnapshot:
             "redact",
             re.compile("|".join(f"(?:{p})" for p in patterns)) if patterns else None,
         )
-
-    def to_json(self) -> bytes:
-        wire = {name: getattr(self, name) for name in _TEAM_FIELDS}
-        wire["groups"] = sorted(self.groups)
-        wire["pricing"] = self.pricing.to_wire()
-        wire["log_patterns"] = list(self.log_patterns)
-        return orjson.dumps(wire)
-
-    @classmethod
-    def from_json(cls, raw: bytes | str) -> Self:
-        data = orjson.loads(raw)
-        values = {name: data.get(name) for name in _TEAM_FIELDS}
-        values["log"] = bool(values["log"])
-        return cls(**values)
-
-
-_KEY_FIELDS = _wire_names(KeySnapshot)
-_TEAM_FIELDS = _wire_names(TeamSnapshot)
