@@ -63,6 +63,22 @@ class _Published:
         return cls(**{n: data.get(n) for n in _wire_names(cls)})
 
 
+def _derived():
+    return field(init=False, repr=False, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class _Limited(_Published):
+    """What keys and teams both derive: their account hash, rate-limit keys and limits."""
+
+    account_key: str = _derived()
+    rpm_key: str = _derived()
+    tpm_key: str = _derived()
+    rpm_limit: int = _derived()  # -1 for none, like the other limits
+    tpm_limit: int = _derived()
+    budget_limit: int = _derived()
+
+
 def _derive_limits(snapshot, rate_key) -> None:
     """The rate-limit keys and the limits (-1 for none) shared by keys and teams."""
     _set(snapshot, "groups", frozenset(snapshot.groups))
@@ -107,7 +123,7 @@ class TeamPricing:
 
 
 @dataclass(frozen=True, slots=True)
-class KeySnapshot(_Published):
+class KeySnapshot(_Limited):
     """A virtual key as the gateway authenticates and admits it."""
 
     id: int
@@ -122,13 +138,6 @@ class KeySnapshot(_Published):
     rpm: int | None
     tpm: int | None
     budget: int | None  # micro-credits, None = no key budget
-    # Derived once in __post_init__.
-    account_key: str = field(init=False, repr=False, compare=False)
-    rpm_key: str = field(init=False, repr=False, compare=False)
-    tpm_key: str = field(init=False, repr=False, compare=False)
-    rpm_limit: int = field(init=False, repr=False, compare=False)
-    tpm_limit: int = field(init=False, repr=False, compare=False)
-    budget_limit: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _derive_limits(self, key_rate_key)
@@ -136,7 +145,7 @@ class KeySnapshot(_Published):
 
 
 @dataclass(frozen=True, slots=True)
-class TeamSnapshot(_Published):
+class TeamSnapshot(_Limited):
     """A team as the gateway admits, prices, caches and logs its calls."""
 
     id: int
@@ -156,17 +165,11 @@ class TeamSnapshot(_Published):
     log: bool  # keep request and response bodies
     log_days: int | None
     log_patterns: tuple[str, ...]  # the team's own redaction regexes, checked when saved
-    # Derived once in __post_init__.
-    account_key: str = field(init=False, repr=False, compare=False)
-    parallel_key: str = field(init=False, repr=False, compare=False)
-    rpm_key: str = field(init=False, repr=False, compare=False)
-    tpm_key: str = field(init=False, repr=False, compare=False)
-    rpm_limit: int = field(init=False, repr=False, compare=False)
-    tpm_limit: int = field(init=False, repr=False, compare=False)
-    par_limit: int = field(init=False, repr=False, compare=False)
-    budget_limit: int = field(init=False, repr=False, compare=False)
-    hard: bool = field(init=False, repr=False, compare=False)
-    redact: re.Pattern | None = field(init=False, repr=False, compare=False)
+    # Derived once in __post_init__, with those of _Limited.
+    parallel_key: str = _derived()
+    par_limit: int = _derived()
+    hard: bool = _derived()
+    redact: re.Pattern | None = _derived()  # noqa: RUF009 - a Field, not a shared value
 
     def __post_init__(self) -> None:
         _derive_limits(self, team_rate_key)

@@ -63,23 +63,10 @@ def test_redaction_patterns_compile_into_one_regex():
 
 def test_a_snapshot_published_before_pricing_existed_reads_with_defaults():
     # given: an older team snapshot, without pricing and logging fields
-    raw = orjson.dumps(
-        {
-            "id": 1,
-            "public_id": "team_x",
-            "org": 1,
-            "status": "active",
-            "groups": ["grp_a"],
-            "rpm": None,
-            "tpm": None,
-            "par": None,
-            "budget": None,
-            "budget_mode": "soft",
-            "overdraft": 0,
-            "cache_ttl": None,
-            "cache_hit_pct": 100,
-        }
-    )
+    wire = orjson.loads(team_snapshot(groups=frozenset({"grp_a"})).to_json())
+    for name in ("pricing", "log", "log_days", "log_patterns"):
+        del wire[name]
+    raw = orjson.dumps(wire)
     # when
     team = TeamSnapshot.from_json(raw)
     # then
