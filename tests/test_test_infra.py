@@ -25,13 +25,13 @@ def test_each_live_test_starts_a_gateway_of_its_own(live, settings, run):
     # given: what this test's settings say, nothing from an earlier test
     gateway = live.gateway
     assert gateway.max_body == settings.GATEWAY_MAX_BODY_BYTES
-    assert gateway.config.breaker.threshold == settings.GATEWAY_BREAKER_FAILURES
-    assert (gateway.config.keys, gateway.config.teams) == ({}, {})
-    assert not gateway.config.catalog.groups_by_name
-    assert not gateway.config.breaker._failures and not gateway.config.breaker._open_until
+    assert gateway.replica.breaker.threshold == settings.GATEWAY_BREAKER_FAILURES
+    assert (gateway.replica.keys, gateway.replica.teams) == ({}, {})
+    assert not gateway.replica.catalog.groups_by_name
+    assert not gateway.replica.breaker._failures and not gateway.replica.breaker._open_until
     # when: this test leaves state behind (the other run checks it did not survive)
-    gateway.config.breaker.failed("a-model-id")
-    gateway.config.keys["a-hash"] = {"id": run}
+    gateway.replica.breaker.failed("a-model-id")
+    gateway.replica.keys["a-hash"] = {"id": run}
 
 
 def test_a_transactional_test_ends_with_the_migrated_database(transactional_db):

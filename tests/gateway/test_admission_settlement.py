@@ -9,7 +9,7 @@ from proxy.errors import GatewayError
 from proxy.settlement import logged_bodies, reported_tokens
 from proxy.tokens import reserve_input_tokens
 from proxy.upstream import Attempt, error_message, estimate_output, exhausted, redact
-from tests.gateway.helpers import call_for, catalog_raw, model, replica_with, team_snapshot
+from tests.helpers.gateway_state import call_for, catalog_raw, model, replica_with, team_snapshot
 
 CATALOG = replica_with(
     catalog_raw(

@@ -3,7 +3,7 @@
 from livestate.snapshots import TeamPricing
 from proxy import pricing
 from proxy.tokens import estimate_prompt_tokens, estimate_text_tokens, reserve_input_tokens
-from tests.gateway.helpers import catalog_raw, model, replica_with
+from tests.helpers.gateway_state import catalog_raw, model, replica_with
 
 ROUTE = replica_with(
     catalog_raw({"m1": model("m1", in_price=1_000_000, out_price=3_000_000)}, {})

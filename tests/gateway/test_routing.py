@@ -8,7 +8,13 @@ import pytest
 from proxy import routing
 from proxy.breaker import Breaker
 from proxy.errors import GatewayError
-from tests.gateway.helpers import catalog_raw, key_snapshot, model, replica_with, team_snapshot
+from tests.helpers.gateway_state import (
+    catalog_raw,
+    key_snapshot,
+    model,
+    replica_with,
+    team_snapshot,
+)
 
 MODELS = {
     "m_p1": model("primary"),

@@ -4,7 +4,7 @@ import orjson
 
 from livestate.keys import acct_key, key_acct_key, key_rate_key, parallel_key, team_rate_key
 from livestate.snapshots import KeySnapshot, TeamPricing, TeamSnapshot
-from tests.gateway.helpers import key_snapshot, team_snapshot
+from tests.helpers.gateway_state import key_snapshot, team_snapshot
 
 # The wire format the gateway has always read (mirrors/gateway.py writes it).
 KEY_WIRE_FIELDS = {

@@ -5,7 +5,7 @@ import orjson
 from proxy import cache
 from proxy.settlement import Settlement
 from proxy.streaming import StreamRelay
-from tests.gateway.helpers import call_for, catalog_raw, model, replica_with
+from tests.helpers.gateway_state import call_for, catalog_raw, model, replica_with
 
 ROUTE = replica_with(catalog_raw({"m1": model("public-name")}, {})).catalog.routes_by_name[
     "public-name"
