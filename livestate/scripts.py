@@ -464,7 +464,7 @@ def account_set(client, key: str, balance: int, period_spend: int, version: int)
 
 
 def _names(script: str) -> str:
-    """Put livestate.keys' prefixes into a script's text: Lua spells no `tg:` name itself."""
+    """Put livestate.keys' prefixes into a script's text: Lua spells no gateway name itself."""
     for marker, prefix in (
         ("__ACCT__", ACCOUNT_PREFIX),
         ("__KACCT__", KEY_ACCOUNT_PREFIX),

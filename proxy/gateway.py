@@ -3,7 +3,7 @@
 Per request: one in-memory key/team/catalog lookup, one atomic Redis admission (rate limits,
 parallelism, credit and budget reservation), the upstream call with fallbacks, and one atomic
 Redis settlement that releases the reservation, charges the actual price and appends the
-usage record to the `tg:usage` stream, which workers settle into the Postgres ledger. No ORM,
+usage record to the usage stream, which workers settle into the Postgres ledger. No ORM,
 no Postgres. The settlement runs before the client receives the end of the response, so a
 crash after that point cannot lose the record; see livestate/scripts.py for the money
 invariant.
