@@ -3,8 +3,9 @@
 import re
 from io import StringIO
 
+import pytest
 from django.contrib.auth.models import User
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 
 
 def run(**options) -> str:
@@ -35,3 +36,21 @@ def test_an_existing_admin_group_member_counts_as_the_first_admin(db):
     output = run()
     assert not User.objects.filter(username="admin").exists()
     assert "password" not in output.split("(")[0]
+
+
+def test_the_first_admin_takes_admin_password_and_never_prints_it(db, monkeypatch):
+    # given
+    monkeypatch.setenv("ADMIN_PASSWORD", "a-long-operator-chosen-phrase")
+    # when
+    output = run()
+    # then
+    admin = User.objects.get(username="admin")
+    assert admin.is_superuser and admin.check_password("a-long-operator-chosen-phrase")
+    assert "a-long-operator-chosen-phrase" not in output and "ADMIN_PASSWORD" in output
+
+
+def test_a_weak_admin_password_is_refused_and_no_admin_is_made(db, monkeypatch):
+    monkeypatch.setenv("ADMIN_PASSWORD", "short")
+    with pytest.raises(CommandError, match="ADMIN_PASSWORD"):
+        run()
+    assert not User.objects.exists()

@@ -1,12 +1,16 @@
 """Make sure the panel has a first admin; print how to log in.
 
 A password is generated only when the admin is created and printed that once: only its hash
-is stored, so it is in no file. Lost it? `manage.py changepassword admin`."""
+is stored, so it is in no file. Or it comes from ADMIN_PASSWORD (the compose stack passes it
+through), which is then never printed. Lost it? `manage.py changepassword admin`."""
 
+import os
 import secrets
 
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 
@@ -39,8 +43,20 @@ class Command(BaseCommand):
                     "without the role: python manage.py createsuperuser\n"
                 )
                 return
-            password = secrets.token_urlsafe(12)
+            chosen = os.environ.get("ADMIN_PASSWORD", "")
+            if chosen:
+                try:
+                    validate_password(chosen)
+                except ValidationError as exc:
+                    raise CommandError(f"ADMIN_PASSWORD: {' '.join(exc.messages)}") from exc
+            password = chosen or secrets.token_urlsafe(12)
             User.objects.create_superuser(username=username, email="", password=password)
+        if chosen:
+            self.stdout.write(
+                f"\n  Web panel      {url}\n  First admin    user {username}   "
+                "password from ADMIN_PASSWORD\n"
+            )
+            return
         self.stdout.write(
             f"""
   Web panel      {url}
