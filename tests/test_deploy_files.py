@@ -38,7 +38,13 @@ NOT_SETTINGS = {
     "LITELLM_SALT_KEY",  # the LiteLLM proxy's own (scripts/bootstrap_env.py writes it)
     "WEB_CONCURRENCY",  # uvicorn --workers
     "FORWARDED_ALLOW_IPS",  # uvicorn --proxy-headers
+    # /mock for the compose demo (DEMO=1); read by the settings once /mock can be turned off
+    # (issue 15's production settings), harmless before.
+    "MOCK_UPSTREAM_ENABLED",
 }
+# With DEBUG off the settings refuse to start without these (or disable what they guard):
+# every production service must be given them, whatever defaults the settings' code spells.
+PRODUCTION_SECRETS = {"SECRET_KEY", "MASTER_KEY", "SECRETS_ENCRYPTION_KEYS", "METRICS_TOKEN"}
 
 
 # .dockerignore ---------------------------------------------------------------------------
@@ -200,9 +206,8 @@ def settings_env_reads() -> dict[str, bool]:
 
 def test_the_settings_env_reads_are_found():
     reads = settings_env_reads()
-    assert reads["SECRET_KEY"] is True  # NOTSET without DEBUG
-    assert reads["DATABASE_URL"] is False and reads["METRICS_TOKEN"] is False
-    assert {"MASTER_KEY", "SECRETS_ENCRYPTION_KEYS", "LITELLM_BASE_URL"} <= set(reads)
+    assert PRODUCTION_SECRETS | {"LITELLM_BASE_URL", "LITELLM_MASTER_KEY"} <= set(reads)
+    assert reads["DATABASE_URL"] is False  # it has a default
 
 
 def settings_start(environment: dict[str, str]) -> subprocess.CompletedProcess:
@@ -328,7 +333,7 @@ def mounts_secrets(service: dict) -> bool:
 def test_every_compose_app_service_gets_what_production_settings_require(tmp_path):
     secrets = generated_production_secrets(tmp_path)
     required = {name for name, needed in settings_env_reads().items() if needed}
-    required |= set(bootstrap_env.SECRETS)  # empty = refused or disabled: never left unset
+    required |= PRODUCTION_SECRETS
     started = {}
     for name, service in app_services().items():
         if name == "init":
@@ -453,7 +458,7 @@ def container_env(container: dict) -> dict[str, str]:
 
 def test_every_kubernetes_env_name_is_one_the_settings_read_and_required_ones_are_given():
     reads = settings_env_reads()
-    required = {name for name, needed in reads.items() if needed} | set(bootstrap_env.SECRETS)
+    required = {name for name, needed in reads.items() if needed} | PRODUCTION_SECRETS
     for name, obj in workloads().items():
         for container in pod_spec(obj)["containers"]:
             names = container_env(container)
@@ -476,6 +481,8 @@ def test_no_secret_value_is_committed_in_the_kubernetes_manifests():
 def test_every_kubernetes_probe_path_resolves_to_the_health_views():
     from ops import health
 
+    config = k8s_objects()[("ConfigMap", "tollgate-config")]["data"]
+    allowed_hosts = config["ALLOWED_HOSTS"].split(",")
     probes = {}
     for name, obj in workloads().items():
         for container in pod_spec(obj)["containers"]:
@@ -486,6 +493,9 @@ def test_every_kubernetes_probe_path_resolves_to_the_health_views():
                     except Resolver404:
                         pytest.fail(f"{name} {kind}: {http['path']} is not a URL")
                     assert http["port"] in {p.get("name") for p in container["ports"]} | {8000}
+                    # Kubernetes sends the pod's IP as Host, which ALLOWED_HOSTS refuses (400)
+                    headers = {h["name"]: h["value"] for h in http.get("httpHeaders", [])}
+                    assert headers.get("Host") in allowed_hosts, f"{name} {kind}: Host header"
     assert probes[("gateway", "readinessProbe")] is health.ready
     assert probes[("gateway", "livenessProbe")] is health.live
 
