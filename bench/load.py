@@ -108,17 +108,33 @@ end
 """
 
 
+# wrk runs for a time, not a count: after `limit` responses this stops its (single) thread,
+# then interrupts wrk's main thread, which sleeps out -d, so that it reports at once. The kill
+# runs in the background because system() ignores SIGINT in wrk while it waits.
+_WRK_LIMIT = """
+local responses = 0
+function response()
+  responses = responses + 1
+  if responses == {limit} then
+    wrk.thread:stop()
+    os.execute("(sleep 0.05; kill -INT $PPID) &")
+  end
+end
+"""
+
+
 def _lua_string(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def wrk_script(target: Target) -> str:
+def wrk_script(target: Target, limit: int | None = None) -> str:
     body = target.body.decode()
     assert "]==]" not in body
     headers = "\n".join(
         f"wrk.headers[{_lua_string(k)}] = {_lua_string(v)}" for k, v in target.headers.items()
     )
-    return _WRK_SCRIPT.format(body=body, headers=headers)
+    script = _WRK_SCRIPT.format(body=body, headers=headers)
+    return script + (_WRK_LIMIT.format(limit=int(limit)) if limit else "")
 
 
 def run_wrk(
@@ -128,11 +144,12 @@ def run_wrk(
     concurrency: int,
     duration: float,
     workdir: Path,
+    limit: int | None = None,
     timeout_s: float = 10.0,
 ) -> LoadResult:
-    """wrk for `duration` seconds (whole seconds; wrk has no request count)."""
+    """wrk for `duration` seconds (whole seconds), or until `limit` responses if sooner."""
     script = workdir / f"wrk-{concurrency}.lua"
-    script.write_text(wrk_script(target))
+    script.write_text(wrk_script(target, limit))
     # One thread, as in the reference measurements: it drives ~100k req/s from one core and
     # leaves the other to the system under test.
     cmd = [

@@ -103,6 +103,28 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def start_redis_server(procs: Procs, binary: str, workdir: Path) -> tuple[Child, str]:
+    """A throwaway redis-server on a free loopback port, nothing saved: the bench flushes and
+    counts commands on a Redis nobody else uses, and Procs stops it with everything else."""
+    import redis
+
+    for _ in range(5):  # a free port can be taken by someone else before redis binds it
+        port = free_port()
+        argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+        argv += ["--appendonly", "no", "--dir", str(workdir), "--loglevel", "warning"]
+        child = procs.start(f"redis-{port}", argv)
+        client = redis.Redis(port=port, socket_timeout=1)
+        deadline = time.monotonic() + 10
+        while child.alive() and time.monotonic() < deadline:
+            with contextlib.suppress(redis.ConnectionError):
+                client.ping()
+                client.close()
+                return child, f"redis://127.0.0.1:{port}/0"
+            time.sleep(0.05)
+        procs.stop(child)
+    raise StartError(f"redis-server did not start. Last lines of {child.log}:\n{child.tail()}")
+
+
 def wait_http(child: Child, url: str, *, timeout: float, ok=lambda status: status < 500) -> None:
     """Poll url until it answers; raise StartError with the child's log tail otherwise."""
     deadline = time.monotonic() + timeout

@@ -1,7 +1,8 @@
 """The systems under test, each started on a free loopback port and checked before any load.
 
 direct   the fake upstream itself: the floor every other number is compared with
-gateway  Tollgate's ASGI app under uvicorn (1 worker, uvloop, httptools), its own database
+gateway  Tollgate's ASGI app under uvicorn (--workers, uvloop, httptools), its own database
+settler  a Celery worker (one process) settling the gateway's usage stream into that database
 litellm  LiteLLM's proxy (1 worker, no database) in its own venv, routing to the same upstream
 """
 
@@ -115,6 +116,7 @@ class GatewayOptions:
     database_url: str
     redis_url: str
     env: dict[str, str]
+    workers: int = 1
 
 
 def _gateway_env(opts: GatewayOptions) -> dict[str, str]:
@@ -178,7 +180,7 @@ def start_gateway(procs: Procs, opts: GatewayOptions, tenant: dict) -> System:
         "--port",
         str(port),
         "--workers",
-        "1",
+        str(opts.workers),
         "--loop",
         "uvloop",
         "--http",
@@ -197,9 +199,24 @@ def start_gateway(procs: Procs, opts: GatewayOptions, tenant: dict) -> System:
         chat=_target(f"{base}/v1/chat/completions", auth, tenant["chat_model"]),
         stream=_target(f"{base}/v1/chat/completions", auth, tenant["stream_model"], stream=True),
         child=child,
-        info={"app": opts.app, "port": port},
+        info={"app": opts.app, "port": port, "workers": opts.workers},
     )
     return _check(system)
+
+
+def start_settler(procs: Procs, opts: GatewayOptions) -> Child:
+    """A real Celery worker, one process (solo pool), on the bench's database and Redis. No beat:
+    the bench sends settle_usage itself (settle_now), so the worker is idle until then."""
+    argv = [sys.executable, "-m", "celery", "-A", "saas", "worker", "--pool", "solo"]
+    argv += ["--loglevel", "WARNING", "--without-heartbeat", "--without-mingle"]
+    argv += ["--without-gossip"]
+    return procs.start("settler", argv, env=_gateway_env(opts), cwd=REPO)
+
+
+def settle_now(opts: GatewayOptions) -> None:
+    """Queue one settle_usage task (each drains up to 20 batches of 1,000 records)."""
+    argv = [sys.executable, "-m", "celery", "-A", "saas", "call", "billing.tasks.settle_usage"]
+    _run_step("queueing settle_usage", argv, _gateway_env(opts), 60)
 
 
 # ---- LiteLLM ----
