@@ -15,6 +15,7 @@ from billing import selectors, services
 from billing.models import CallLog, Job, LedgerEntry, UsageRecord
 from core.api import AdminView
 from core.fields import MoneyField
+from modelgroups.models import stored_secrets_redactor
 from orgs.auth import IsPlatformAdmin
 from orgs.models import Organization
 from teams.models import Team
@@ -313,6 +314,11 @@ class CallDetail(AdminView):
     def get(self, request, id):
         call = get_object_or_404(self.scope_to_org(_calls()), request_id=id)
         call.log = CallLog.objects.filter(request_id=call.request_id).first()
+        if call.log is not None:
+            # Redacted when logged; again now, for provider keys stored since then.
+            redact = stored_secrets_redactor()
+            call.log.request_body = redact(call.log.request_body)
+            call.log.response_body = redact(call.log.response_body)
         return Response(CallDetailOutput(call).data)
 
 

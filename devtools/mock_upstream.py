@@ -27,8 +27,9 @@ Per-request knobs; a header wins over the model name, which wins over the server
     x-mock-reply-tokens: N       reply-N               natural reply length of N tokens
 The server-wide latency default is MOCK_LATENCY_MS (or --latency-ms). The authorization header
 is ignored, except by a model whose name contains `echo-auth`: it answers 401 with the header
-in the message, as some providers do, to test that Tollgate redacts it. Request bodies are
-never logged or kept.
+in the message, as some providers do, to test that Tollgate redacts it; and a chat model whose
+name contains `echo-error` answers 400 quoting the last user message, as providers quote input
+they refuse. Request bodies are never logged or kept.
 """
 
 from __future__ import annotations
@@ -407,6 +408,8 @@ async def _chat(payload: dict, knobs: Knobs, receive: Receive, send: Send) -> No
         prompt_tokens += count_tokens(text) + MESSAGE_OVERHEAD_TOKENS
         if message.get("role") == "user":
             last_user = text
+    if "echo-error" in model:
+        raise _RequestError(400, f"Could not process the message: {last_user or text}")
     stream, include_usage = _stream_flags(payload)
     pieces, finish = _reply(text if last_user is None else last_user, payload, knobs)
     usage = _usage(prompt_tokens, len(pieces))

@@ -11,7 +11,6 @@ See ../shared/reference/litellm-admin-api.md (or docs/litellm.md) for the API th
 """
 
 import logging
-import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -19,10 +18,10 @@ from typing import Any
 import httpx
 from django.conf import settings
 
+from core.redaction import Redactor
+
 logger = logging.getLogger(__name__)
 
-# Anything that looks like a key, in a message LiteLLM sends back (it quotes key names).
-_SECRET = re.compile(r"sk-[A-Za-z0-9_\-]{8,}")
 SPEND_LOG_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 
@@ -251,6 +250,7 @@ class LiteLLMClient:
         master_key = master_key if master_key is not None else settings.LITELLM_MASTER_KEY
         if not (base_url and master_key):
             raise LiteLLMNotConfigured("LITELLM_BASE_URL and LITELLM_MASTER_KEY are not both set.")
+        self._redact = Redactor([master_key])
         self._http = httpx.Client(
             base_url=base_url.rstrip("/"),
             headers={
@@ -290,7 +290,9 @@ class LiteLLMClient:
                 raise LiteLLMUnavailable(f"{method} {path} answered non-JSON", status=status)
             return body
         message, type_, param = _message(body)
-        message = _SECRET.sub("[redacted]", message) or f"{method} {path}"
+        # Anything that looks like a key, in a message LiteLLM sends back (it quotes key names),
+        # and the master key it was sent; push.py also removes every stored provider key.
+        message = self._redact(message) or f"{method} {path}"
         error = LiteLLMUnavailable if status >= 500 or status == 429 else LiteLLMRejected
         raise error(message, status=status, type_=type_, param=param)
 

@@ -38,6 +38,7 @@ from litellm_sync.client import (
 )
 from litellm_sync.models import KeySync, SyncState, TeamSync
 from livestate.keys import litellm_lock_key
+from modelgroups.models import stored_secrets_redactor
 from teams.models import Team, VirtualKey
 
 logger = logging.getLogger(__name__)
@@ -83,6 +84,8 @@ def _backoff(attempts: int) -> timedelta:
 
 
 def _failed(model, sync, error: str, *, retryable: bool) -> None:
+    # LiteLLM echoes what it was sent, and it may hold upstreams of ours: no stored secret.
+    error = stored_secrets_redactor()(error)
     attempts = sync.attempts + 1
     model.objects.filter(pk=sync.pk).update(
         state=FAILED,

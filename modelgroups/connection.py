@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import httpx
 
 from core.secrets import decrypt
-from modelgroups.models import Upstream
+from modelgroups.models import Upstream, stored_secrets_redactor
 
 # A person is waiting on the answer: never longer than this, whatever the upstream allows.
 MAX_SECONDS = 10.0
@@ -34,13 +34,13 @@ def upstream_probe(*, upstream: Upstream) -> ProbeResult:
         connect=min(upstream.connect_timeout_seconds, MAX_SECONDS),
     )
     url = upstream.base_url.rstrip("/") + "/models"
+    # Built before the call: no database work while the person waits on the upstream.
+    redact = stored_secrets_redactor(api_key)
     started = time.monotonic()
 
     def result(ok, status, message, retryable):
         elapsed = int((time.monotonic() - started) * 1000)
-        if api_key:
-            message = message.replace(api_key, "[redacted]")
-        return ProbeResult(ok, status, elapsed, message, retryable)
+        return ProbeResult(ok, status, elapsed, redact(message), retryable)
 
     try:
         response = httpx.get(url, headers=headers, timeout=timeout, follow_redirects=False)

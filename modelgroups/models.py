@@ -1,7 +1,10 @@
+from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
 from core.ids import PublicIdField
+from core.redaction import Redactor
+from core.secrets import decrypt
 
 
 class Upstream(models.Model):
@@ -162,3 +165,20 @@ class ModelGroupMember(models.Model):
 
     def __str__(self):
         return f"{self.group_id}:{self.model_id}@{self.priority}"
+
+
+def stored_secrets_redactor(*also: str) -> Redactor:
+    """Redacts every provider key Tollgate stores (all upstreams, compared exactly), the master
+    keys, `also` and Tollgate's key formats: for upstream text the control plane stores or
+    shows."""
+    encrypted = Upstream.objects.exclude(api_key_encrypted="").values_list(
+        "api_key_encrypted", flat=True
+    )
+    return Redactor(
+        [
+            *(decrypt(token) for token in encrypted),
+            settings.MASTER_KEY,
+            settings.LITELLM_MASTER_KEY,
+            *also,
+        ]
+    )

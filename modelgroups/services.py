@@ -13,7 +13,14 @@ from core.errors import Conflict
 from core.secrets import decrypt, encrypt
 from mirrors.changes import catalog_changed, health_changed
 from modelgroups import probe, rules
-from modelgroups.models import Model, ModelGroup, ModelGroupMember, ModelHealth, Upstream
+from modelgroups.models import (
+    Model,
+    ModelGroup,
+    ModelGroupMember,
+    ModelHealth,
+    Upstream,
+    stored_secrets_redactor,
+)
 from orgs.services import apply_changes, audit_record
 
 
@@ -246,14 +253,15 @@ def _probe(targets: list[probe.Target]) -> dict[int, probe.Result]:
     )
 
 
-def _health_record(model_pk: int, result: probe.Result) -> None:
-    """Store a verdict unless a newer one is already there (a manual check racing a round)."""
+def _health_record(model_pk: int, result: probe.Result, redact) -> None:
+    """Store a verdict unless a newer one is already there (a manual check racing a round).
+    The probe redacted its own upstream's key; `redact` removes every other stored secret."""
     ModelHealth.objects.filter(
         Q(checked_at__isnull=True) | Q(checked_at__lt=result.at), pk=model_pk
     ).update(
         status=result.status,
         latency_ms=result.latency_ms,
-        last_error=result.error,
+        last_error=redact(result.error),
         checked_at=result.at,
         # The right-hand side sees the old status: keep the date while the status holds.
         status_since=Case(
@@ -297,9 +305,10 @@ def model_health_probe_due() -> int:
             health_changed(unprobed)
     models = Model.objects.select_related("upstream").filter(pk__in=claimed).order_by("pk")
     results = _probe([_probe_target(m, m.upstream.health_check) for m in models])
+    redact = stored_secrets_redactor()
     with transaction.atomic(durable=True):
         for pk in sorted(results):  # primary-key order: no deadlock with a concurrent writer
-            _health_record(pk, results[pk])
+            _health_record(pk, results[pk], redact)
         health_changed(sorted(results))
     return len(results)
 
@@ -313,8 +322,9 @@ def model_health_check(*, model: Model) -> ModelHealth:
     result = _probe([_probe_target(model, method)]).get(model.pk)
     if result is None:  # only if the round's deadline is shorter than the probe timeout
         result = probe.Result(probe.DOWN, None, "timed out", timezone.now())
+    redact = stored_secrets_redactor()
     with transaction.atomic(durable=True):
         ModelHealth.objects.get_or_create(model=model)
-        _health_record(model.pk, result)
+        _health_record(model.pk, result, redact)
         health_changed([model.pk])
     return ModelHealth.objects.get(pk=model.pk)
