@@ -15,7 +15,7 @@ from core.fields import MoneyField
 from litellm_sync import imports, selectors
 from litellm_sync.client import LiteLLMError, LiteLLMNotConfigured
 from litellm_sync.models import SyncState
-from modelgroups.models import Upstream
+from modelgroups.models import Upstream, stored_secrets_redactor
 from orgs.auth import IsPlatformAdmin
 
 
@@ -102,7 +102,7 @@ class UpstreamModelImport(AdminView):
                 fields={"api_key": ["Required to read LiteLLM's model list."]},
             ) from exc
         except LiteLLMError as exc:
-            raise LiteLLMFailed(str(exc)) from exc
+            raise LiteLLMFailed(stored_secrets_redactor()(str(exc))) from exc
         return Response(ModelImportOutput(asdict(result)).data)
 
 

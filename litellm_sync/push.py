@@ -367,7 +367,7 @@ def full_resync() -> dict:
         try:
             result["orphans_deleted"] = _delete_orphans()
         except LiteLLMError as exc:
-            logger.warning("LiteLLM orphan sweep failed: %s", exc)
+            logger.warning("LiteLLM orphan sweep failed: %s", stored_secrets_redactor()(str(exc)))
     return result
 
 

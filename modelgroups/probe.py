@@ -25,13 +25,14 @@ from datetime import UTC, datetime
 import httpx
 import orjson
 
+from core.redaction import REDACTED, redact_tollgate_keys
+
 logger = logging.getLogger(__name__)
 
 UP, DEGRADED, DOWN = "up", "degraded", "down"
 CALL, MODELS = "call", "models"
 DOWN_STATUS = frozenset({401, 403, 404})
 PROMPT = "ping"
-SECRET_PATTERN = re.compile(r"(sk|tga|tgm)-[A-Za-z0-9_\-]{8,}")
 BEARER_PATTERN = re.compile(r"(?i)\bbearer\s+[\w.~+/-]+=*")  # an RFC 6750 token
 MAX_ERROR_CHARS = 300
 
@@ -58,10 +59,11 @@ class Result:
 
 
 def redact(text: str, secret: str) -> str:
+    """The probed upstream's own key; services.py then removes every other stored secret."""
     if secret:
-        text = text.replace(secret, "[redacted]")
-    text = BEARER_PATTERN.sub("Bearer [redacted]", text)
-    return SECRET_PATTERN.sub("[redacted]", text)
+        text = text.replace(secret, REDACTED)
+    text = BEARER_PATTERN.sub(f"Bearer {REDACTED}", text)
+    return redact_tollgate_keys(text)
 
 
 def _call_request(target: Target) -> tuple[str, dict]:

@@ -12,8 +12,10 @@ from dataclasses import dataclass, field
 
 import aiohttp
 import orjson
+from django.conf import settings
 from redis.asyncio import Redis
 
+from core.redaction import Redactor
 from core.secrets import decrypt
 from livestate.keys import (
     CATALOG,
@@ -38,7 +40,8 @@ class Route:
     url_base: str
     upstream_model: str
     auth: str | None  # "Bearer …" header value, decrypted once at load
-    secret: str  # the provider key itself, to redact it from any upstream message
+    # Every provider key of the catalog, not just this route's: shared by all its routes.
+    redact: Redactor
     litellm: bool  # a LiteLLM proxy: its error bodies are mapped (proxy/litellm_errors.py)
     forward_key: bool  # call it with the caller's own virtual key instead of `auth`
     timeout: aiohttp.ClientTimeout  # read timeout applies between bytes, so streams may run long
@@ -83,12 +86,16 @@ class Catalog:
 
 def build_catalog(raw: dict) -> Catalog:
     upstreams = raw.get("upstreams", {})
+    # Decrypted once per catalog load; disabled upstreams' keys are redacted too.
+    secrets = {uid: decrypt(up["api_key_enc"]) for uid, up in upstreams.items()}
+    # One matcher per load, used only where text is logged or shown (never per plain call).
+    redact = Redactor([*secrets.values(), settings.MASTER_KEY, settings.LITELLM_MASTER_KEY])
     routes: dict[str, Route] = {}
     for mid, m in raw.get("models", {}).items():
         up = upstreams.get(m["upstream"])
         if up is None or not up["enabled"] or not m["enabled"]:
             continue
-        secret = decrypt(up["api_key_enc"]) if up["api_key_enc"] else ""
+        secret = secrets[m["upstream"]]
         routes[mid] = Route(
             id=mid,
             name=m["name"],
@@ -96,7 +103,7 @@ def build_catalog(raw: dict) -> Catalog:
             url_base=up["base_url"],
             upstream_model=m["upstream_model"],
             auth=f"Bearer {secret}" if secret else None,
-            secret=secret,
+            redact=redact,
             litellm=up.get("kind") == "litellm",
             forward_key=up.get("key_mode") == "caller",
             timeout=aiohttp.ClientTimeout(

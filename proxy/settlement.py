@@ -12,6 +12,7 @@ from collections.abc import Callable
 import orjson
 from django.conf import settings
 
+from core.redaction import REDACTED
 from livestate.scripts import GatewayScripts
 from livestate.snapshots import TeamSnapshot
 from proxy import pricing
@@ -115,7 +116,11 @@ class Settlement:
         if self.hit_price is not None:
             rec["cache"] = True
         if team.log:
-            rec["req"], rec["resp"], rec["cut"] = logged_bodies(call.body, response, route, team)
+            # Any route will do when none answered: they all redact every key of the catalog.
+            redacting = route or (call.routes[0] if call.routes else None)
+            rec["req"], rec["resp"], rec["cut"] = logged_bodies(
+                call.body, response, redacting, team
+            )
             rec["keep_days"] = team.log_days or 30
         await self.scripts.settle(
             key=key,
@@ -145,6 +150,6 @@ def logged_bodies(request_body: bytes, response: bytes | None, route, team: Team
             raw, cut = raw[:cap], True
         text = redact(raw.decode(errors="replace"), route)
         if team.redact is not None:
-            text = team.redact.sub("[redacted]", text)
+            text = team.redact.sub(REDACTED, text)
         texts.append(text)
     return texts[0], texts[1], cut

@@ -7,12 +7,12 @@ call try the next route; any other error answer is the caller's own mistake, pas
 uncharged. Every failed attempt is told to the breaker and kept for the final error.
 """
 
-import re
 import time
 
 import aiohttp
 import orjson
 
+from core.redaction import redact_tollgate_keys
 from proxy import litellm_errors, metrics
 from proxy.breaker import Breaker
 from proxy.call import Call
@@ -27,14 +27,12 @@ from proxy.tokens import estimate_text_tokens
 FALLBACK_STATUS = frozenset(
     {401, 403, 404, 408, 409, 429, 500, 502, 503, 504, 520, 521, 522, 524, 529}
 )
-SECRET_PATTERN = re.compile(r"(sk|tga|tgm)-[A-Za-z0-9_\-]{8,}")
 
 
 def redact(text: str, route: Route | None = None) -> str:
-    """Upstream messages reach clients: never with a provider or Tollgate secret in them."""
-    if route is not None and route.secret:
-        text = text.replace(route.secret, "[redacted]")
-    return SECRET_PATTERN.sub("[redacted]", text)
+    """Upstream messages reach clients: never with a provider key of the catalog (any
+    upstream's, not only the route's) or a Tollgate key in them."""
+    return (route.redact if route is not None else redact_tollgate_keys)(text)
 
 
 def error_message(raw: bytes, status: int) -> str:
