@@ -171,6 +171,7 @@ class Bench:
         self.args, self.procs, self.workdir = args, procs, workdir
         # Redis commands per call are counted only on a Redis nobody else uses.
         self.own_redis: redis.Redis | None = None
+        self.settled_through = 0  # usage records added before the last drain
         redis_url = args.redis_url
         if not redis_url:
             binary = shutil.which("redis-server")
@@ -347,9 +348,9 @@ class Bench:
         return cost
 
     def settle(self, settler: Child) -> int:
-        """Queue settle_usage until the usage stream is drained; returns the records settled."""
+        """Queue settle_usage until the usage stream is drained; returns the records settled
+        (added to the stream since the last drain: every one is acknowledged now)."""
         client = redis.Redis.from_url(self.gateway_opts.redis_url)
-        read_before = _usage_group(client).get("entries-read") or 0
         deadline = time.monotonic() + SETTLE_TIMEOUT_S
         while not _usage_drained(client):
             if time.monotonic() > deadline or not settler.alive():
@@ -360,7 +361,8 @@ class Bench:
             settle_now(self.gateway_opts)
             time.sleep(0.5)  # the task is picked up, then loops over batches
             wait_idle(settler.pid, timeout=max(1.0, deadline - time.monotonic()))
-        return (_usage_group(client).get("entries-read") or 0) - read_before
+        recorded, self.settled_through = self.settled_through, _usage_recorded(client)
+        return self.settled_through - recorded
 
     def measure_settlement(self, settler: Child, gateway_calls: int) -> dict:
         """The worker's CPU (and Redis work) for the records of the gateway's cost run."""
