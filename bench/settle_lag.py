@@ -2,7 +2,8 @@
 
 `python -m bench.settle_lag [--rate 200] [--duration 60]` starts, on free loopback ports, the
 mock upstream (--upstream-latency-ms), the ASGI app under uvicorn, a Celery worker (2
-processes) and beat, all on their own database and Redis db (flushed); then sends chat calls
+processes) and beat, all on their own database and a throwaway redis-server (or --redis-url,
+flushed); then sends chat calls
 at a fixed rate (an open loop: a new call every 1/rate s, whatever the answers) and waits for
 the usage stream to drain. Reports the lag the settler measured (tollgate_settlement_lag_seconds,
 quantiles interpolated in its buckets as Prometheus' histogram_quantile does) and, as a check,
@@ -12,6 +13,7 @@ the exact quantiles of ledger entry time minus call time from the database.
 import argparse
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,7 +23,7 @@ from pathlib import Path
 
 import aiohttp
 
-from bench.procs import free_port
+from bench.procs import Procs, free_port, start_redis_server
 from core.redis import client as redis_client
 from livestate.keys import USAGE_STREAM
 
@@ -41,12 +43,24 @@ def main(argv=None) -> None:
     )
     p.add_argument(
         "--redis-url",
-        default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14"),
-        help="a Redis db of its own (flushed)",
+        default=os.environ.get("BENCH_REDIS_URL"),
+        help="a Redis db to use (FLUSHED) instead of a throwaway redis-server",
     )
     args = p.parse_args(argv)
-    if args.redis_url.rstrip("/").endswith(("/0", ":6379")):
+    if args.redis_url and args.redis_url.rstrip("/").endswith(("/0", ":6379")):
         p.error("--redis-url must name a Redis db of its own (not 0): it is flushed")
+    logs = REPO / ".bench" / "settle-lag-logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    with Procs(logs) as own:
+        if not args.redis_url:
+            binary = shutil.which("redis-server")
+            if not binary:
+                p.error("redis-server not found: install it, or pass --redis-url (flushed)")
+            _, args.redis_url = start_redis_server(own, binary, logs)
+        run(args, logs)
+
+
+def run(args, logs: Path) -> None:
     env = {
         **os.environ,
         "DATABASE_URL": args.database_url,
@@ -78,8 +92,6 @@ def main(argv=None) -> None:
     key = key_file.read_text().strip()
     model = "bench"  # bench.tenant's chat group
     procs = []
-    logs = REPO / ".bench" / "settle-lag-logs"
-    logs.mkdir(parents=True, exist_ok=True)
 
     def start(name: str, argv: list[str]) -> None:
         log = (logs / f"{name}.log").open("w")
