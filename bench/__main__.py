@@ -337,7 +337,7 @@ class Bench:
             served = _usage_recorded(counted) - recorded
         cost = meter.stop(served) | {"errors": run.errors, "rps": run.rps}
         log(
-            f"{system.label}: {run.requests:,} calls, {cost['cpu_us_per_call'] or 0:,.0f} µs CPU "
+            f"{system.label}: {served:,} calls, {cost['cpu_us_per_call'] or 0:,.0f} µs CPU "
             "per call"
             + (
                 f", {cost['redis_commands_per_call']:.1f} Redis commands per call"
