@@ -195,7 +195,7 @@ def start_gateway(procs: Procs, opts: GatewayOptions, tenant: dict) -> System:
     auth = f"Bearer {tenant['key']}"
     system = System(
         name="gateway",
-        label="Tollgate gateway",
+        label="Tollgate gateway" + (f" ({opts.workers} processes)" if opts.workers > 1 else ""),
         chat=_target(f"{base}/v1/chat/completions", auth, tenant["chat_model"]),
         stream=_target(f"{base}/v1/chat/completions", auth, tenant["stream_model"], stream=True),
         child=child,
