@@ -9,18 +9,36 @@ from django.core.exceptions import ImproperlyConfigured
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
-environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+# The variables already in the environment win over the file; ENV_FILE names another file
+# (/dev/null: the environment alone, as in a container or the settings' own tests).
+environ.Env.read_env(env.str("ENV_FILE", default=str(BASE_DIR / ".env")), overwrite=False)
 
 DEBUG = env.bool("DEBUG", default=False)
-SECRET_KEY = env("SECRET_KEY", default="insecure-dev-only" if DEBUG else environ.Env.NOTSET)
+SECRET_KEY = env("SECRET_KEY", default="insecure-dev-only" if DEBUG else "")
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 
-# The bootstrap admin credential. Always accepted by the admin API so a fresh install can mint
-# named admin keys; empty disables it.
+# The bootstrap admin credential, always accepted by the admin API so a fresh install can mint
+# named admin keys. Empty disables it, which only DEBUG allows (see the production checks).
 MASTER_KEY = env("MASTER_KEY", default="")
 # Fernet key(s), comma separated, newest first: encrypts provider API keys at rest. Older keys
 # stay listed while rows are re-encrypted, so rotation needs no downtime.
 SECRETS_ENCRYPTION_KEYS = env.list("SECRETS_ENCRYPTION_KEYS", default=[])
+
+# Behind TLS (a reverse proxy that terminates it and sets X-Forwarded-Proto): secure cookies,
+# HSTS, and plain-HTTP requests redirected, except the probes and scrapes that arrive on the
+# pod's own address. Off by default: a plain-HTTP deployment would lose its cookies.
+HTTPS = env.bool("HTTPS", default=False)
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if HTTPS else None
+SECURE_SSL_REDIRECT = HTTPS
+SECURE_REDIRECT_EXEMPT = [r"^health/", r"^metrics$"]
+SECURE_HSTS_SECONDS = env.int("HSTS_SECONDS", default=365 * 86400 if HTTPS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("HSTS_INCLUDE_SUBDOMAINS", default=True)
+# Preloading is a request to browser vendors, slow to undo: the operator's call, not a default
+# (hence check --deploy's W021 is silenced below).
+SECURE_HSTS_PRELOAD = env.bool("HSTS_PRELOAD", default=False)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+SILENCED_SYSTEM_CHECKS = ["security.W021"]
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -117,7 +135,7 @@ LOGOUT_REDIRECT_URL = "panel:login"
 # An idle timeout: the session is renewed on every request and ends after this much silence.
 SESSION_COOKIE_AGE = env.int("PANEL_SESSION_IDLE_SECONDS", default=8 * 3600)
 SESSION_SAVE_EVERY_REQUEST = True
-SESSION_COOKIE_SECURE = env.bool("SECURE_COOKIES", default=False)
+SESSION_COOKIE_SECURE = env.bool("SECURE_COOKIES", default=HTTPS)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 # The panel's playground calls the gateway over HTTP, like a customer. Empty: the server that
 # served the page (the same ASGI application serves /v1); set it when that address is not
@@ -372,3 +390,93 @@ WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=8)
 WEBHOOK_RETRY_BASE_SECONDS = env.int("WEBHOOK_RETRY_BASE_SECONDS", default=30)
 # Customers choose webhook URLs: in production they may not point into private networks.
 WEBHOOK_ALLOW_PRIVATE_ADDRESSES = env.bool("WEBHOOK_ALLOW_PRIVATE_ADDRESSES", default=DEBUG)
+
+
+# The dev mock upstream at /mock (devtools.mock_upstream): for `make run`, the tests and load
+# tests; a production deployment has no use for a fake provider, so it is off there by default.
+MOCK_UPSTREAM_ENABLED = env.bool("MOCK_UPSTREAM_ENABLED", default=DEBUG)
+
+# The admin API and the panel: larger request bodies are a 413 (core.api, panel.middleware).
+# The gateway's own limit is GATEWAY_MAX_BODY_BYTES.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("API_MAX_BODY_BYTES", default=2_621_440)
+FILE_UPLOAD_MAX_MEMORY_SIZE = DATA_UPLOAD_MAX_MEMORY_SIZE
+
+# Slow clients (saas/server.py): a request's headers must arrive within this many seconds of
+# its first byte, and its body within this many seconds of its headers, or the connection is
+# closed. Keep-alive idle time is uvicorn's --timeout-keep-alive.
+REQUEST_HEADER_TIMEOUT_SECONDS = env.float("REQUEST_HEADER_TIMEOUT_SECONDS", default=10.0)
+REQUEST_BODY_TIMEOUT_SECONDS = env.float("REQUEST_BODY_TIMEOUT_SECONDS", default=60.0)
+
+
+# Production (DEBUG off) refuses to start on a setting that would make it unsafe: better a
+# process that does not start, with the setting named, than an install open to anyone who read
+# .env.example.
+PLACEHOLDER_SECRETS = {"change-me", "tgm-change-me", "insecure-dev-only"}
+MASTER_KEY_MIN_LENGTH = 32
+
+
+def _production_refusals() -> list[str]:
+    def placeholder(value: str) -> bool:
+        return not value.strip() or value.strip() in PLACEHOLDER_SECRETS or "change-me" in value
+
+    refusals = []
+    if placeholder(SECRET_KEY):
+        refusals.append(
+            "SECRET_KEY is missing or the .env.example placeholder: set it to a long random "
+            "value (python -c 'import secrets; print(secrets.token_urlsafe(50))')."
+        )
+    if placeholder(MASTER_KEY):
+        refusals.append(
+            "MASTER_KEY is missing or the .env.example placeholder: set it to a long random "
+            "value (python -c 'import secrets; print(\"tgm-\" + secrets.token_urlsafe(32))')."
+        )
+    elif len(MASTER_KEY) < MASTER_KEY_MIN_LENGTH:
+        refusals.append(
+            f"MASTER_KEY is shorter than {MASTER_KEY_MIN_LENGTH} characters: set a longer "
+            'random value (python -c \'import secrets; print("tgm-" + '
+            "secrets.token_urlsafe(32))')."
+        )
+    fernet_hint = (
+        "(python -c 'from cryptography.fernet import Fernet; "
+        "print(Fernet.generate_key().decode())')"
+    )
+    if not SECRETS_ENCRYPTION_KEYS or any(placeholder(k) for k in SECRETS_ENCRYPTION_KEYS):
+        refusals.append(
+            "SECRETS_ENCRYPTION_KEYS is missing or a placeholder: set it to one Fernet key "
+            f"{fernet_hint}."
+        )
+    else:
+        from cryptography.fernet import Fernet
+
+        try:
+            for key in SECRETS_ENCRYPTION_KEYS:
+                Fernet(key)
+        except ValueError:
+            refusals.append(
+                "SECRETS_ENCRYPTION_KEYS holds a value that is not a Fernet key: generate one "
+                f"{fernet_hint}."
+            )
+    if not METRICS_TOKEN:
+        refusals.append(
+            "METRICS_TOKEN is not set, which would leave /metrics (teams and their spend) "
+            "unprotected: set it to a random value and give it to your scraper as a bearer token."
+        )
+    if "*" in ALLOWED_HOSTS:
+        refusals.append(
+            "ALLOWED_HOSTS is '*': list the host names this deployment answers to, comma "
+            "separated (e.g. ALLOWED_HOSTS=tollgate.example.com)."
+        )
+    if HTTPS and not (SESSION_COOKIE_SECURE and CSRF_COOKIE_SECURE):
+        refusals.append(
+            "SECURE_COOKIES is false while HTTPS=true: the session and CSRF cookies would also "
+            "travel over plain HTTP. Remove SECURE_COOKIES (it follows HTTPS) or set it to true."
+        )
+    return refusals
+
+
+if not DEBUG and (_refusals := _production_refusals()):
+    raise ImproperlyConfigured(
+        "Refusing to start with DEBUG=false:\n- "
+        + "\n- ".join(_refusals)
+        + "\n(DEBUG=true is for development only.)"
+    )
