@@ -73,6 +73,12 @@ def test_an_admin_runs_the_business_from_the_browser(live, browser, settings):
     make_user("admin", "admin")
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     page.on("dialog", lambda dialog: dialog.accept())
+    # Every page runs under the Content-Security-Policy: anything it blocks is a failure.
+    blocked = []
+    page.on(
+        "console",
+        lambda message: "Content Security Policy" in message.text and blocked.append(message.text),
+    )
     base = live.url
 
     # Log in (the dashboard sends an anonymous visitor to the login page)
@@ -323,3 +329,4 @@ def test_an_admin_runs_the_business_from_the_browser(live, browser, settings):
     page.get_by_label("Search").fill("Acme")
     page.get_by_role("link", name="Acme Corp").wait_for()
     shot(page, "17-organizations")
+    assert blocked == []

@@ -21,6 +21,12 @@
       try { document.execCommand("copy"); done(); } catch (e) { /* selected: copy by hand */ }
     }
   });
+  // Filter selects (<select data-autosubmit>) apply as soon as they change; in a script, not
+  // an onchange attribute, because the Content-Security-Policy allows no inline scripts.
+  document.addEventListener("change", function (event) {
+    var select = event.target.closest("select[data-autosubmit]");
+    if (select && select.form) select.form.submit();
+  });
   // A submitted form cannot be submitted twice by a double click.
   document.addEventListener("submit", function (event) {
     var form = event.target;
