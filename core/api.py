@@ -2,14 +2,16 @@
 
 import logging
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions, generics, parsers, status
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
-from core.errors import ServiceError
+from core.errors import RequestTooLarge, ServiceError
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +44,20 @@ def _summarize(fields) -> str:
     return "; ".join(parts)
 
 
+# Set in the ASGI scope when saas.asgi cut a body at the limit; panel.middleware answers 413.
+BODY_TOO_LARGE = "tollgate.body_too_large"
+
+
+def body_too_large() -> RequestTooLarge:
+    return RequestTooLarge(
+        f"The request body is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes "
+        "(API_MAX_BODY_BYTES)."
+    )
+
+
 def exception_handler(exc, context):
+    if isinstance(exc, RequestDataTooBig):  # a body without (or beyond) its Content-Length
+        exc = body_too_large()
     if isinstance(exc, ServiceError):
         set_rollback()
         return Response(error_body(exc.type, exc.message, exc.fields), status=exc.status)

@@ -31,6 +31,11 @@ class Forbidden(ServiceError):
     type = "permission_denied"
 
 
+class RequestTooLarge(ServiceError):
+    status = 413
+    type = "request_too_large"
+
+
 class InsufficientCredits(ServiceError):
     status = 409
     type = "insufficient_credits"

@@ -4,11 +4,17 @@ import logging
 
 from django.conf import settings
 from django.contrib.auth.views import redirect_to_login
-from django.core.exceptions import BadRequest, PermissionDenied, SuspiciousOperation
-from django.http import Http404, HttpResponse
+from django.core.exceptions import (
+    BadRequest,
+    PermissionDenied,
+    RequestDataTooBig,
+    SuspiciousOperation,
+)
+from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.utils.html import escape
 
+from core.api import BODY_TOO_LARGE, body_too_large, error_body
 from core.errors import ServiceError
 from panel.access import ADMIN, role_of
 
@@ -23,6 +29,7 @@ TITLES = {
     403: "Not allowed",
     404: "Page not found",
     405: "Not allowed here",
+    413: "Too much data",
     500: "Something went wrong",
 }
 MESSAGES = {
@@ -30,6 +37,7 @@ MESSAGES = {
     403: "You do not have permission to do that.",
     404: "There is nothing at this address. It may have been deleted, or the link is wrong.",
     405: "This address does not accept that kind of request.",
+    413: "That was more data than the panel accepts in one request. Nothing was changed.",
     500: "The panel hit an unexpected error. It has been logged; try again in a moment.",
 }
 
@@ -56,6 +64,33 @@ def error_page(request, status: int, message: str | None = None):
         )
     response.panel_page = True
     return response
+
+
+class BodyLimitMiddleware:
+    """A request body over DATA_UPLOAD_MAX_MEMORY_SIZE (by its Content-Length, multipart file
+    uploads included) is a 413 before anything reads it: the CSRF check reads the form first,
+    and Django would turn its RequestDataTooBig into a bare 400 there. In the error envelope
+    under /api/, the panel's error page elsewhere."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        scope = getattr(request, "scope", {})  # under ASGI: saas.asgi cut a chunked body
+        if length > settings.DATA_UPLOAD_MAX_MEMORY_SIZE or scope.get(BODY_TOO_LARGE):
+            return body_too_large_response(request)
+        return self.get_response(request)
+
+
+def body_too_large_response(request):
+    error = body_too_large()
+    if request.path.startswith("/api/"):
+        return JsonResponse(error_body(error.type, error.message), status=error.status)
+    return error_page(request, 413)
 
 
 class PanelMiddleware:
@@ -114,6 +149,8 @@ class PanelMiddleware:
             return error_page(request, 403)
         if isinstance(exception, ServiceError):
             return error_page(request, exception.status, exception.message)
+        if isinstance(exception, RequestDataTooBig):  # a body beyond its Content-Length
+            return body_too_large_response(request)
         if isinstance(exception, BadRequest | SuspiciousOperation):
             return error_page(request, 400)
         logger.exception("unhandled error on %s %s", request.method, request.path)

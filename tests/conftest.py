@@ -89,6 +89,7 @@ def _settings(settings, redis_url):
     settings.MASTER_KEY = MASTER
     settings.SECRETS_ENCRYPTION_KEYS = [ENCRYPTION_KEY]
     settings.CELERY_TASK_ALWAYS_EAGER = True
+    settings.MOCK_UPSTREAM_ENABLED = True  # the live tests' upstream
     settings.REDIS_URL = redis_url
     settings.CELERY_BROKER_URL = redis_url
     redis_client.cache_clear()
