@@ -79,6 +79,12 @@ class ControlPlaneCollector:
     """Everything not kept in this process, read when scraped. A source that cannot be read
     is left out of that scrape (and tollgate_scrape_errors says which), never a failed scrape."""
 
+    def describe(self):
+        # Without it, registering (at import, often inside the server's event loop) would run
+        # collect() to learn the names: Postgres and Redis reads at start, and a
+        # SynchronousOnlyOperation traceback when that import happens in async code.
+        return []
+
     def collect(self):
         errors = GaugeMetricFamily(
             "tollgate_scrape_errors",

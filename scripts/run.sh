@@ -15,7 +15,7 @@ cleanup() {
 trap cleanup INT TERM EXIT
 
 .venv/bin/uvicorn saas.asgi:application --host 127.0.0.1 --port "$PORT" \
-  --loop uvloop --http httptools --no-access-log --log-level warning &
+  --loop uvloop --http saas.server:HttpToolsProtocolWithDeadlines --no-access-log --log-level warning &
 pids+=($!)
 .venv/bin/celery -A saas worker --loglevel WARNING --concurrency 2 --without-heartbeat \
   --without-mingle --without-gossip &

@@ -33,6 +33,8 @@ class LiveServer:
     def __init__(self):
         import uvicorn
 
+        from saas.server import HttpToolsProtocolWithDeadlines
+
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.mock_url = f"{self.url}/mock/v1"
@@ -44,6 +46,7 @@ class LiveServer:
             host="127.0.0.1",
             port=self.port,
             loop="asyncio",
+            http=HttpToolsProtocolWithDeadlines,  # as scripts/run.sh and the Dockerfile
             lifespan="on",
             interface="asgi3",
             log_level="warning",
