@@ -3,14 +3,14 @@
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from devtools.management.commands.seed_demo import _read_env
+from devtools.management.commands.seed_demo import _read_env, default_port
 
 
 class Command(BaseCommand):
     help = "Show the addresses, the admin key and a curl line for the demo."
 
     def add_arguments(self, parser):
-        parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument("--port", type=int, default=default_port())
 
     def handle(self, *args, port, **options):
         base = f"http://127.0.0.1:{port}"

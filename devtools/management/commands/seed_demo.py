@@ -1,5 +1,6 @@
 """Idempotent demo tenant for `make run`: an org, a team, a mock model group, credits, a key."""
 
+import os
 import re
 
 from django.conf import settings
@@ -16,6 +17,13 @@ from teams.services import key_create, key_revoke, team_create
 
 ACTOR = "system:seed_demo"
 ENV_FILE = settings.BASE_DIR / ".env"
+# The address seed_demo gives the mock upstream: this server's own /mock (`make run` passes
+# PORT through the environment).
+DEMO_MOCK_URL = re.compile(r"^http://127\.0\.0\.1:\d+/mock/v1$")
+
+
+def default_port() -> int:
+    return int(os.environ.get("PORT") or 8000)
 
 
 def _set_env(name: str, value: str) -> None:
@@ -31,13 +39,19 @@ class Command(BaseCommand):
     help = "Create (or confirm) the demo tenant; safe to run any number of times."
 
     def add_arguments(self, parser):
-        parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument("--port", type=int, default=default_port())
 
     def handle(self, *args, port, **options):
         mock_url = f"http://127.0.0.1:{port}/mock/v1"
         upstream = Upstream.objects.filter(name="mock").first() or catalog.upstream_create(
             actor=ACTOR, name="mock", kind=Upstream.Kind.MOCK, base_url=mock_url
         )
+        if upstream.base_url != mock_url and DEMO_MOCK_URL.match(upstream.base_url):
+            # Seeded for another port by an earlier run: follow this one (an address someone
+            # set by hand is left alone).
+            upstream = catalog.upstream_update(
+                actor=ACTOR, upstream=upstream, data={"base_url": mock_url}
+            )
         models = []
         for name, mode, cost_in, cost_out in (
             ("mock-gpt", Model.Mode.CHAT, 150_000, 600_000),
