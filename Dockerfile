@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
 # Tollgate's image: one image, four commands (docker-compose.yml, deploy/k8s/base/):
-#   web      uvicorn saas.asgi:application --host 0.0.0.0 --port 8000 --loop uvloop --http httptools
+#   web      uvicorn saas.asgi:application --host 0.0.0.0 --port 8000 --loop uvloop \
+#              --http saas.server:HttpToolsProtocolWithDeadlines
 #   worker   celery -A saas worker
 #   beat     celery -A saas beat (exactly one)
 #   migrate  python manage.py migrate --noinput   (scripts/docker-first-start.sh also makes
@@ -44,5 +45,6 @@ EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
     CMD ["python", "scripts/healthcheck.py", "web"]
 CMD ["uvicorn", "saas.asgi:application", "--host", "0.0.0.0", "--port", "8000", \
-     "--loop", "uvloop", "--http", "httptools", "--no-access-log", \
+     "--loop", "uvloop", "--http", "saas.server:HttpToolsProtocolWithDeadlines", \
+     "--no-access-log", \
      "--proxy-headers", "--timeout-graceful-shutdown", "20"]

@@ -127,6 +127,8 @@ def _gateway_env(opts: GatewayOptions) -> dict[str, str]:
         "CELERY_BROKER_URL": opts.redis_url,
         "DEBUG": "false",
         "LOG_LEVEL": "WARNING",
+        # production settings refuse an open /metrics; the bench never scrapes it
+        "METRICS_TOKEN": os.environ.get("METRICS_TOKEN") or "bench-metrics-token",
         **opts.env,
     }
 
@@ -184,7 +186,8 @@ def start_gateway(procs: Procs, opts: GatewayOptions, tenant: dict) -> System:
         "--loop",
         "uvloop",
         "--http",
-        "httptools",
+        # what make run and the image run: httptools with header and body read deadlines
+        "saas.server:HttpToolsProtocolWithDeadlines",
         "--no-access-log",
         "--log-level",
         "warning",

@@ -38,9 +38,6 @@ NOT_SETTINGS = {
     "LITELLM_SALT_KEY",  # the LiteLLM proxy's own (scripts/bootstrap_env.py writes it)
     "WEB_CONCURRENCY",  # uvicorn --workers
     "FORWARDED_ALLOW_IPS",  # uvicorn --proxy-headers
-    # /mock for the compose demo (DEMO=1); read by the settings once /mock can be turned off
-    # (issue 15's production settings), harmless before.
-    "MOCK_UPSTREAM_ENABLED",
 }
 # With DEBUG off the settings refuse to start without these (or disable what they guard):
 # every production service must be given them, whatever defaults the settings' code spells.
@@ -289,7 +286,13 @@ def assert_command_exists(argv: list[str], where: str) -> None:
     elif exe == "uvicorn":
         module, _, attribute = args[0].partition(":")
         assert (module, attribute) == ("saas.asgi", "application"), where
-        assert {"--loop", "uvloop", "--http", "httptools"} <= set(args), where
+        assert {"--loop", "uvloop"} <= set(args), where
+        # httptools with header and body read deadlines (saas/server.py), as make run serves
+        protocol = args[args.index("--http") + 1]
+        assert protocol == "saas.server:HttpToolsProtocolWithDeadlines", where
+        from uvicorn.importer import import_from_string
+
+        assert import_from_string(protocol), where
     else:
         pytest.fail(f"{where}: unknown command {argv}")
 
