@@ -15,9 +15,11 @@ from panel.forms.common import new_idempotency_key, service_error_to_form
 from panel.views.common import (
     actor,
     by_public_id,
-    no_store,
+    choice_filter,
+    create_once,
     param,
     remember_form_token,
+    secret_page,
     used_form_token,
 )
 from teams.models import Team
@@ -28,9 +30,7 @@ ENABLED = {"yes": True, "no": False}
 def team_alerts(request, id):
     team = by_public_id(Team.objects.select_related("organization"), id)
     alerts = Alert.objects.filter(team=team).prefetch_related("deliveries__endpoint")
-    kind = param(request, "kind")
-    if kind in Alert.Kind.values:
-        alerts = alerts.filter(kind=kind)
+    alerts, kind = choice_filter(request, alerts, "kind", Alert.Kind)
     page = selectors.keyset_page(alerts, request.GET.get("cursor"))
     for alert in page.rows:
         alert.figures = _figures(alert)
@@ -68,13 +68,8 @@ def webhook_list(request):
 
 
 def _secret_page(request, endpoint, secret, *, rotated=False):
-    return no_store(
-        render(
-            request,
-            "panel/webhook_secret.html",
-            {"endpoint": endpoint, "secret": secret, "rotated": rotated},
-        )
-    )
+    template = "panel/webhook_secret.html"
+    return secret_page(request, template, "endpoint", endpoint, secret, rotated=rotated)
 
 
 def webhook_create(request):
@@ -82,23 +77,18 @@ def webhook_create(request):
     form = WebhookCreateForm(
         request.POST or None, initial={"organization": org.public_id if org else ""}
     )
-    token = request.POST.get("form_token", "") if request.method == "POST" else ""
-    if request.method == "POST":
-        if (done := used_form_token(request, token)) is not None:
-            # The same form sent again (a reload, a double click): create nothing more.
-            messages.info(request, "That endpoint was already created; its secret was shown once.")
-            return redirect("panel:webhook_detail", done)
-        if form.is_valid():
-            try:
-                endpoint, secret = services.webhook_endpoint_create(
-                    actor=actor(request), **form.cleaned_data
-                )
-            except ServiceError as exc:
-                service_error_to_form(form, exc)
-            else:
-                remember_form_token(request, token, endpoint.public_id)
-                return _secret_page(request, endpoint, secret)
-    context = {"form": form, "org": org, "form_token": token or new_idempotency_key()}
+    done, token = create_once(
+        request,
+        form,
+        create=lambda: services.webhook_endpoint_create(actor=actor(request), **form.cleaned_data),
+        detail="panel:webhook_detail",
+        # The same form sent again (a reload, a double click): create nothing more.
+        already="That endpoint was already created; its secret was shown once.",
+        shown=lambda endpoint, secret: _secret_page(request, endpoint, secret),
+    )
+    if done is not None:
+        return done
+    context = {"form": form, "org": org, "form_token": token}
     return render(request, "panel/webhook_form.html", context)
 
 
@@ -122,9 +112,7 @@ def webhook_detail(request, id):
             messages.success(request, "Endpoint saved." if data else "Nothing changed.")
             return redirect("panel:webhook_detail", endpoint.public_id)
     deliveries = endpoint.deliveries.select_related("alert__team")
-    status = param(request, "status")
-    if status in WebhookDelivery.Status.values:
-        deliveries = deliveries.filter(status=status)
+    deliveries, status = choice_filter(request, deliveries, "status", WebhookDelivery.Status)
     page = selectors.keyset_page(deliveries, request.GET.get("cursor"))
     context = {
         "endpoint": endpoint,

@@ -19,14 +19,15 @@ from panel.forms.common import service_error_to_form
 from panel.views.common import actor, by_public_id
 
 
-def _delete(request, obj, service, list_url, edit_url, what):
+def _delete(request, obj, service, what):
+    """Delete through the service; a refusal goes back to the object's page with the reason."""
     try:
         service(actor=actor(request), **{what: obj})
     except ServiceError as exc:
         messages.error(request, exc.message)
-        return redirect(edit_url, obj.public_id)
+        return redirect(f"panel:{what}_edit", obj.public_id)
     messages.success(request, f"{obj.name} deleted.")
-    return redirect(list_url)
+    return redirect(f"panel:{what}_list")
 
 
 # Model groups
@@ -91,14 +92,7 @@ def group_edit(request, id):
 @require_POST
 def group_delete(request, id):
     group = by_public_id(ModelGroup.objects.all(), id)
-    return _delete(
-        request,
-        group,
-        services.model_group_delete,
-        "panel:group_list",
-        "panel:group_edit",
-        "group",
-    )
+    return _delete(request, group, services.model_group_delete, "group")
 
 
 # Models
@@ -139,9 +133,7 @@ def model_edit(request, id):
 @require_POST
 def model_delete(request, id):
     model = by_public_id(Model.objects.all(), id)
-    return _delete(
-        request, model, services.model_delete, "panel:model_list", "panel:model_edit", "model"
-    )
+    return _delete(request, model, services.model_delete, "model")
 
 
 # Upstreams
@@ -216,11 +208,4 @@ def upstream_test(request, id):
 @require_POST
 def upstream_delete(request, id):
     upstream = by_public_id(Upstream.objects.all(), id)
-    return _delete(
-        request,
-        upstream,
-        services.upstream_delete,
-        "panel:upstream_list",
-        "panel:upstream_edit",
-        "upstream",
-    )
+    return _delete(request, upstream, services.upstream_delete, "upstream")

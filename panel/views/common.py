@@ -1,8 +1,11 @@
 """Small helpers every panel view uses."""
 
-from django.shortcuts import get_object_or_404
+from django.contrib import messages
+from django.shortcuts import get_object_or_404, redirect, render
 
+from core.errors import ServiceError
 from panel.access import actor_for
+from panel.forms.common import new_idempotency_key, service_error_to_form
 
 # Form tokens already used in this session: a re-sent "mint a key" form must not mint twice.
 _USED_TOKENS = "panel_used_form_tokens"
@@ -18,6 +21,15 @@ def param(request, name: str, max_length: int = 200) -> str:
     nothing rather than failing."""
     value = request.GET.get(name, "").strip()[:max_length]
     return "" if "\x00" in value else value
+
+
+def choice_filter(request, queryset, name: str, choices):
+    """Narrow the queryset by a query-string value that must be one of a TextChoices' values;
+    anything else shows everything. Returns (queryset, the value as given)."""
+    value = param(request, name)
+    if value in choices.values:
+        queryset = queryset.filter(**{name: value})
+    return queryset, value
 
 
 def by_public_id(queryset, public_id: str):
@@ -43,3 +55,33 @@ def no_store(response):
     """For pages that show a secret: never cached, never restored from history."""
     response["Cache-Control"] = "no-store"
     return response
+
+
+def secret_page(request, template: str, name: str, obj, secret: str, *, rotated=False):
+    """The one page that shows a newly minted secret, under `name` with the object it opens."""
+    context = {name: obj, "secret": secret, "rotated": rotated}
+    return no_store(render(request, template, context))
+
+
+def create_once(request, form, *, create, detail: str, already: str, shown):
+    """A create form whose result carries a secret shown once; a re-sent form (a reload, a
+    double click) creates nothing more and goes to what it created the first time.
+
+    `create()` calls the service and returns (object, secret); `shown(object, secret)` is the
+    secret page. Returns (response, form token): no response while the form is to be shown
+    (again, with its errors), carrying that token.
+    """
+    token = request.POST.get("form_token", "") if request.method == "POST" else ""
+    if request.method == "POST":
+        if (done := used_form_token(request, token)) is not None:
+            messages.info(request, already)
+            return redirect(detail, done), token
+        if form.is_valid():
+            try:
+                obj, secret = create()
+            except ServiceError as exc:
+                service_error_to_form(form, exc)
+            else:
+                remember_form_token(request, token, obj.public_id)
+                return shown(obj, secret), token
+    return None, token or new_idempotency_key()

@@ -6,14 +6,16 @@ from django.views.decorators.http import require_POST
 
 from core.errors import ServiceError
 from panel import selectors
-from panel.forms.common import new_idempotency_key, service_error_to_form
+from panel.forms.common import new_idempotency_key
 from panel.forms.keys import KeyForm, RotateForm
 from panel.views.common import (
     actor,
     by_public_id,
-    no_store,
+    choice_filter,
+    create_once,
     param,
     remember_form_token,
+    secret_page,
     used_form_token,
 )
 from teams import services
@@ -30,14 +32,12 @@ def key_list(request):
     keys = _keys()
     q = param(request, "q")
     team_id = param(request, "team", 40)
-    status = param(request, "status")
     last_used = param(request, "last_used")
     if q:
         keys = keys.filter(name__icontains=q) | keys.filter(public_id=q) | keys.filter(key_prefix=q)
     if team_id:
         keys = keys.filter(team__public_id=team_id)
-    if status in VirtualKey.Status.values:
-        keys = keys.filter(status=status)
+    keys, status = choice_filter(request, keys, "status", VirtualKey.Status)
     if last_used == "never":
         keys = keys.filter(last_used_at__isnull=True)
     elif last_used == "used":
@@ -56,36 +56,29 @@ def key_list(request):
 
 
 def _secret_page(request, key, secret, *, rotated=False):
-    return no_store(
-        render(request, "panel/key_secret.html", {"key": key, "secret": secret, "rotated": rotated})
-    )
+    return secret_page(request, "panel/key_secret.html", "key", key, secret, rotated=rotated)
 
 
 def key_create(request, id):
     team = by_public_id(Team.objects.select_related("organization"), id)
     form = KeyForm(request.POST or None, team=team)
-    token = request.POST.get("form_token", "") if request.method == "POST" else ""
-    if request.method == "POST":
-        if (done := used_form_token(request, token)) is not None:
-            # The same form sent again (a reload, a double click): mint nothing more.
-            messages.info(request, "That key was already created; its secret was shown once.")
-            return redirect("panel:key_detail", done)
-        if form.is_valid():
-            fields, groups = form.service_fields()
-            try:
-                key, secret = services.key_create(
-                    actor=actor(request), team=team, model_groups=groups, **fields
-                )
-            except ServiceError as exc:
-                service_error_to_form(form, exc)
-            else:
-                remember_form_token(request, token, key.public_id)
-                return _secret_page(request, key, secret)
-    return render(
+
+    def create():
+        fields, groups = form.service_fields()
+        return services.key_create(actor=actor(request), team=team, model_groups=groups, **fields)
+
+    done, token = create_once(
         request,
-        "panel/key_form.html",
-        {"team": team, "form": form, "form_token": token or new_idempotency_key()},
+        form,
+        create=create,
+        detail="panel:key_detail",
+        # The same form sent again (a reload, a double click): mint nothing more.
+        already="That key was already created; its secret was shown once.",
+        shown=lambda key, secret: _secret_page(request, key, secret),
     )
+    if done is not None:
+        return done
+    return render(request, "panel/key_form.html", {"team": team, "form": form, "form_token": token})
 
 
 def key_detail(request, id):

@@ -17,7 +17,7 @@ from panel import charts, selectors
 from panel.forms.common import new_idempotency_key, service_error_to_form
 from panel.forms.keys import KeyForm
 from panel.forms.teams import CreditForm, TeamCreateForm, TeamForm
-from panel.views.common import actor, by_public_id, param
+from panel.views.common import actor, by_public_id, choice_filter, param
 from teams import services
 from teams.models import Team, VirtualKey
 
@@ -36,7 +36,6 @@ def _teams():
 
 def team_list(request):
     q = param(request, "q")
-    status = param(request, "status")
     teams = _teams()
     if q:
         teams = (
@@ -44,8 +43,7 @@ def team_list(request):
             | teams.filter(public_id=q)
             | teams.filter(external_id=q)
         )
-    if status in Team.Status.values:
-        teams = teams.filter(status=status)
+    teams, status = choice_filter(request, teams, "status", Team.Status)
     page = selectors.keyset_page(teams, request.GET.get("cursor"))
     return render(
         request,
@@ -195,9 +193,7 @@ def team_credits(request, id):
 def team_ledger(request, id):
     team = by_public_id(_teams(), id)
     entries = LedgerEntry.objects.filter(account__team=team)
-    kind = param(request, "kind")
-    if kind in LedgerEntry.Kind.values:
-        entries = entries.filter(kind=kind)
+    entries, kind = choice_filter(request, entries, "kind", LedgerEntry.Kind)
     page = selectors.keyset_page(entries, request.GET.get("cursor"))
     return render(
         request,
