@@ -4,9 +4,7 @@ delivered to a real local HTTP server, with retries, backoff and a delivery log.
 import json
 import logging
 import smtplib
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -23,6 +21,7 @@ from orgs.services import organization_update
 from teams.services import team_update
 from tests.helpers.servers import Receiver, free_port
 from tests.helpers.tenants import settle_usage
+from tests.helpers.threads import race
 
 CREDIT = 1_000_000
 BILLING_EMAIL = "billing@a.example"
@@ -190,18 +189,12 @@ def test_concurrent_evaluators_notify_each_crossing_once(tenant_a, receiver, mai
     endpoint_for(tenant_a, receiver.url)
     team = budgeted(tenant_a, low_balance_alert_micros=200 * CREDIT)
     settle_usage(team, 12 * CREDIT, at(2026, 3, 4, 9))
-    barrier = threading.Barrier(8)
 
     def evaluator(_):
-        try:
-            barrier.wait()
-            return services.alerts_evaluate()
-        finally:
-            connection.close()
+        return services.alerts_evaluate()
 
     # when
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        created = list(pool.map(evaluator, range(8)))
+    created = race(evaluator, 8)
     # then
     assert sum(created) == 3
     assert Alert.objects.count() == 3

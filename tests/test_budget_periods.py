@@ -1,11 +1,8 @@
 """Budget periods on real Postgres and Redis: resets at calendar boundaries, exactly once."""
 
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 import pytest
-from django.db import connection
 
 from billing import resets
 from billing.models import CreditAccount, LedgerEntry
@@ -15,6 +12,7 @@ from orgs.models import AuditEvent
 from teams.services import team_update
 from tests.helpers.gateway import redis_account
 from tests.helpers.tenants import settle_usage
+from tests.helpers.threads import race
 
 CREDIT = 1_000_000
 
@@ -218,16 +216,6 @@ def test_the_reset_task_runs_the_sweep(tenant_a):
     assert entries(team, "allowance") == [10 * CREDIT]
 
 
-def _in_thread(fn):
-    def run(*args):
-        try:
-            return fn(*args)
-        finally:
-            connection.close()
-
-    return run
-
-
 @pytest.mark.django_db(transaction=True)
 def test_workers_racing_on_the_same_reset_apply_it_once(tenant_a, tenant_b):
     # given: two teams past a boundary, eight workers (each its own connection) sweeping at once
@@ -235,11 +223,8 @@ def test_workers_racing_on_the_same_reset_apply_it_once(tenant_a, tenant_b):
     for team in teams:
         resets.budget_periods_reset_due(now=at(2026, 3, 4, 8))
         settle_usage(team, 1 * CREDIT, at(2026, 3, 4, 9))
-    barrier = threading.Barrier(8)
 
-    @_in_thread
     def worker(i):
-        barrier.wait()
         if i % 2:
             return resets.budget_periods_reset_due(now=at(2026, 3, 9, 0, 0, 5))
         return sum(
@@ -249,8 +234,7 @@ def test_workers_racing_on_the_same_reset_apply_it_once(tenant_a, tenant_b):
         )
 
     # when
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        done = list(pool.map(worker, range(8)))
+    done = race(worker, 8)
     # then: each team's period was reset by exactly one worker
     assert sum(done) == 2
     for team in teams:

@@ -1,13 +1,10 @@
 """Keys expire at their expiry and rotation grace periods end, recorded and published."""
 
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import httpx
 import orjson
 import pytest
-from django.db import connection
 from django.utils import timezone
 
 from core.redis import client as redis_client
@@ -23,6 +20,7 @@ from teams.services import (
 )
 from teams.tasks import expire_keys
 from tests.helpers.gateway import until_refused
+from tests.helpers.threads import race
 
 
 def published(key_hash: str) -> dict | None:
@@ -122,18 +120,12 @@ def test_workers_racing_on_the_same_keys_record_each_change_once(tenant_a):
     soon = timezone.now() + timedelta(minutes=5)
     for i in range(5):
         key_create(actor="test", team=tenant_a.team, name=f"k{i}", expires_at=soon)
-    barrier = threading.Barrier(6)
 
     def worker(_):
-        try:
-            barrier.wait()
-            return keys_expire_due(now=soon + timedelta(seconds=1))
-        finally:
-            connection.close()
+        return keys_expire_due(now=soon + timedelta(seconds=1))
 
     # when
-    with ThreadPoolExecutor(max_workers=6) as pool:
-        done = list(pool.map(worker, range(6)))
+    done = race(worker, 6)
     # then
     assert sum(done) == 5
     assert AuditEvent.objects.filter(action="key.expire").count() == 5

@@ -1,29 +1,17 @@
 """The credit ledger on real Postgres: one locked write path, idempotent, append-only."""
 
 import contextlib
-import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Sum
 
 from billing.models import CreditAccount, LedgerEntry
 from billing.services import credits_adjust, credits_grant, ledger_post
 from core.errors import InsufficientCredits, ValidationFailed
 from core.money import MoneyError, format_micros, parse_micros
-
-
-def _in_thread(fn):
-    """Run fn on its own database connection, as a separate request or worker would."""
-
-    def run(*args):
-        try:
-            return fn(*args)
-        finally:
-            connection.close()
-
-    return run
+from tests.helpers.threads import on_own_connection, race
 
 
 @pytest.mark.django_db(transaction=True)
@@ -35,7 +23,7 @@ def test_concurrent_grants_and_debits_keep_balance_equal_to_the_sum_of_entries(t
     )
     account_id = team.account.pk
 
-    @_in_thread
+    @on_own_connection
     def work(i):
         if i % 3 == 0:
             ledger_post(
@@ -73,11 +61,8 @@ def test_concurrent_grants_and_debits_keep_balance_equal_to_the_sum_of_entries(t
 @pytest.mark.django_db(transaction=True)
 def test_the_same_idempotency_key_from_many_threads_posts_once(tenant_a):
     team = tenant_a.team
-    barrier = threading.Barrier(12)
 
-    @_in_thread
     def grant(_):
-        barrier.wait()
         return credits_grant(
             team=team,
             amount_micros=5_000_000,
@@ -86,8 +71,7 @@ def test_the_same_idempotency_key_from_many_threads_posts_once(tenant_a):
             idempotency_key="invoice-42",
         ).created
 
-    with ThreadPoolExecutor(max_workers=12) as pool:
-        created = list(pool.map(grant, range(12)))
+    created = race(grant, 12)
     assert created.count(True) == 1
     team.account.refresh_from_db()
     assert team.account.balance_micros == 5_000_000

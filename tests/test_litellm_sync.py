@@ -1,11 +1,9 @@
 """Teams and keys mirrored into LiteLLM (the contract fake): whole-object pushes after commit,
 retries while LiteLLM is down, idempotent deliveries, drift repair, secrets wiped once used."""
 
-import threading
 from datetime import timedelta
 
 import pytest
-from django.db import connection
 from django.utils import timezone
 
 from billing import resets
@@ -19,6 +17,7 @@ from orgs.services import organization_create
 from teams import services as teams
 from teams.models import Team, VirtualKey
 from tests.helpers.tenants import settle_usage
+from tests.helpers.threads import race
 
 WRITES = {"/team/new", "/team/update", "/key/generate", "/key/update", "/key/delete"}
 
@@ -465,21 +464,11 @@ def test_concurrent_pushes_of_one_key_create_it_once(litellm, settings):
     record = KeySync.objects.get(key=key)
     KeySync.objects.filter(pk=record.pk).update(secrets_encrypted={key.key_hash: encrypt(secret)})
     # when: eight workers push it at once
-    barrier = threading.Barrier(8)
-    outcomes = []
 
-    def worker():
-        barrier.wait()
-        try:
-            outcomes.append(sync.key_push(record.pk, force=True))
-        finally:
-            connection.close()
+    def worker(_):
+        return sync.key_push(record.pk, force=True)
 
-    threads = [threading.Thread(target=worker) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    outcomes = race(worker, 8)
     # then: one key, created once
     assert [c for c in litellm.calls if c[1] == "/key/generate"] == [("POST", "/key/generate")]
     assert litellm.key(secret)["status"] == "active"

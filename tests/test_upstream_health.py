@@ -3,13 +3,11 @@ around models marked down (by a probe or by its own failed attempts) and tries t
 the cooldown. Real Postgres and Redis, the live gateway and the mock upstream, whose model-name
 knobs make models fail (fail-500), hang (slow-N) or echo their key (echo-auth)."""
 
-import threading
 import time
 
 import httpx
 import orjson
 import pytest
-from django.db import connection
 
 from core.redis import client as redis_client
 from livestate.keys import HEALTH
@@ -20,6 +18,7 @@ from modelgroups.tasks import probe_models
 from proxy.breaker import Breaker
 from tests.helpers.api import MASTER, client_with
 from tests.helpers.tenants import GatewayTenant, db_state
+from tests.helpers.threads import race
 from tests.helpers.waiting import eventually
 
 PROVIDER_KEY = "sk-upstream-provider-secret-123456"  # the mock upstream's key (conftest)
@@ -168,22 +167,12 @@ def test_a_slow_answer_is_degraded_and_a_throttled_model_too(live, mock_catalog,
 
 def test_overlapping_rounds_probe_each_model_once(live, mock_catalog):
     # given: two workers start a round at the same moment
-    barrier = threading.Barrier(2)
-    counts = []
 
-    def round_():
-        try:
-            barrier.wait()
-            counts.append(probe_models())
-        finally:
-            connection.close()
+    def round_(_):
+        return probe_models()
 
-    threads = [threading.Thread(target=round_) for _ in range(2)]
     # when
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
+    counts = race(round_, 2)
     # then: the claims split the work; a third round right after finds nothing due
     assert sorted(counts)[1] > 0 and sum(counts) == 5
     assert probe_models() == 0

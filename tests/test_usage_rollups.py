@@ -22,6 +22,7 @@ from billing.models import (
 from core.money import parse_micros
 from teams.services import key_create
 from tests.helpers.tenants import Tenant
+from tests.helpers.threads import race
 
 NOW = datetime(2026, 3, 10, 14, 25, tzinfo=UTC)
 
@@ -226,24 +227,10 @@ def test_two_workers_rolling_up_at_once_never_count_twice(transactional_db, cata
     made = [record(tenant, day + timedelta(minutes=7 * i)) for i in range(200)]
 
     # when four workers roll up at once, in small batches
-    errors = []
-
-    def work():
-        try:
-            rollups.usage_roll_up(now=NOW, batch_size=3)
-        except Exception as exc:  # surfaced below
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=work) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    # (a worker's exception fails the test here)
+    race(lambda _: rollups.usage_roll_up(now=NOW, batch_size=3), 4)
 
     # then every call counts once, in the hours and in the day
-    assert not errors
     assert not UsageRollupPending.objects.filter(hour__lt=NOW - timedelta(hours=2)).exists()
     assert sum(UsageHourly.objects.values_list("requests", flat=True)) == len(made)
     assert UsageDaily.objects.get(period_start=day).requests == len(made)
