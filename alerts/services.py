@@ -39,7 +39,7 @@ from billing.periods import period_start
 from core.money import format_micros
 from core.secrets import decrypt, encrypt, generate_secret
 from core.tasks import enqueue_on_commit
-from orgs.services import apply_changes, audit_record
+from orgs.services import apply_changes, audit_deletion, audit_record
 
 logger = logging.getLogger(__name__)
 
@@ -114,12 +114,12 @@ def webhook_endpoint_rotate_secret(*, actor: str, endpoint: WebhookEndpoint):
 def webhook_endpoint_delete(*, actor: str, endpoint: WebhookEndpoint) -> None:
     """Delete an endpoint and its delivery log; pending deliveries are dropped."""
     with transaction.atomic(durable=True):
-        audit_record(
+        audit_deletion(
             actor=actor,
             action="webhook.delete",
             obj=endpoint,
             organization_id=endpoint.organization_id,
-            changes={"url": [endpoint.url, None]},
+            field="url",
         )
         endpoint.delete()
 

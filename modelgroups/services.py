@@ -21,7 +21,7 @@ from modelgroups.models import (
     Upstream,
     stored_secrets_redactor,
 )
-from orgs.services import apply_changes, audit_record
+from orgs.services import apply_changes, audit_deletion, audit_record
 
 
 def _conflict(exc: IntegrityError, what: str, name: str) -> Conflict:
@@ -71,16 +71,23 @@ def upstream_update(*, actor: str, upstream: Upstream, data: dict) -> Upstream:
 
 def upstream_delete(*, actor: str, upstream: Upstream) -> None:
     """Delete an upstream no model uses."""
+    _catalog_delete(
+        actor=actor,
+        obj=upstream,
+        action="upstream.delete",
+        in_use=upstream.models,
+        refusal="still serves models; move or delete them first.",
+    )
+
+
+def _catalog_delete(*, actor: str, obj, action: str, in_use, refusal: str) -> None:
+    """Delete a catalog entry nothing refers to (`in_use`, checked in the same transaction),
+    audited, and republish the catalog."""
     with transaction.atomic(durable=True):
-        if upstream.models.exists():
-            raise Conflict(f"{upstream.public_id} still serves models; move or delete them first.")
-        audit_record(
-            actor=actor,
-            action="upstream.delete",
-            obj=upstream,
-            changes={"name": [upstream.name, None]},
-        )
-        upstream.delete()
+        if in_use.exists():
+            raise Conflict(f"{obj.public_id} {refusal}")
+        audit_deletion(actor=actor, action=action, obj=obj)
+        obj.delete()
         catalog_changed()
 
 
@@ -132,14 +139,13 @@ def model_update(*, actor: str, model: Model, data: dict) -> Model:
 
 def model_delete(*, actor: str, model: Model) -> None:
     """Delete a model that no model group lists."""
-    with transaction.atomic(durable=True):
-        if ModelGroupMember.objects.filter(model=model).exists():
-            raise Conflict(f"{model.public_id} is in model groups; remove it from them first.")
-        audit_record(
-            actor=actor, action="model.delete", obj=model, changes={"name": [model.name, None]}
-        )
-        model.delete()
-        catalog_changed()
+    _catalog_delete(
+        actor=actor,
+        obj=model,
+        action="model.delete",
+        in_use=ModelGroupMember.objects.filter(model=model),
+        refusal="is in model groups; remove it from them first.",
+    )
 
 
 def _set_members(group: ModelGroup, members: list[dict]) -> None:
@@ -212,17 +218,13 @@ def model_group_update(*, actor: str, group: ModelGroup, data: dict, members=Non
 
 def model_group_delete(*, actor: str, group: ModelGroup) -> None:
     """Delete a model group that no team uses."""
-    with transaction.atomic(durable=True):
-        if group.teams.exists():
-            raise Conflict(f"{group.public_id} is assigned to teams; unassign it first.")
-        audit_record(
-            actor=actor,
-            action="model_group.delete",
-            obj=group,
-            changes={"name": [group.name, None]},
-        )
-        group.delete()
-        catalog_changed()
+    _catalog_delete(
+        actor=actor,
+        obj=group,
+        action="model_group.delete",
+        in_use=group.teams,
+        refusal="is assigned to teams; unassign it first.",
+    )
 
 
 # --- health ---------------------------------------------------------------------------------

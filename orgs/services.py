@@ -37,6 +37,17 @@ def audit_record(*, actor: str, action: str, obj, organization_id=None, changes=
     )
 
 
+def audit_deletion(*, actor: str, action: str, obj, organization_id=None, field: str = "name"):
+    """Record a deletion, with the field that names what is gone; call inside its transaction."""
+    return audit_record(
+        actor=actor,
+        action=action,
+        obj=obj,
+        organization_id=organization_id,
+        changes={field: [getattr(obj, field), None]},
+    )
+
+
 # Hashes and ciphertexts are not secrets, but the audit trail has no use for them.
 SENSITIVE_FIELDS = {"key_hash", "previous_key_hash", "api_key_encrypted", "secret_encrypted"}
 
@@ -126,9 +137,7 @@ def organization_delete(*, actor: str, org: Organization) -> None:
                 f"{org.public_id} still has teams; delete or suspend them first "
                 "(teams with credit history cannot be deleted, only suspended)."
             )
-        audit_record(
-            actor=actor, action="organization.delete", obj=org, changes={"name": [org.name, None]}
-        )
+        audit_deletion(actor=actor, action="organization.delete", obj=org)
         org.delete()
 
 

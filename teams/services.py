@@ -11,7 +11,7 @@ from billing.services import account_create
 from core.errors import Conflict, ValidationFailed
 from core.secrets import generate_secret, hash_secret, lookup_prefix
 from mirrors.changes import key_changed, team_changed, team_removed
-from orgs.services import apply_changes, audit_record
+from orgs.services import apply_changes, audit_deletion, audit_record
 from teams import rules
 from teams.models import Team, VirtualKey
 
@@ -119,12 +119,8 @@ def team_delete(*, actor: str, team: Team) -> None:
                 f"{team.public_id} has credit or usage history, which must be kept; "
                 "suspend the team instead."
             )
-        audit_record(
-            actor=actor,
-            action="team.delete",
-            obj=team,
-            organization_id=team.organization_id,
-            changes={"name": [team.name, None]},
+        audit_deletion(
+            actor=actor, action="team.delete", obj=team, organization_id=team.organization_id
         )
         team_removed(team)
         team.account.delete()
