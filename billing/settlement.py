@@ -260,6 +260,11 @@ def settle_messages(client, messages) -> int:
     return len(records) + len(orphans)
 
 
+def _uncollected(owed: int, charged: int) -> dict:
+    """What admission's cap kept from being charged (micro-credits), recorded when above 0."""
+    return {"uncollected_micros": owed - charged} if owed > charged else {}
+
+
 def _usage_charge(r: dict) -> UsageCharge:
     return UsageCharge(
         idempotency_key=f"usage:{r['rid']}",
@@ -273,11 +278,7 @@ def _usage_charge(r: dict) -> UsageCharge:
             "output_tokens": r["out"],
             **({"job_id": r["job"]} if r.get("job") else {}),
             **({"cache_hit": True} if r.get("cache") else {}),
-            **(
-                {"uncollected_micros": r["price"] - r["charged"]}
-                if r["price"] > r["charged"]
-                else {}
-            ),
+            **_uncollected(r["price"], r["charged"]),
         },
     )
 
@@ -295,11 +296,8 @@ def _job_charge(r: dict) -> UsageCharge:
             "status": r["status"],
             "calls": r["calls"],
             "failed_calls": r["failed"],
-            **(
-                {"uncollected_micros": r["fee"] - r["charged"]}
-                if r["status"] == Job.Status.COMPLETED and r["fee"] > r["charged"]
-                else {}
-            ),
+            # Only a completed job owes its fee; any other closing is free.
+            **(_uncollected(r["fee"], r["charged"]) if r["status"] == Job.Status.COMPLETED else {}),
         },
     )
 
