@@ -2,6 +2,7 @@ from django.db import models
 from django.db.models import Q
 
 from core.ids import PublicIdField
+from core.models import Stamped
 
 
 class Alert(models.Model):
@@ -42,7 +43,7 @@ class Alert(models.Model):
         return f"{self.kind} {self.threshold} of team {self.team_id}"
 
 
-class WebhookEndpoint(models.Model):
+class WebhookEndpoint(Stamped):
     """Where an organization's alerts are POSTed, signed with the endpoint's secret."""
 
     public_id = PublicIdField(prefix="wh")
@@ -54,17 +55,12 @@ class WebhookEndpoint(models.Model):
     # Fernet token (core.secrets.encrypt) of the signing secret: shown once, never returned.
     secret_encrypted = models.TextField()
     enabled = models.BooleanField(default=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
-
-    class Meta:
-        ordering = ["-id"]
 
     def __str__(self):
         return self.url
 
 
-class WebhookDelivery(models.Model):
+class WebhookDelivery(Stamped):
     """One event for one endpoint, with its attempts: the delivery log."""
 
     class Status(models.TextChoices):
@@ -88,11 +84,8 @@ class WebhookDelivery(models.Model):
     # same attempt concurrently; a worker that died mid-attempt lets it go when it passes.
     lease_until = models.DateTimeField(null=True, blank=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
 
-    class Meta:
-        ordering = ["-id"]
+    class Meta(Stamped.Meta):
         constraints = [
             models.UniqueConstraint(
                 fields=["endpoint", "alert"], name="webhook_delivery_once_per_alert"

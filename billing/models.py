@@ -199,16 +199,18 @@ class UsageRollup(models.Model):
         return f"{self.period_start:%Y-%m-%d %H:00} team {self.team_id} {self.model}"
 
 
+def _one_row_per_group(name: str) -> models.UniqueConstraint:
+    # A NULL key (a call without a key) is one group, not one group per row.
+    return models.UniqueConstraint(
+        fields=["team", "period_start", "organization", "key", "model", "model_group"],
+        name=name,
+        nulls_distinct=False,
+    )
+
+
 class UsageHourly(UsageRollup):
     class Meta:
-        constraints = [
-            # A NULL key (a call without a key) is one group, not one group per row.
-            models.UniqueConstraint(
-                fields=["team", "period_start", "organization", "key", "model", "model_group"],
-                name="usage_hourly_unique_group",
-                nulls_distinct=False,
-            )
-        ]
+        constraints = [_one_row_per_group("usage_hourly_unique_group")]
         indexes = [models.Index(fields=["organization", "period_start"])]
 
 

@@ -42,6 +42,11 @@ class SyncRecord(models.Model):
         ]
 
 
+def _due_index(name: str) -> models.Index:
+    """The push worker's queue: the records not in sync, by when they are next tried."""
+    return models.Index(fields=["next_retry_at"], condition=~Q(state="synced"), name=name)
+
+
 class TeamSync(SyncRecord):
     """A team mirrored as a LiteLLM team (team_id = the team's public id)."""
 
@@ -56,13 +61,7 @@ class TeamSync(SyncRecord):
     pushed_models = models.JSONField(null=True, blank=True)
 
     class Meta(SyncRecord.Meta):
-        indexes = [
-            models.Index(
-                fields=["next_retry_at"],
-                condition=~Q(state="synced"),
-                name="teamsync_due",
-            )
-        ]
+        indexes = [_due_index("teamsync_due")]
 
     def __str__(self):
         return f"LiteLLM team {self.litellm_team_id} ({self.state})"
@@ -84,13 +83,7 @@ class KeySync(SyncRecord):
     pushed_models = models.JSONField(null=True, blank=True)
 
     class Meta(SyncRecord.Meta):
-        indexes = [
-            models.Index(
-                fields=["next_retry_at"],
-                condition=~Q(state="synced"),
-                name="keysync_due",
-            )
-        ]
+        indexes = [_due_index("keysync_due")]
 
     def __str__(self):
         return f"LiteLLM copy of key {self.key_id} ({self.state})"

@@ -3,11 +3,12 @@ from django.db import models
 from django.db.models import Q
 
 from core.ids import PublicIdField
+from core.models import Stamped
 from core.redaction import Redactor
 from core.secrets import decrypt
 
 
-class Upstream(models.Model):
+class Upstream(Stamped):
     """Where calls go: any OpenAI-compatible base URL (OpenAI, vLLM, Ollama, LiteLLM, …)."""
 
     class Kind(models.TextChoices):
@@ -42,11 +43,8 @@ class Upstream(models.Model):
         max_length=8, choices=HealthCheck.choices, default=HealthCheck.CALL
     )
     enabled = models.BooleanField(default=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
 
-    class Meta:
-        ordering = ["-id"]
+    class Meta(Stamped.Meta):
         constraints = [
             models.CheckConstraint(
                 condition=Q(connect_timeout_seconds__gt=0) & Q(read_timeout_seconds__gt=0),
@@ -66,7 +64,7 @@ class Upstream(models.Model):
         return bool(self.api_key_encrypted)
 
 
-class Model(models.Model):
+class Model(Stamped):
     class Mode(models.TextChoices):
         CHAT = "chat"
         COMPLETION = "completion"
@@ -87,11 +85,8 @@ class Model(models.Model):
     # Output cap used to reserve credits when a request sets no max_tokens.
     max_output_tokens = models.PositiveIntegerField(default=4096)
     enabled = models.BooleanField(default=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
 
-    class Meta:
-        ordering = ["-id"]
+    class Meta(Stamped.Meta):
         constraints = [
             models.CheckConstraint(
                 condition=Q(input_cost_micros__gte=0)
@@ -131,7 +126,7 @@ class ModelHealth(models.Model):
         return f"{self.model_id}:{self.status}"
 
 
-class ModelGroup(models.Model):
+class ModelGroup(Stamped):
     """A named, ordered bundle of models: priority order is fallback order."""
 
     public_id = PublicIdField(prefix="mg")
@@ -140,11 +135,6 @@ class ModelGroup(models.Model):
     description = models.TextField(blank=True)
     # Response cache for calls to this group; null = off (a team's own setting wins).
     cache_ttl_seconds = models.PositiveIntegerField(null=True, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
-
-    class Meta:
-        ordering = ["-id"]
 
     def __str__(self):
         return self.name

@@ -1,9 +1,10 @@
 from django.db import models
 
 from core.ids import PublicIdField
+from core.models import Stamped
 
 
-class Organization(models.Model):
+class Organization(Stamped):
     class Status(models.TextChoices):
         ACTIVE = "active"
         SUSPENDED = "suspended"
@@ -16,11 +17,6 @@ class Organization(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
     # Where budget and low-balance alerts of the organization's teams are emailed; blank: none.
     billing_email = models.EmailField(blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
-
-    class Meta:
-        ordering = ["-id"]
 
     def __str__(self):
         return self.name

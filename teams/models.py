@@ -2,9 +2,10 @@ from django.db import models
 from django.db.models import Q
 
 from core.ids import PublicIdField
+from core.models import Stamped
 
 
-class Team(models.Model):
+class Team(Stamped):
     class Status(models.TextChoices):
         ACTIVE = "active"
         SUSPENDED = "suspended"  # blocked by the operator (e.g. unpaid): 403 at the gateway
@@ -81,11 +82,7 @@ class Team(models.Model):
     log_retention_days = models.PositiveIntegerField(default=30)
     log_redact_patterns = models.JSONField(default=list, blank=True)  # regular expressions
 
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
-
-    class Meta:
-        ordering = ["-id"]
+    class Meta(Stamped.Meta):
         constraints = [
             models.UniqueConstraint(
                 fields=["organization", "name"], name="team_name_unique_in_org"
@@ -113,7 +110,7 @@ class Team(models.Model):
         return self.name
 
 
-class VirtualKey(models.Model):
+class VirtualKey(Stamped):
     """A customer's gateway credential. Only its hash is stored; the secret is shown once."""
 
     class Status(models.TextChoices):
@@ -138,13 +135,10 @@ class VirtualKey(models.Model):
     # Lifetime micro-credits this key may spend; null = bounded only by the team.
     budget_limit_micros = models.BigIntegerField(null=True, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
 
-    class Meta:
-        ordering = ["-id"]
+    class Meta(Stamped.Meta):
         constraints = [
             models.CheckConstraint(
                 condition=Q(budget_limit_micros__isnull=True) | Q(budget_limit_micros__gte=0),
