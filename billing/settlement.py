@@ -206,9 +206,7 @@ def settle_messages(client, messages) -> int:
             [
                 UsageRecord(
                     request_id=r["rid"],
-                    organization_id=r["org"],
-                    team_id=r["team"],
-                    key_id=r["key"] if r["key"] in keys else None,
+                    **_owners(r, keys),
                     model=r["model"],
                     model_group=r["group"] if r["group"] != r["model"] else "",
                     input_tokens=r["in"],
@@ -302,15 +300,22 @@ def _job_charge(r: dict) -> UsageCharge:
     )
 
 
+def _owners(r: dict, keys: set) -> dict:
+    """Who a record belongs to; a key deleted since the call (not in `keys`) is none."""
+    return {
+        "organization_id": r["org"],
+        "team_id": r["team"],
+        "key_id": r["key"] if r["key"] in keys else None,
+    }
+
+
 def _settle_job_openings(opened: list[dict], keys: set, referenced: set) -> dict:
     """Create the Job rows opened in this batch; map public id -> pk for every job named."""
     Job.objects.bulk_create(
         [
             Job(
                 public_id=r["job"],
-                organization_id=r["org"],
-                team_id=r["team"],
-                key_id=r["key"] if r["key"] in keys else None,
+                **_owners(r, keys),
                 job_type=r["type"],
                 metadata=r["meta"],
                 fee_micros=r["fee"],
