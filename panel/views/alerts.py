@@ -18,9 +18,8 @@ from panel.views.common import (
     choice_filter,
     create_once,
     param,
-    remember_form_token,
+    rotate_once,
     secret_page,
-    used_form_token,
 )
 from teams.models import Team
 
@@ -141,15 +140,16 @@ def webhook_toggle(request, id):
 @require_POST
 def webhook_rotate(request, id):
     endpoint = by_public_id(_endpoints(), id)
-    token = request.POST.get("form_token", "")
-    if used_form_token(request, token) is not None:
-        messages.info(request, "The secret was already rotated; the new one was shown once.")
-        return redirect("panel:webhook_detail", endpoint.public_id)
-    endpoint, secret = services.webhook_endpoint_rotate_secret(
-        actor=actor(request), endpoint=endpoint
+    return rotate_once(
+        request,
+        endpoint,
+        rotate=lambda: services.webhook_endpoint_rotate_secret(
+            actor=actor(request), endpoint=endpoint
+        ),
+        detail="panel:webhook_detail",
+        already="The secret was already rotated; the new one was shown once.",
+        shown=lambda endpoint, secret: _secret_page(request, endpoint, secret, rotated=True),
     )
-    remember_form_token(request, token, endpoint.public_id)
-    return _secret_page(request, endpoint, secret, rotated=True)
 
 
 @require_POST

@@ -85,3 +85,20 @@ def create_once(request, form, *, create, detail: str, already: str, shown):
                 remember_form_token(request, token, obj.public_id)
                 return shown(obj, secret), token
     return None, token or new_idempotency_key()
+
+
+def rotate_once(request, obj, *, rotate, detail: str, already: str, shown):
+    """A POST that replaces obj's secret, the new one shown once; a re-sent form rotates
+    nothing more. `rotate()` returns (object, new secret); a refusal (a ServiceError) goes back
+    to obj's `detail` page with its reason."""
+    token = request.POST.get("form_token", "")
+    if used_form_token(request, token) is not None:
+        messages.info(request, already)
+        return redirect(detail, obj.public_id)
+    try:
+        obj, secret = rotate()
+    except ServiceError as exc:
+        messages.error(request, exc.message)
+        return redirect(detail, obj.public_id)
+    remember_form_token(request, token, obj.public_id)
+    return shown(obj, secret)

@@ -4,7 +4,7 @@ from django.contrib import messages
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from core.errors import ServiceError
+from core.errors import ValidationFailed
 from panel import selectors
 from panel.forms.common import new_idempotency_key
 from panel.forms.keys import KeyForm, RotateForm
@@ -14,9 +14,8 @@ from panel.views.common import (
     choice_filter,
     create_once,
     param,
-    remember_form_token,
+    rotate_once,
     secret_page,
-    used_form_token,
 )
 from teams import services
 from teams.models import Team, VirtualKey
@@ -99,25 +98,22 @@ def key_detail(request, id):
 @require_POST
 def key_rotate(request, id):
     key = by_public_id(_keys(), id)
-    token = request.POST.get("form_token", "")
-    if used_form_token(request, token) is not None:
-        messages.info(request, "That key was already rotated; the new secret was shown once.")
-        return redirect("panel:key_detail", key.public_id)
-    form = RotateForm(request.POST)
-    if not form.is_valid():
-        messages.error(request, "Pick how long the old secret keeps working.")
-        return redirect("panel:key_detail", key.public_id)
-    try:
-        key, secret = services.key_rotate(
-            actor=actor(request),
-            key=key,
-            grace_seconds=form.cleaned_data["grace_period_seconds"],
-        )
-    except ServiceError as exc:
-        messages.error(request, exc.message)
-        return redirect("panel:key_detail", key.public_id)
-    remember_form_token(request, token, key.public_id)
-    return _secret_page(request, key, secret, rotated=True)
+
+    def rotate():
+        form = RotateForm(request.POST)
+        if not form.is_valid():
+            raise ValidationFailed("Pick how long the old secret keeps working.")
+        grace_seconds = form.cleaned_data["grace_period_seconds"]
+        return services.key_rotate(actor=actor(request), key=key, grace_seconds=grace_seconds)
+
+    return rotate_once(
+        request,
+        key,
+        rotate=rotate,
+        detail="panel:key_detail",
+        already="That key was already rotated; the new secret was shown once.",
+        shown=lambda key, secret: _secret_page(request, key, secret, rotated=True),
+    )
 
 
 @require_POST
