@@ -15,6 +15,7 @@ from modelgroups import services as catalog
 from modelgroups.models import stored_secrets_redactor
 from tests.helpers.api import MASTER, client_with
 from tests.helpers.tenants import GatewayTenant
+from tests.helpers.waiting import eventually
 
 PRICE = {"input_price_micros": 1_000_000, "output_price_micros": 2_000_000}
 
@@ -37,7 +38,7 @@ def second_upstream(db, other_key):
 
 
 @pytest.fixture
-def logged(mock_catalog, gw_org, second_upstream):
+def logged(live, mock_catalog, gw_org, second_upstream):
     echo_error = catalog.model_create(
         actor="test",
         name="mock-echo-error",
@@ -49,7 +50,7 @@ def logged(mock_catalog, gw_org, second_upstream):
     group = catalog.model_group_create(
         actor="test", name="echo-error", members=[{"model": echo_error}]
     )
-    return GatewayTenant(
+    tenant = GatewayTenant(
         "logged",
         gw_org,
         [mock_catalog["groups"]["chat"], group],
@@ -58,6 +59,10 @@ def logged(mock_catalog, gw_org, second_upstream):
         log_retention_days=7,
         log_redact_patterns=[r"\bconfidential-\w+"],
     )
+    # The gateway follows catalog changes within its poll interval; a call to an existing group
+    # does not wait for it. Start once it holds the catalog with the second upstream's key.
+    eventually(lambda: "echo-error" in live.gateway.replica.catalog.groups_by_name)
+    return tenant
 
 
 def chat(live, tenant, model: str, prompt: str) -> httpx.Response:
