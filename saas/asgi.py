@@ -60,18 +60,27 @@ MOCK_DISABLED = GatewayError(
 def bounded_receive(scope, receive, limit: int):
     """Django reads (and spools) the whole body before any view or middleware runs, whatever
     its size, so a body without a Content-Length (chunked) is cut here at the limit, and the
-    request marked, instead of filling memory and disk."""
+    request marked, instead of filling memory and disk.
+
+    After the cut, the rest of the body is read and dropped: Django, once it has its (cut)
+    body, only listens for the disconnect, and an `http.request` reaching it then is an error."""
     received = 0
+    cut = False
 
     async def receive_bounded():
-        nonlocal received
-        message = await receive()
-        if message["type"] == "http.request":
+        nonlocal received, cut
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return message
+            if cut:
+                continue
             received += len(message.get("body", b""))
             if received > limit:
+                cut = True
                 scope[BODY_TOO_LARGE] = True
                 return {"type": "http.request", "body": b"", "more_body": False}
-        return message
+            return message
 
     return receive_bounded
 

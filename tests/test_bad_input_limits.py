@@ -1,6 +1,7 @@
 """Bad input outside the gateway's own checks: bodies over the admin API's and the panel's
 limit, encoded slashes under /api/, OpenAI paths without /v1, and /mock when it is off."""
 
+import asyncio
 import logging
 
 import httpx
@@ -73,6 +74,37 @@ def test_a_chunked_api_body_over_the_limit_is_413(live, small_bodies, caplog):
     assert r.status_code == 413, r.text
     assert r.json()["error"]["type"] == "request_too_large"
     assert not [rec for rec in caplog.records if rec.levelno >= logging.ERROR]
+
+
+def test_a_cut_body_s_rest_is_dropped_and_only_the_disconnect_reaches_django():
+    # The rest of a chunked body can still be arriving when Django, holding its cut body,
+    # listens for the disconnect: an `http.request` then is an assertion in Django (a 500).
+    from saas.asgi import BODY_TOO_LARGE, bounded_receive
+
+    arriving = [
+        {"type": "http.request", "body": b"x" * 600, "more_body": True},
+        {"type": "http.request", "body": b"x" * 600, "more_body": True},
+        {"type": "http.request", "body": b"x" * 600, "more_body": True},
+        {"type": "http.request", "body": b"x" * 600, "more_body": False},
+        {"type": "http.disconnect"},
+    ]
+
+    async def receive():
+        return arriving.pop(0)
+
+    async def django_reads():
+        wrapped = bounded_receive(scope, receive, 1000)
+        return [await wrapped(), await wrapped(), await wrapped()]
+
+    scope = {}
+    seen = asyncio.run(django_reads())
+
+    assert seen == [
+        {"type": "http.request", "body": b"x" * 600, "more_body": True},
+        {"type": "http.request", "body": b"", "more_body": False},
+        {"type": "http.disconnect"},
+    ]
+    assert scope[BODY_TOO_LARGE] is True
 
 
 def test_the_api_body_limit_comes_from_the_settings(api, settings):
