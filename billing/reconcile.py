@@ -89,7 +89,11 @@ def _reconcile_settled(client) -> list[Repair]:
 def _reconcile_live(client) -> list[Repair]:
     repairs = []
     team_ids = list(Team.objects.order_by("pk").values_list("pk", flat=True))
-    key_ids = list(VirtualKey.objects.order_by("pk").values_list("pk", flat=True))
+    key_ids = list(
+        VirtualKey.objects.filter(retired_at__isnull=True)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
     for start in range(0, max(len(team_ids), len(key_ids), 1), CHUNK):
         teams, keys = team_ids[start : start + CHUNK], key_ids[start : start + CHUNK]
         result = client.eval(

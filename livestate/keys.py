@@ -4,6 +4,8 @@ Lua scripts get these names substituted into their text at import (livestate/scr
 passed as KEYS; nothing else builds a `tg:` name. The wire format of each hash, with units:
 
   tg:keys         hash  key hash -> KeySnapshot JSON (also under the previous hash in a grace)
+  tg:keys:retired zset  key id -> retired at (s): retired keys whose tg:kacct may remain, until
+                        nothing is in flight or unsettled for them
   tg:teams        hash  team pk -> TeamSnapshot JSON
   tg:catalog      str   upstreams, models and model groups (JSON)
   tg:health       hash  model public id -> {status, checked}: probe verdicts, kept out of the
@@ -26,6 +28,7 @@ PREFIX = "tg:"
 
 # Snapshots the control plane publishes and every gateway follows.
 KEY_SNAPSHOTS = "tg:keys"
+RETIRED_KEYS = "tg:keys:retired"
 TEAM_SNAPSHOTS = "tg:teams"
 CATALOG = "tg:catalog"
 HEALTH = "tg:health"

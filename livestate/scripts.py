@@ -443,6 +443,46 @@ return repairs
 RECONCILE_STREAM_LIMIT = 200_000
 
 
+# Forget the key accounts of retired keys (revoked or expired, past their grace) that nothing
+# needs any more: no call in flight, no unsettled or dead-lettered usage record and no open job
+# for the key. A key still busy stays queued for the next round. Checked and deleted in one
+# atomic step, so a settlement cannot land between the check and the delete.
+# KEYS: 1 retired-keys zset, 2 usage stream, 3 inflight hash, 4 open-jobs zset, 5 dead letters.
+# ARGV: 1 settler group, 2 stream limit.
+# Returns the ids dropped, or {'too_long', length} (a settler backlog: nothing is dropped).
+KEY_ACCOUNTS_DROP = (
+    _UNSETTLED
+    + """
+local queued = redis.call('ZRANGE', KEYS[1], 0, -1)
+if #queued == 0 then return {} end
+local records = unsettled(KEYS[2], ARGV[1], tonumber(ARGV[2]))
+if records == nil then return {'too_long', redis.call('XLEN', KEYS[2])} end
+local busy = {}
+for _, u in ipairs(records) do busy[u[2]] = true end
+for _, entry in ipairs(redis.call('XRANGE', KEYS[5], '-', '+', 'COUNT', ARGV[2])) do
+  local f = {}
+  for i = 1, #entry[2], 2 do f[entry[2][i]] = entry[2][i + 1] end
+  local ok, rec = pcall(cjson.decode, f['rec'] or '')
+  if ok and type(rec) == 'table' and rec.key then busy[tostring(rec.key)] = true end
+end
+local flat = redis.call('HGETALL', KEYS[3])
+for i = 2, #flat, 2 do busy[tostring(cjson.decode(flat[i]).key)] = true end
+for _, job in ipairs(redis.call('ZRANGE', KEYS[4], 0, -1)) do
+  local k = redis.call('HGET', __JOB__ .. job, 'key')
+  if k then busy[k] = true end
+end
+local dropped = {}
+for _, k in ipairs(queued) do
+  if not busy[k] then
+    redis.call('DEL', __KACCT__ .. k)
+    redis.call('ZREM', KEYS[1], k)
+    dropped[#dropped + 1] = k
+  end
+end
+return dropped
+"""
+)
+
 # Settler acknowledgement, after the ledger entries are committed in Postgres.
 # KEYS: 1 usage stream.  ARGV: 1 group, then (message id, account key, charged) triples.
 # Acking and releasing `pend` happen together, so a redelivered record releases nothing twice.
@@ -475,8 +515,8 @@ def _names(script: str) -> str:
     return script
 
 
-JOB_CLOSE, REAP, ACCOUNT_REBUILD, RECONCILE_LIVE = (
-    _names(s) for s in (JOB_CLOSE, REAP, ACCOUNT_REBUILD, RECONCILE_LIVE)
+JOB_CLOSE, REAP, ACCOUNT_REBUILD, RECONCILE_LIVE, KEY_ACCOUNTS_DROP = (
+    _names(s) for s in (JOB_CLOSE, REAP, ACCOUNT_REBUILD, RECONCILE_LIVE, KEY_ACCOUNTS_DROP)
 )
 
 

@@ -37,6 +37,18 @@ def key_changed(key, *, secret: str | None = None, retired: Iterable[str] = ()) 
     litellm.key_changed(key, secret=secret)
 
 
+def key_retired(key) -> None:
+    """A revoked or expired key's grace is over: the gateway forgets it (its snapshots under
+    every hash, and its key account once nothing is in flight or unsettled for it)."""
+    key_pk, hashes = key.pk, [key.key_hash, key.previous_key_hash]
+    transaction.on_commit(lambda: gateway.unpublish_key(key_pk, hashes))
+
+
+def retired_key_accounts_due() -> None:
+    """Not a change: the periodic retry for retired keys whose account was still busy."""
+    gateway.drop_retired_key_accounts()
+
+
 def catalog_changed() -> None:
     """An upstream, model or model group was created, changed or deleted."""
     transaction.on_commit(gateway.publish_catalog)

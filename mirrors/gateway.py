@@ -8,6 +8,7 @@ part of each account (`bal`, `pspend`, `ver`).
 """
 
 import logging
+import time
 from collections.abc import Iterable
 
 import orjson
@@ -19,8 +20,12 @@ from livestate.keys import (
     CATALOG,
     CHANGES,
     CHANGES_MAXLEN,
+    DEAD_LETTERS,
     HEALTH,
+    INFLIGHT,
     KEY_SNAPSHOTS,
+    OPEN_JOBS,
+    RETIRED_KEYS,
     SETTLER_GROUP,
     TEAM_SNAPSHOTS,
     USAGE_STREAM,
@@ -175,6 +180,9 @@ def publish_key(key_pk: int, retired_hashes: Iterable[str] = ()) -> None:
     from teams.models import VirtualKey
 
     key = VirtualKey.objects.prefetch_related("model_groups").get(pk=key_pk)
+    if key.retired_at:
+        unpublish_key(key.pk, [key.key_hash, key.previous_key_hash, *retired_hashes])
+        return
     snap = key_snapshot(key).to_json()
     hashes = [h for h in (key.key_hash, key.previous_key_hash) if h]
     retired = [h for h in retired_hashes if h and h not in hashes]
@@ -251,7 +259,8 @@ def publish_all() -> None:
     from teams.models import Team, VirtualKey
 
     keys = {}
-    for key in VirtualKey.objects.prefetch_related("model_groups").iterator(chunk_size=2000):
+    live_keys = VirtualKey.objects.filter(retired_at__isnull=True)
+    for key in live_keys.prefetch_related("model_groups").iterator(chunk_size=2000):
         snap = key_snapshot(key).to_json()
         keys[key.key_hash] = snap
         if key.previous_key_hash:
@@ -278,6 +287,41 @@ def publish_all() -> None:
 
 
 @_safely
+def unpublish_key(key_pk: int, hashes: Iterable[str]) -> None:
+    """A key retired (revoked or expired, past its grace): its snapshots go and every gateway
+    forgets them, so its secrets answer as unknown; its key account is queued for dropping."""
+    hashes = sorted({h for h in hashes if h})
+    pipe = client().pipeline()
+    if hashes:
+        pipe.hdel(KEY_SNAPSHOTS, *hashes)
+    pipe.zadd(RETIRED_KEYS, {str(key_pk): time.time()})
+    _announce(pipe, "key", str(key_pk), ",".join(hashes))
+    pipe.execute()
+    drop_retired_key_accounts()
+
+
+@_safely
+def drop_retired_key_accounts() -> list[int]:
+    """Delete the `tg:kacct` of queued retired keys with nothing in flight or unsettled; returns
+    the ids dropped. Their spend is settled in Postgres, and a rebuild skips retired keys."""
+    result = client().eval(
+        scripts.KEY_ACCOUNTS_DROP,
+        5,
+        RETIRED_KEYS,
+        USAGE_STREAM,
+        INFLIGHT,
+        OPEN_JOBS,
+        DEAD_LETTERS,
+        SETTLER_GROUP,
+        scripts.RECONCILE_STREAM_LIMIT,
+    )
+    if result and result[0] == b"too_long":
+        logger.warning("usage stream holds %s records: retired keys' accounts kept", result[1])
+        return []
+    return [int(k) for k in result]
+
+
+@_safely
 def unpublish_team(team_pk: int) -> None:
     pipe = client().pipeline()
     pipe.hdel(TEAM_SNAPSHOTS, str(team_pk))
@@ -292,7 +336,10 @@ def rebuild_account(account) -> bool:
     from teams.models import VirtualKey
 
     spend = key_settled_spend(account.team_id)
-    key_ids = VirtualKey.objects.filter(team_id=account.team_id).values_list("pk", flat=True)
+    # Retired keys get no account: they can make no call, and their spend is in Postgres.
+    key_ids = VirtualKey.objects.filter(
+        team_id=account.team_id, retired_at__isnull=True
+    ).values_list("pk", flat=True)
     pairs = []
     for key_id in key_ids:
         pairs += [key_id, spend.get(key_id, 0)]

@@ -198,6 +198,9 @@ GATEWAY_REDIS_CONNECTIONS = env.int("GATEWAY_REDIS_CONNECTIONS", default=64)
 # Jobs left open this long are closed as `expired` by a worker (billed like completed if they
 # did work and nothing failed); closed jobs stay readable from Redis this long, then Postgres.
 GATEWAY_JOB_TTL_SECONDS = env.int("GATEWAY_JOB_TTL_SECONDS", default=24 * 3600)
+# How long a revoked or expired key keeps answering its precise 401 (key_revoked, key_expired)
+# before it leaves the gateway's live state and answers as unknown (invalid_api_key).
+GATEWAY_RETIRED_KEY_GRACE_SECONDS = env.int("GATEWAY_RETIRED_KEY_GRACE_SECONDS", default=24 * 3600)
 GATEWAY_JOB_RETAIN_SECONDS = env.int("GATEWAY_JOB_RETAIN_SECONDS", default=7 * 86400)
 # Response cache: entries larger than this are not stored.
 GATEWAY_CACHE_MAX_BYTES = env.int("GATEWAY_CACHE_MAX_BYTES", default=1024 * 1024)

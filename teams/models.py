@@ -137,6 +137,9 @@ class VirtualKey(Stamped):
     metadata = models.JSONField(default=dict, blank=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    # Set when a revoked or expired key's grace (GATEWAY_RETIRED_KEY_GRACE_SECONDS) is over: it
+    # has left the gateway's live state and is never published again (it answers as unknown).
+    retired_at = models.DateTimeField(null=True, blank=True)
 
     class Meta(Stamped.Meta):
         constraints = [

@@ -2,6 +2,7 @@
 
 from datetime import timedelta
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -10,7 +11,13 @@ from billing.models import UsageDaily
 from billing.services import account_create
 from core.errors import Conflict, ValidationFailed
 from core.secrets import generate_secret, hash_secret, lookup_prefix
-from mirrors.changes import key_changed, team_changed, team_removed
+from mirrors.changes import (
+    key_changed,
+    key_retired,
+    retired_key_accounts_due,
+    team_changed,
+    team_removed,
+)
 from orgs.services import apply_changes, audit_deletion, audit_record
 from teams import rules
 from teams.models import Team, VirtualKey
@@ -294,6 +301,23 @@ def key_grace_periods_end_due(*, now=None, limit: int = 1000) -> int:
     )
 
 
+def keys_retire_due(*, now=None, limit: int = 1000) -> int:
+    """Retire revoked and expired keys past GATEWAY_RETIRED_KEY_GRACE_SECONDS; returns how many.
+
+    Until then the gateway answers them with their precise 401 (key_revoked, key_expired);
+    after, they leave its live state everywhere and answer as unknown keys. Key accounts that
+    were still busy when their key retired are retried every round."""
+    now = now or timezone.now()
+    cutoff = now - timedelta(seconds=settings.GATEWAY_RETIRED_KEY_GRACE_SECONDS)
+    due = VirtualKey.objects.filter(retired_at__isnull=True).filter(
+        Q(status=VirtualKey.Status.REVOKED, revoked_at__lte=cutoff)
+        | Q(status=VirtualKey.Status.EXPIRED, expires_at__lte=cutoff)
+    )
+    done = _sweep_keys(due, limit, action="key.retire", data={"retired_at": now})
+    retired_key_accounts_due()
+    return done
+
+
 def _sweep_keys(due, limit: int, *, action: str, data: dict) -> int:
     done = 0
     for pk in list(due.order_by("pk").values_list("pk", flat=True)[:limit]):
@@ -314,6 +338,9 @@ def _sweep_keys(due, limit: int, *, action: str, data: dict) -> int:
                 organization_id=key.team.organization_id,
                 data=dict(data),
             )
-            key_changed(key, retired=retired)
+            if "retired_at" in data:
+                key_retired(key)
+            else:
+                key_changed(key, retired=retired)
         done += 1
     return done
