@@ -10,9 +10,11 @@ part of each account (`bal`, `pspend`, `ver`).
 import logging
 import time
 from collections.abc import Iterable
+from datetime import timedelta
 
 import orjson
 import redis
+from django.utils import timezone
 
 from core.redis import client
 from livestate import scripts
@@ -284,6 +286,13 @@ def publish_all() -> None:
     pipe.execute()
     for account in accounts:
         publish_account(account)
+    # A key account a Redis outage kept from being queued at its key's retirement is queued
+    # again here (the keys retired in the last day; dropping an absent one costs nothing).
+    recent = VirtualKey.objects.filter(retired_at__gte=timezone.now() - timedelta(days=1))
+    retired = {str(pk): time.time() for pk in recent.values_list("pk", flat=True)}
+    if retired:
+        client().zadd(RETIRED_KEYS, retired)
+    drop_retired_key_accounts()
 
 
 @_safely
@@ -302,7 +311,7 @@ def unpublish_key(key_pk: int, hashes: Iterable[str]) -> None:
 
 @_safely
 def drop_retired_key_accounts() -> list[int]:
-    """Delete the `tg:kacct` of queued retired keys with nothing in flight or unsettled; returns
+    """Delete the key accounts of queued retired keys with nothing in flight or unsettled; return
     the ids dropped. Their spend is settled in Postgres, and a rebuild skips retired keys."""
     result = client().eval(
         scripts.KEY_ACCOUNTS_DROP,

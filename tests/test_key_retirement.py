@@ -117,6 +117,17 @@ def test_an_unsettled_charge_keeps_the_key_account_until_settled(live, gw_team):
     assert redis_client().zcard(RETIRED_KEYS) == 0
 
 
+def test_the_full_republish_drops_a_key_account_its_retirement_could_not_reach(live, gw_team):
+    # given: a key retired while its after-commit unpublish was lost (Redis down, say)
+    key = key_revoke(actor="test", key=gw_team.key)
+    VirtualKey.objects.filter(pk=key.pk).update(retired_at=timezone.now())
+    redis_client().hset(key_acct_key(key.pk), mapping={"spent": 52, "resv": 0})
+    # when
+    gateway_state.publish_all()
+    # then
+    assert not in_redis(key.key_hash) and not has_key_account(key)
+
+
 @pytest.mark.django_db
 def test_an_expired_key_retires_a_grace_after_its_expiry(
     tenant_a, django_capture_on_commit_callbacks
