@@ -93,6 +93,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--workers", type=int, default=1, help="gateway processes (uvicorn --workers)")
     p.add_argument(
+        "--server",
+        choices=("uvicorn", "granian"),
+        default="uvicorn",
+        help="the gateway's ASGI server: uvicorn with the httptools protocol and read deadlines "
+        "(what make run and the image run), or granian (must be installed; for comparison)",
+    )
+    p.add_argument(
         "--no-settle", action="store_true", help="skip the settlement worker's measurement"
     )
     p.add_argument("--soak", type=int, metavar="N", help="soak mode: N requests at the gateway")
@@ -196,6 +203,7 @@ class Bench:
             redis_url=redis_url,
             env=dict(item.split("=", 1) for item in args.gateway_env),
             workers=args.workers,
+            server=args.server,
         )
 
     def load(
@@ -252,6 +260,7 @@ class Bench:
             "cost_concurrency": COST_CONCURRENCY,
             "own_redis": self.own_redis is not None,
             "gateway_workers": a.workers,
+            "gateway_server": a.server,
             "gateway_app": a.gateway_app,
             "litellm_version": install.LITELLM_VERSION,
         }

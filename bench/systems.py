@@ -117,6 +117,7 @@ class GatewayOptions:
     redis_url: str
     env: dict[str, str]
     workers: int = 1
+    server: str = "uvicorn"
 
 
 def _gateway_env(opts: GatewayOptions) -> dict[str, str]:
@@ -170,39 +171,53 @@ def prepare_tenant(opts: GatewayOptions, upstream_base: str) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
+def _granian_argv(opts: GatewayOptions, port: int) -> list[str]:
+    return [
+        *(sys.executable, "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1"),
+        *("--port", str(port), "--workers", str(opts.workers), "--loop", "uvloop"),
+        *("--log-level", "warning", "--no-ws", opts.app),
+    ]
+
+
 def start_gateway(procs: Procs, opts: GatewayOptions, tenant: dict) -> System:
     port = free_port()
-    argv = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        opts.app,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        str(opts.workers),
-        "--loop",
-        "uvloop",
-        "--http",
-        # what make run and the image run: httptools with header and body read deadlines
-        "saas.server:HttpToolsProtocolWithDeadlines",
-        "--no-access-log",
-        "--log-level",
-        "warning",
-    ]
+    argv = (
+        _granian_argv(opts, port)
+        if opts.server == "granian"
+        else [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            opts.app,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(opts.workers),
+            "--loop",
+            "uvloop",
+            "--http",
+            # what make run and the image run: httptools with header and body read deadlines
+            "saas.server:HttpToolsProtocolWithDeadlines",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ]
+    )
     child = procs.start("gateway", argv, env=_gateway_env(opts), cwd=REPO)
     base = f"http://127.0.0.1:{port}"
     wait_http(child, base + opts.health, timeout=60, ok=lambda status: status == 200)
     auth = f"Bearer {tenant['key']}"
     system = System(
         name="gateway",
-        label="Tollgate gateway" + (f" ({opts.workers} processes)" if opts.workers > 1 else ""),
+        label="Tollgate gateway"
+        + (f" ({opts.workers} processes)" if opts.workers > 1 else "")
+        + (f" on {opts.server}" if opts.server != "uvicorn" else ""),
         chat=_target(f"{base}/v1/chat/completions", auth, tenant["chat_model"]),
         stream=_target(f"{base}/v1/chat/completions", auth, tenant["stream_model"], stream=True),
         child=child,
-        info={"app": opts.app, "port": port, "workers": opts.workers},
+        info={"app": opts.app, "port": port, "workers": opts.workers, "server": opts.server},
     )
     return _check(system)
 
