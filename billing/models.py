@@ -78,6 +78,8 @@ class UsageRecord(models.Model):
         OK = "ok"
         ERROR = "error"  # the gateway or the upstream failed (after every fallback)
         REJECTED = "rejected"  # the upstream refused the request itself (a 4xx, passed on)
+        # Its gateway died (or restarted) mid-call: charged for what the client had received.
+        INTERRUPTED = "interrupted"
 
     request_id = models.CharField(max_length=64, unique=True)
     organization = models.ForeignKey(
@@ -93,7 +95,7 @@ class UsageRecord(models.Model):
     output_tokens = models.BigIntegerField(default=0)
     cost_micros = models.BigIntegerField(default=0)  # micro-USD paid to the provider
     price_micros = models.BigIntegerField(default=0)  # micro-credits charged to the team
-    status = models.CharField(max_length=8, choices=Status.choices, default=Status.OK)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.OK)
     latency_ms = models.PositiveIntegerField(null=True, blank=True)
     cache_hit = models.BooleanField(default=False)  # answered from the response cache
     job = models.ForeignKey(

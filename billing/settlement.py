@@ -22,7 +22,7 @@ from billing import metrics as usage_metrics
 from billing.models import CallLog, CreditAccount, Job, LedgerEntry, UsageRecord
 from billing.services import UsageCharge, ledger_post_usage_batch
 from core.redis import client as redis_client
-from livestate import scripts
+from livestate import leases, scripts
 from livestate.keys import (
     DEAD_LETTERS,
     INFLIGHT,
@@ -361,14 +361,30 @@ def _pg_text(text: str) -> str:
     return text.replace("\x00", "\\u0000")  # Postgres text cannot hold NUL
 
 
+def reap_leases() -> int | None:
+    """Release the calls of dead gateway instances (livestate/leases.py), charged for what they
+    had streamed; None when another process holds the sweep's lock (it is sweeping)."""
+    from django.conf import settings
+
+    client = redis_client()
+    name, owner, px = leases.lock_call(f"worker:{_consumer()}", settings.GATEWAY_HEARTBEAT_SECONDS)
+    if not client.set(name, owner, nx=True, px=px):
+        return None
+    reaped = leases.sweep(client, ttl_ms=int(settings.GATEWAY_LEASE_TTL_SECONDS * 1000))
+    if reaped:
+        logger.warning("released %d calls of dead gateway instances", reaped)
+    return reaped
+
+
 def reap_abandoned(*, older_than_ms: int = scripts.REAP_AFTER_MS) -> int:
-    """Release reservations whose gateway died mid-call, recording each as an error call."""
+    """Release reservations whose gateway died mid-call, recording each as an error call: the
+    backstop for records that name no gateway instance (leases are reaped by reap_leases)."""
     client = redis_client()
     now_ms = int(time.time() * 1000)
     reaped = 0
     for rid, raw in client.hscan_iter(INFLIGHT, count=1000):
         entry = orjson.loads(raw)
-        if now_ms - entry["ts"] < older_than_ms:
+        if entry.get("inst") or now_ms - entry["ts"] < older_than_ms:
             continue
         record = orjson.dumps(
             {

@@ -15,6 +15,13 @@ def settle_usage():
     return settlement.settle_usage()
 
 
+@_periodic(soft=10, hard=15)
+def reap_leases():
+    """Release the calls of gateway instances that died (or restarted) mid-call, charging what
+    the client had received; idempotent (each lease is released once, atomically)."""
+    return settlement.reap_leases()
+
+
 @_periodic(soft=50, hard=60)
 def reap_abandoned():
     """Release reservations of calls whose gateway process died mid-call."""

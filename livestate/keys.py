@@ -17,7 +17,12 @@ passed as KEYS; nothing else builds a `tg:` name. The wire format of each hash, 
   tg:kacct:{key}  hash  spent (micro-credits charged to the key, settled or not), resv
   tg:rl:{k|t}:{id}:{r|t}:{minute}  sliding-window counters (requests / tokens per minute)
   tg:par:{team}   zset  request id -> admission time (ms): the team's parallel slots
-  tg:inflight     hash  request id -> {team, org, key, reserve, ts}: calls admitted, not settled
+  tg:inflight     hash  request id -> {team, org, key, reserve, ts, inst}: calls admitted, not
+                        settled; each is a lease held by gateway instance `inst` (seat#token),
+                        with its progress (prog, caps) while it streams (livestate/leases.py)
+  tg:gw:beats     zset  gateway instance id -> its last heartbeat (ms, Redis's clock)
+  tg:gw:seats     hash  seat -> the instance id (seat#incarnation) that holds it now
+  tg:gw:reaper    str   the lease reaper's lock: one process sweeps at a time (short expiry)
   tg:usage        stream of settlement records {rec, charged}; consumer group `settlers`
   tg:usage:dead   stream of records that could not be settled, for a person to look at
   tg:job:{id}     hash  a job's live state (status, fee, calls, failed, in, out, cost, price)
@@ -42,6 +47,10 @@ PARALLEL_PREFIX = "tg:par:"
 KEY_RATE_PREFIX = "tg:rl:k:"
 TEAM_RATE_PREFIX = "tg:rl:t:"
 INFLIGHT = "tg:inflight"
+# Gateway instances and their leases (livestate/leases.py).
+GATEWAY_BEATS = "tg:gw:beats"
+GATEWAY_SEATS = "tg:gw:seats"
+LEASE_REAPER_LOCK = "tg:gw:reaper"
 USAGE_STREAM = "tg:usage"
 SETTLER_GROUP = "settlers"
 DEAD_LETTERS = "tg:usage:dead"

@@ -13,6 +13,7 @@ from livestate.scripts import GatewayScripts, Refusal
 from proxy import pricing
 from proxy.call import Call
 from proxy.errors import GatewayError
+from proxy.leases import Instance
 from proxy.tokens import reserve_input_tokens
 
 
@@ -64,14 +65,22 @@ def reservation(call: Call, hit) -> tuple[int, int]:
     return reserve, est_in + out_cap
 
 
-async def admit(scripts: GatewayScripts, call: Call, reserve: int, est_tokens: int) -> None:
-    """Reserve the call's slot and credit atomically, or raise the refusal."""
+async def admit(
+    scripts: GatewayScripts, call: Call, reserve: int, est_tokens: int, instance: Instance
+) -> None:
+    """Reserve the call's slot and credit atomically, or raise the refusal. The in-flight
+    record is the call's lease, held by this gateway instance (livestate/leases.py)."""
     call.started = started = time.time()
     now_ms = int(started * 1000)
     team, key = call.team, call.key
-    inflight = orjson.dumps(
-        {"team": team.id, "org": team.org, "key": key.id, "reserve": reserve, "ts": now_ms}
-    )
+    lease = {
+        "team": team.id,
+        "org": team.org,
+        "key": key.id,
+        "reserve": reserve,
+        "ts": now_ms,
+        "inst": instance.id,
+    }
     refused = await scripts.admit(
         key=key,
         team=team,
@@ -79,11 +88,13 @@ async def admit(scripts: GatewayScripts, call: Call, reserve: int, est_tokens: i
         now_ms=now_ms,
         est_tokens=est_tokens,
         reserve=reserve,
-        inflight=inflight,
+        inflight=orjson.dumps(lease),
         job_id=call.job_id,
     )
     if refused is not None:
         raise refusal(refused, call.job_id)
+    if call.stream:
+        call.lease = instance.lease(call, lease, reserve)
 
 
 def refusal(refused: Refusal, job_id: str | None = None) -> GatewayError:

@@ -13,6 +13,7 @@ class Call:
         "group",
         "job_id",
         "key",
+        "lease",
         "lookup",
         "mode",
         "path",
@@ -57,3 +58,4 @@ class Call:
         self.lookup = None  # a cache.CacheLookup when the response cache is on for this call
         self.caller_auth: str | None = None  # forwarded to upstreams with key_mode caller
         self.started = 0.0  # unix time of admission
+        self.lease = None  # a streamed call's proxy.leases.Lease, set by admission.admit

@@ -30,6 +30,7 @@ from proxy.cache import ResponseCache
 from proxy.call import Call
 from proxy.errors import GatewayError
 from proxy.jobs import JobHandler
+from proxy.leases import Instance
 from proxy.replica import Replica
 from proxy.responses import ClientGone, json_object, read_body, send_error, send_json
 from proxy.settlement import Settlement
@@ -42,6 +43,7 @@ class Gateway:
         self.redis: Redis | None = None
         self.session: aiohttp.ClientSession | None = None
         self.replica: Replica | None = None
+        self.instance: Instance | None = None
         self.max_body = settings.GATEWAY_MAX_BODY_BYTES
         self._started = asyncio.Lock()
 
@@ -63,6 +65,9 @@ class Gateway:
             if not await self.redis.exists(CATALOG):
                 # Empty Redis (first start, or flushed): rebuild it from Postgres once.
                 await asyncio.to_thread(control.publish_all)
+            # Heartbeating, and reaping dead instances' leases, from before the first call.
+            self.instance = Instance(self.redis)
+            await self.instance.start()
             connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60)
             self.session = aiohttp.ClientSession(
                 connector=connector,
@@ -80,6 +85,9 @@ class Gateway:
             self.replica = replica
 
     async def shutdown(self) -> None:
+        if self.instance is not None:
+            await self.instance.stop()
+            self.instance = None
         if self.replica is not None:
             await self.replica.stop()
         if self.session is not None:
@@ -179,7 +187,7 @@ class Gateway:
         admission.require_job(call)
         hit = await self.cache.lookup(call)
         reserve, est_tokens = admission.reservation(call, hit)
-        await admission.admit(self.scripts, call, reserve, est_tokens)
+        await admission.admit(self.scripts, call, reserve, est_tokens, self.instance)
         settle = Settlement(self.scripts, call, reserve, est_tokens)
         if any(r.forward_key for r in call.routes):
             # A LiteLLM upstream that knows the caller's key (litellm_sync): forward it.

@@ -211,6 +211,23 @@ GATEWAY_LOG_MAX_BYTES = env.int("GATEWAY_LOG_MAX_BYTES", default=256 * 1024)
 # the cooldown; then one request tries it again.
 GATEWAY_BREAKER_FAILURES = env.int("GATEWAY_BREAKER_FAILURES", default=5)
 GATEWAY_BREAKER_COOLDOWN_SECONDS = env.float("GATEWAY_BREAKER_COOLDOWN_SECONDS", default=30.0)
+# Leases (livestate/leases.py): each gateway process is an instance, a seat plus a token minted
+# at start. The seat is GATEWAY_INSTANCE (unique per process; e.g. the pod name), else host:pid.
+# A restart on the same seat releases the earlier incarnation's calls at once; otherwise an
+# instance whose heartbeat (every GATEWAY_HEARTBEAT_SECONDS) is older than the lease TTL is
+# dead, and its calls' reservations and parallel slots are released, charged for what the
+# client had received (recorded in the lease at most every GATEWAY_LEASE_PROGRESS_SECONDS).
+# Every gateway sweeps dead leases as often as it heartbeats (one process at a time), and so
+# does the reap-leases beat task.
+GATEWAY_INSTANCE = env.str("GATEWAY_INSTANCE", default="")
+GATEWAY_HEARTBEAT_SECONDS = env.float("GATEWAY_HEARTBEAT_SECONDS", default=2.0)
+GATEWAY_LEASE_TTL_SECONDS = env.float("GATEWAY_LEASE_TTL_SECONDS", default=10.0)
+GATEWAY_LEASE_PROGRESS_SECONDS = env.float("GATEWAY_LEASE_PROGRESS_SECONDS", default=1.0)
+if GATEWAY_LEASE_TTL_SECONDS < 2 * GATEWAY_HEARTBEAT_SECONDS:
+    raise ImproperlyConfigured(
+        "GATEWAY_LEASE_TTL_SECONDS must be at least twice GATEWAY_HEARTBEAT_SECONDS: a live "
+        "gateway's calls would be reaped between two of its heartbeats."
+    )
 
 # Upstream health probes (modelgroups.probe): every enabled model, once per interval.
 HEALTH_PROBE_INTERVAL_SECONDS = env.int("HEALTH_PROBE_INTERVAL_SECONDS", default=60)
@@ -248,6 +265,14 @@ CELERY_BEAT_SCHEDULE: dict = {
         "schedule": 1.0,
         "options": {"expires": 5},
     },
+    # Leases of dead gateway instances (also swept by every live gateway): with every gateway
+    # down, their reservations are still released within seconds.
+    "reap-leases": {
+        "task": "billing.tasks.reap_leases",
+        "schedule": 3.0,
+        "options": {"expires": 3},
+    },
+    # The backstop for in-flight records that name no instance (written before leases).
     "reap-abandoned-calls": {
         "task": "billing.tasks.reap_abandoned",
         "schedule": 60.0,

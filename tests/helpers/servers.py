@@ -2,13 +2,17 @@
 
 import asyncio
 import contextlib
+import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 # How often a stdlib server's serve_forever() looks for shutdown(): each stop waits up to this
 # long (the default, 0.5 s, was half a second at the end of every test that ran one).
@@ -107,6 +111,84 @@ class LiveServer:
         gateway, self.gateway, self._app = self.gateway, None, None
         if gateway is not None:
             self.on_loop(gateway.shutdown())
+
+
+def server_command(port: int) -> list[str]:
+    """scripts/run.sh's server line, on another port (the same flags, read from the script)."""
+    script = (Path(__file__).resolve().parents[2] / "scripts" / "run.sh").read_text()
+    line = script.split(".venv/bin/uvicorn ", 1)[1].split("&\n", 1)[0]
+    argv = line.replace("\\\n", " ").replace('"$PORT"', str(port)).split()
+    return [sys.executable, "-m", "uvicorn", *argv]
+
+
+class ServerProcess:
+    """The application as `make run` serves it, in a process of its own, on this test's
+    database and Redis (and the test's settings for keys and secrets, plus `env`)."""
+
+    def __init__(self, redis_url: str, **env: str):
+        from django.conf import settings
+
+        database = settings.DATABASES["default"]
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **os.environ,
+            "ENV_FILE": os.devnull,
+            "DEBUG": "true",
+            "DATABASE_URL": (
+                f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}/"
+                f"{database['NAME']}"
+            ),
+            "REDIS_URL": redis_url,
+            "MASTER_KEY": settings.MASTER_KEY,
+            "SECRETS_ENCRYPTION_KEYS": ",".join(settings.SECRETS_ENCRYPTION_KEYS),
+            **env,
+        }
+        self.process: subprocess.Popen | None = None
+
+    def start(self, *, timeout: float = 30) -> "ServerProcess":
+        import httpx
+
+        self.process = subprocess.Popen(  # noqa: S603 - our own command line
+            server_command(self.port),
+            cwd=Path(__file__).resolve().parents[2],
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if httpx.get(f"{self.url}/health/live", timeout=2).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                self.kill()
+                raise RuntimeError(f"the server did not start: {self.output()}")
+            time.sleep(0.1)
+
+    def kill(self) -> None:
+        """kill -9: no shutdown, no settlement, nothing flushed."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+    def stop(self) -> str:
+        """Ctrl-C, as make run's user would; returns the server's log."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+        return self.output()
+
+    def output(self) -> str:
+        if self.process is None:
+            return ""
+        try:
+            return self.process.communicate(timeout=20)[0]
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.communicate(timeout=10)[0]
 
 
 class RedisServer:
