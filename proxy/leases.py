@@ -4,9 +4,9 @@ See livestate/leases.py for the model. Here: the process claims its seat at star
 sweeps (so the calls of its own earlier incarnation, killed, are released well under the TTL);
 then, every GATEWAY_HEARTBEAT_SECONDS, it heartbeats and, if it wins the short sweep lock,
 reaps the leases of dead instances. A stream records its progress in its lease at most every
-GATEWAY_LEASE_PROGRESS_SECONDS (never per frame). None of this is on a call's critical path
-except one Redis write per second of a stream; a failed heartbeat or progress write is logged
-and retried at the next tick (the TTL is several heartbeats long).
+GATEWAY_LEASE_PROGRESS_SECONDS (never per frame), beside the stream rather than in its way.
+None of this is on a call's critical path; a failed heartbeat or progress write is logged and
+retried at the next tick (the TTL is several heartbeats long).
 """
 
 import asyncio
@@ -106,24 +106,31 @@ class Instance:
 
     async def write_progress(self, rid: str, lease: bytes) -> None:
         keys, args = leases.progress_call(rid, lease)
-        await self._progress(keys=keys, args=args)
+        try:
+            await self._progress(keys=keys, args=args)
+        except RedisError as exc:
+            # Best effort: the next write (or the settlement) has the newer count anyway.
+            logger.warning("progress of %s not recorded: %s", rid, type(exc).__name__)
 
 
 class Lease:
     """One streaming call's lease: records what the client has received, priced, at most once
     per GATEWAY_LEASE_PROGRESS_SECONDS, for the reaper to charge if this process dies."""
 
-    __slots__ = ("call", "in_tokens", "inflight", "instance", "next_at", "reserve")
+    __slots__ = ("call", "in_tokens", "inflight", "instance", "next_at", "reserve", "writing")
 
     def __init__(self, instance: Instance, call: Call, inflight: dict, reserve: int):
         self.instance, self.call, self.inflight, self.reserve = instance, call, inflight, reserve
         self.next_at = time.monotonic() + instance.progress_every
         self.in_tokens: int | None = None
+        self.writing: asyncio.Future | None = None
 
-    async def progress(self, route: Route, out_tokens: int, asked: str) -> None:
-        """Record `out_tokens` streamed so far on `route`, if the last write is old enough."""
+    def progress(self, route: Route, out_tokens: int, asked: str) -> None:
+        """Record `out_tokens` streamed so far on `route`, if the last write is old enough.
+        The write runs beside the stream, never holding up a frame; one at a time, so an
+        older count can never land after a newer one (PROGRESS never outlives the lease)."""
         now = time.monotonic()
-        if now < self.next_at:
+        if now < self.next_at or (self.writing is not None and not self.writing.done()):
             return
         self.next_at = now + self.instance.progress_every
         call, team = self.call, self.call.team
@@ -142,8 +149,4 @@ class Lease:
             job=call.job_id,
             caps=(team.overdraft, team.budget_limit, team.hard, call.key.budget_limit),
         )
-        try:
-            await self.instance.write_progress(call.rid, lease)
-        except RedisError as exc:
-            # Best effort: the next write (or the settlement) has the newer count anyway.
-            logger.warning("progress of %s not recorded: %s", call.rid, type(exc).__name__)
+        self.writing = asyncio.ensure_future(self.instance.write_progress(call.rid, lease))

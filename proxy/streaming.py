@@ -176,7 +176,7 @@ class StreamRelay:
             if lease is not None and not self.settlement.done:
                 # What the client has now, for the reaper to charge if this process dies.
                 out_t = estimate_text_tokens(self.out_bytes)
-                await lease.progress(self.route, out_t, self.settlement.asked)
+                lease.progress(self.route, out_t, self.settlement.asked)
 
     def frame(self, frame: bytes) -> bytes | None:
         """One upstream SSE frame as the client gets it (None: not sent at all)."""

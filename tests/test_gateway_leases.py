@@ -230,15 +230,21 @@ def test_a_slow_but_live_stream_outlasting_the_lease_ttl_is_never_reaped(
         timeout=30,
     ) as response:
         rid = response.headers["x-request-id"]
-        body = b""
+        body, counts = b"", set()
         for chunk in response.iter_raw():
             body += chunk
+            lease = lease_of(rid)
+            if lease is not None and "prog" in lease:
+                counts.add(lease["prog"]["out"])
             # when: the workers' sweep runs too, while the lease is older than its TTL
             if time.monotonic() - started > 2.5:
                 assert settlement.reap_leases() in (0, None)
                 assert lease_of(rid) is not None or b"[DONE]" in body
     # then: it ran past the TTL, ended normally and settled once, as an ordinary call
-    assert time.monotonic() - started > 3 * 2.0
+    took = time.monotonic() - started
+    assert took > 3 * 2.0
+    # (its progress was recorded while it ran, about once a second, not for each of its frames)
+    assert 3 <= len(counts) <= took / 1.0 + 1
     assert body.endswith(b"data: [DONE]\n\n")
     settlement.settle_usage()
     record = UsageRecord.objects.get(request_id=rid)
