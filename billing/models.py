@@ -72,7 +72,12 @@ class LedgerEntry(models.Model):
 
 
 class UsageRecord(models.Model):
-    """One metered gateway call: the raw record behind the usage API and usage entries."""
+    """One metered gateway call: the raw record behind the usage API and usage entries.
+
+    Partitioned by month of created_at (migration 0007, billing.partitions): retention drops
+    whole months. The primary key in Postgres is (id, created_at); Django addresses rows by
+    id, which one sequence keeps unique. The settler posts a batch's records per team as one
+    ledger entry; the call's own charge is its price_micros."""
 
     class Status(models.TextChoices):
         OK = "ok"
@@ -81,7 +86,9 @@ class UsageRecord(models.Model):
         # Its gateway died (or restarted) mid-call: charged for what the client had received.
         INTERRUPTED = "interrupted"
 
-    request_id = models.CharField(max_length=64, unique=True)
+    # Unique with created_at (the gateway's timestamp of the call, the same on every delivery
+    # of its record): a unique key on a partitioned table must include the partition key.
+    request_id = models.CharField(max_length=64)
     organization = models.ForeignKey(
         "orgs.Organization", on_delete=models.PROTECT, related_name="+"
     )
@@ -101,10 +108,27 @@ class UsageRecord(models.Model):
     job = models.ForeignKey(
         "billing.Job", null=True, blank=True, on_delete=models.PROTECT, related_name="calls"
     )
+    # The usage entry that debited this call (with the batch's other calls of the team); none
+    # when nothing was charged. No database constraint: entries are never deleted (append-only)
+    # and the settler writes both in one transaction, so a per-row check would only cost.
+    ledger_entry = models.ForeignKey(
+        LedgerEntry,
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        db_index=False,
+        related_name="calls",
+    )
     created_at = models.DateTimeField(db_index=True)
 
     class Meta:
         ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["request_id", "created_at"], name="usage_record_unique_call"
+            )
+        ]
         indexes = [
             models.Index(fields=["team", "created_at"]),
             models.Index(fields=["organization", "created_at"]),

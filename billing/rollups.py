@@ -19,6 +19,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from billing import partitions
 from billing.models import UsageRollupPending
 
 logger = logging.getLogger(__name__)
@@ -197,9 +198,13 @@ DELETE FROM billing_job WHERE id IN (
 def usage_raw_prune(
     *, now: datetime | None = None, batch_size: int = 5000, max_batches: int = 200
 ) -> int:
-    """Delete raw call records (and closed jobs) past USAGE_RAW_RETENTION_DAYS, in batches."""
+    """Drop raw call records (and closed jobs) past USAGE_RAW_RETENTION_DAYS: whole monthly
+    partitions where they may all go, then row by row in batches for the rest (the default
+    partition's strays, and rows a job or a compliance log still keeps)."""
     now = now or timezone.now()
     cutoff = now - timedelta(days=settings.USAGE_RAW_RETENTION_DAYS)
+    for name in partitions.drop_expired(cutoff=cutoff):
+        logger.info("dropped usage partition %s (past %s)", name, cutoff)
     pruned = 0
     for statement in (PRUNE_CALLS, PRUNE_JOBS):
         for _ in range(max_batches):

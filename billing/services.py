@@ -1,14 +1,17 @@
 """Every change to a credit balance goes through ledger_post: one locked, idempotent write path.
 
 Credits given or taken by a person or a period (grants, adjustments, a reset's expiry and
-allowance) are posted by credits_post, which audits them; usage by ledger_post_usage_batch.
-Both tell the mirrors through mirrors.changes.account_moved, which states when LiteLLM's
-budget follows."""
+allowance) are posted by credits_post, which audits them; usage by ledger_post_usage_batch
+(per charge: jobs, LiteLLM's direct calls) or, for the settler's calls, ledger_post_usage_total
+(a batch's calls of one team as one entry, the account row not held across the batch's
+inserts). All of them tell the mirrors through mirrors.changes.account_moved, which states
+when LiteLLM's budget follows."""
 
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.db import transaction
+import orjson
+from django.db import connection, transaction
 
 from billing.models import CreditAccount, LedgerEntry
 from core.errors import InsufficientCredits, ValidationFailed
@@ -234,3 +237,94 @@ def ledger_post_usage_batch(*, account_id: int, charges: list[UsageCharge]) -> i
         )
         account_moved(account, by_usage=True)
     return len(entries)
+
+
+@dataclass(frozen=True)
+class UsageTotal:
+    """The calls of one team that a settlement batch newly recorded, as one ledger entry.
+
+    Its idempotency is carried by the calls' usage records (unique request id): only records
+    the batch actually inserted are summed here, so a redelivered call is never in a total
+    twice. The idempotency key only has to be unique, and is: it names the first of these
+    records, and a record is inserted once."""
+
+    entry_id: int  # the entry's id, drawn ahead so the calls' records can name it
+    idempotency_key: str
+    amounts: list[int]  # micro-credits charged per call (>= 0), as capped by the gateway
+    occurred: list[datetime]  # when each call was made (for the budget period it counts in)
+    cost_micros: int  # micro-USD the provider charged for all of them
+    metadata: dict
+
+
+# One statement, so the account row is locked only from here to the commit that follows:
+# lock the row, cap the debit at what the balance and overdraft allow (what does not fit is
+# recorded as uncollected rather than failing the batch, as in ledger_post_usage_batch), move
+# balance, period spend (only calls made in the current period) and version, and append the
+# entry with the balance right after it.
+POST_USAGE_TOTAL = """
+WITH cur AS (
+    SELECT id, balance_micros AS b, overdraft_limit_micros AS o, period_started_at AS p
+    FROM billing_creditaccount WHERE id = %(account)s FOR NO KEY UPDATE
+), calls AS (
+    SELECT coalesce(sum(c.a), 0) AS total,
+           coalesce(sum(c.a) FILTER (WHERE cur.p IS NULL OR c.t >= cur.p), 0) AS in_period
+    FROM cur, unnest(%(amounts)s::bigint[], %(occurred)s::timestamptz[]) AS c(a, t)
+), debit AS (
+    SELECT cur.id, calls.total, calls.in_period,
+           LEAST(calls.total, GREATEST(cur.b + cur.o, 0)) AS amount
+    FROM cur, calls
+), moved AS (
+    UPDATE billing_creditaccount a
+    SET balance_micros = a.balance_micros - debit.amount,
+        period_spend_micros = a.period_spend_micros + LEAST(debit.amount, debit.in_period),
+        version = a.version + 1,
+        updated_at = now()
+    FROM debit WHERE a.id = debit.id
+    RETURNING a.id, a.team_id, a.balance_micros, a.period_spend_micros, a.version,
+              debit.amount, debit.total
+)
+INSERT INTO billing_ledgerentry (id, account_id, kind, amount_micros, balance_after_micros,
+    cost_micros, idempotency_key, actor, reason, metadata, created_at)
+SELECT %(entry)s, moved.id, 'usage', -moved.amount, moved.balance_micros, %(cost)s, %(key)s,
+    'gateway', 'usage', %(metadata)s::jsonb || CASE WHEN moved.total > moved.amount
+        THEN jsonb_build_object('uncollected_micros', moved.total - moved.amount + %(owed)s)
+        ELSE '{}'::jsonb END,
+    now()
+FROM moved
+RETURNING account_id, (SELECT team_id FROM moved), balance_after_micros,
+    (SELECT period_spend_micros FROM moved), (SELECT version FROM moved)
+"""
+
+
+def ledger_post_usage_total(*, account_id: int, total: UsageTotal) -> CreditAccount:
+    """Debit a batch's new calls of one team as one usage entry; returns the moved account.
+
+    Unlike ledger_post_usage_batch, nothing is read under the lock: the caller has already
+    made the calls' records (their unique keys decide what is new), so concurrent settlers of
+    one busy team overlap in everything but this one statement and their commits."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            POST_USAGE_TOTAL,
+            {
+                "account": account_id,
+                "entry": total.entry_id,
+                "amounts": total.amounts,
+                "occurred": total.occurred,
+                "cost": total.cost_micros,
+                "key": total.idempotency_key,
+                "metadata": orjson.dumps(total.metadata).decode(),
+                # Kept from being charged already (admission's cap), added to what the
+                # balance could not take.
+                "owed": total.metadata.get("uncollected_micros", 0),
+            },
+        )
+        pk, team_id, balance, spend, version = cursor.fetchone()
+        account = CreditAccount(
+            pk=pk,
+            team_id=team_id,
+            balance_micros=balance,
+            period_spend_micros=spend,
+            version=version,
+        )
+        account_moved(account, by_usage=True)
+    return account

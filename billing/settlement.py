@@ -16,11 +16,16 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 import redis
-from django.db import DataError, IntegrityError, transaction
+from django.db import DataError, IntegrityError, connection, transaction
 
 from billing import metrics as usage_metrics
-from billing.models import CallLog, CreditAccount, Job, LedgerEntry, UsageRecord
-from billing.services import UsageCharge, ledger_post_usage_batch
+from billing.models import CallLog, Job, LedgerEntry
+from billing.services import (
+    UsageCharge,
+    UsageTotal,
+    ledger_post_usage_batch,
+    ledger_post_usage_total,
+)
 from core.redis import client as redis_client
 from livestate import leases, scripts
 from livestate.keys import (
@@ -34,7 +39,7 @@ from livestate.keys import (
     job_key,
 )
 from livestate.snapshots import TeamSnapshot
-from teams.models import Team, VirtualKey
+from teams.models import VirtualKey
 
 logger = logging.getLogger(__name__)
 
@@ -178,76 +183,50 @@ def settle_messages(client, messages) -> int:
         records.append(rec)
     if not records:
         return 0
-    teams = set(
-        Team.objects.filter(pk__in={r["team"] for r in records}).values_list("pk", flat=True)
-    )
-    orphans = [r for r in records if r["team"] not in teams]
+    # A team has its account from creation to deletion (one-to-one, protected): the accounts
+    # name the teams that still exist. Each also gets the id its usage entry will have, so
+    # the calls' records can name it (an id left unused when nothing is charged is a gap).
+    with connection.cursor() as cursor:
+        cursor.execute(ACCOUNTS_AND_ENTRY_IDS, [list({r["team"] for r in records})])
+        accounts, entry_ids = {}, {}
+        for team_id, account_id, entry_id in cursor.fetchall():
+            accounts[team_id], entry_ids[team_id] = account_id, entry_id
+    orphans = [r for r in records if r["team"] not in accounts]
     for r in orphans:
         logger.error("usage %s belongs to deleted team %s; not billable", r.get("rid"), r["team"])
-    records = [r for r in records if r["team"] in teams]
+    records = [r for r in records if r["team"] in accounts]
     keys = set(
         VirtualKey.objects.filter(pk__in={r["key"] for r in records}).values_list("pk", flat=True)
     )
-    accounts = dict(CreditAccount.objects.filter(team_id__in=teams).values_list("team_id", "pk"))
     calls = [r for r in records if "kind" not in r]
     opened = [r for r in records if r.get("kind") == "job_open"]
     closed = [r for r in records if r.get("kind") == "job_close"]
 
     with transaction.atomic():
         named = {r["job"] for r in calls + closed if r.get("job")}
-        jobs = _settle_job_openings(opened, keys, named)
-        # Posted by an earlier delivery of the same record: not counted again in the metrics.
-        seen = set(
-            UsageRecord.objects.filter(request_id__in=[r["rid"] for r in calls]).values_list(
-                "request_id", flat=True
-            )
-        )
-        UsageRecord.objects.bulk_create(
-            [
-                UsageRecord(
-                    request_id=r["rid"],
-                    **_owners(r, keys),
-                    model=r["model"],
-                    model_group=r["group"] if r["group"] != r["model"] else "",
-                    input_tokens=r["in"],
-                    output_tokens=r["out"],
-                    cost_micros=r["cost"],
-                    price_micros=r["charged"],
-                    status=r["status"],
-                    latency_ms=min(max(r["lat"], 0), MAX_LATENCY_MS),
-                    cache_hit=r.get("cache", False),
-                    job_id=jobs.get(r.get("job")),
-                    created_at=datetime.fromtimestamp(r["ts"], tz=UTC),
-                )
-                for r in calls
-            ],
-            ignore_conflicts=True,  # a redelivered record is already there
-        )
+        jobs = _settle_job_openings(opened, keys, named) if opened or named else {}
         _store_call_logs([r for r in calls if "req" in r])
-        by_team = defaultdict(list)
-        for r in calls:
-            if r["charged"] > 0:
-                by_team[r["team"]].append(_usage_charge(r))
+        job_charges = defaultdict(list)
         for r in closed:
             _close_job(r)
             # A flat-priced job posts its price, and its cost even when free (margins).
             if r["charged"] > 0 or r["fee"] > 0:
-                by_team[r["team"]].append(_job_charge(r))
+                job_charges[r["team"]].append(_job_charge(r))
+        # The records last before the postings: their insert marks the team-hours pending
+        # for the roll-ups (a trigger), which holds those rows until commit.
+        new = _insert_usage_records(calls, keys, jobs, entry_ids)
+        totals = _usage_totals(new, entry_ids)
         # Accounts in primary-key order: concurrent settlers cannot deadlock.
-        for team_id in sorted(by_team, key=lambda t: accounts[t]):
-            ledger_post_usage_batch(account_id=accounts[team_id], charges=by_team[team_id])
-        last_used = {}
-        for r in calls:
-            if r["key"] in keys:
-                last_used[r["key"]] = max(last_used.get(r["key"], 0), r["ts"])
-        for key_id, ts in last_used.items():
-            when = datetime.fromtimestamp(ts, tz=UTC)
-            VirtualKey.objects.filter(pk=key_id).exclude(last_used_at__gte=when).update(
-                last_used_at=when
-            )
+        for team_id in sorted({*job_charges, *totals}, key=lambda t: accounts[t]):
+            if team_id in job_charges:
+                ledger_post_usage_batch(account_id=accounts[team_id], charges=job_charges[team_id])
+            if team_id in totals:
+                ledger_post_usage_total(account_id=accounts[team_id], total=totals[team_id])
+    _touch_keys(calls, keys)
 
     try:
-        usage_metrics.record_settled(client, [r for r in calls if r["rid"] not in seen])
+        # Only records posted by this delivery: a redelivered one is not counted again.
+        usage_metrics.record_settled(client, new)
     except redis.RedisError:
         logger.warning("could not count %d settled calls in the metrics", len(calls))
     # After commit: acknowledge and release `pend` together (see scripts.ACK_SETTLED).
@@ -258,27 +237,103 @@ def settle_messages(client, messages) -> int:
     return len(records) + len(orphans)
 
 
+ACCOUNTS_AND_ENTRY_IDS = """
+SELECT team_id, id, nextval(pg_get_serial_sequence('billing_ledgerentry', 'id'))
+FROM billing_creditaccount WHERE team_id = ANY(%s)
+"""
+
+# One statement for a batch's call records (columns as arrays: a few parameters, not one per
+# field). The unique (request_id, created_at) key decides what is new: created_at is the
+# gateway's own timestamp of the call, the same on every delivery of its record, so a
+# redelivered record conflicts and is skipped; one racing in another settler's open
+# transaction is waited for, then skipped. RETURNING names only the records this statement
+# inserted, the ones whose charges are still to be posted.
+INSERT_USAGE_RECORDS = """
+INSERT INTO billing_usagerecord (request_id, organization_id, team_id, key_id, model,
+    model_group, input_tokens, output_tokens, cost_micros, price_micros, status, latency_ms,
+    cache_hit, job_id, ledger_entry_id, created_at)
+SELECT * FROM unnest(%s::varchar[], %s::bigint[], %s::bigint[], %s::bigint[], %s::varchar[],
+    %s::varchar[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[], %s::varchar[],
+    %s::integer[], %s::boolean[], %s::bigint[], %s::bigint[], %s::timestamptz[])
+ON CONFLICT (request_id, created_at) DO NOTHING
+RETURNING request_id
+"""
+
+
+def _insert_usage_records(calls: list[dict], keys: set, jobs: dict, entry_ids: dict) -> list[dict]:
+    """Record the calls; returns those recorded now (not by an earlier delivery)."""
+    if not calls:
+        return []
+    columns: list[list] = [[] for _ in range(16)]
+    for r in calls:
+        row = (
+            r["rid"],
+            r["org"],
+            r["team"],
+            r["key"] if r["key"] in keys else None,
+            r["model"],
+            r["group"] if r["group"] != r["model"] else "",
+            r["in"],
+            r["out"],
+            r["cost"],
+            r["charged"],
+            r["status"],
+            min(max(r["lat"], 0), MAX_LATENCY_MS),
+            r.get("cache", False),
+            jobs.get(r.get("job")),
+            entry_ids[r["team"]] if r["charged"] > 0 else None,
+            datetime.fromtimestamp(r["ts"], tz=UTC),
+        )
+        for column, value in zip(columns, row, strict=True):
+            column.append(value)
+    with connection.cursor() as cursor:
+        cursor.execute(INSERT_USAGE_RECORDS, columns)
+        inserted = {rid for (rid,) in cursor.fetchall()}
+    return [r for r in calls if r["rid"] in inserted]
+
+
+def _usage_totals(new: list[dict], entry_ids: dict) -> dict[int, UsageTotal]:
+    """Per team, the newly recorded calls that charged something, as one ledger entry."""
+    by_team = defaultdict(list)
+    for r in new:
+        if r["charged"] > 0:
+            by_team[r["team"]].append(r)
+    return {
+        team_id: UsageTotal(
+            entry_id=entry_ids[team_id],
+            # Unique: a record is inserted once, so it is the first of one total only.
+            idempotency_key=f"usage:{rs[0]['rid']}",
+            amounts=[r["charged"] for r in rs],
+            occurred=[datetime.fromtimestamp(r["ts"], tz=UTC) for r in rs],
+            cost_micros=sum(r["cost"] for r in rs),
+            metadata={
+                "calls": len(rs),
+                "first_request_id": rs[0]["rid"],
+                "last_request_id": rs[-1]["rid"],
+                **_uncollected(sum(r["price"] for r in rs), sum(r["charged"] for r in rs)),
+            },
+        )
+        for team_id, rs in by_team.items()
+    }
+
+
+def _touch_keys(calls: list[dict], keys: set) -> None:
+    """Move each key's last use forward. After the batch's commit, in its own statements:
+    informational, and a key row held to the commit would serialise a busy key's settlers."""
+    last_used: dict[int, float] = {}
+    for r in calls:
+        if r["key"] in keys:
+            last_used[r["key"]] = max(last_used.get(r["key"], 0), r["ts"])
+    for key_id, ts in sorted(last_used.items()):
+        when = datetime.fromtimestamp(ts, tz=UTC)
+        VirtualKey.objects.filter(pk=key_id).exclude(last_used_at__gte=when).update(
+            last_used_at=when
+        )
+
+
 def _uncollected(owed: int, charged: int) -> dict:
     """What admission's cap kept from being charged (micro-credits), recorded when above 0."""
     return {"uncollected_micros": owed - charged} if owed > charged else {}
-
-
-def _usage_charge(r: dict) -> UsageCharge:
-    return UsageCharge(
-        idempotency_key=f"usage:{r['rid']}",
-        amount_micros=r["charged"],
-        cost_micros=r["cost"],
-        occurred_at=datetime.fromtimestamp(r["ts"], tz=UTC),
-        metadata={
-            "request_id": r["rid"],
-            "model": r["model"],
-            "input_tokens": r["in"],
-            "output_tokens": r["out"],
-            **({"job_id": r["job"]} if r.get("job") else {}),
-            **({"cache_hit": True} if r.get("cache") else {}),
-            **_uncollected(r["price"], r["charged"]),
-        },
-    )
 
 
 def _job_charge(r: dict) -> UsageCharge:

@@ -1,6 +1,6 @@
 from celery import shared_task
 
-from billing import reconcile, resets, rollups, settlement
+from billing import partitions, reconcile, resets, rollups, settlement
 
 
 def _periodic(*, soft: int, hard: int):
@@ -62,5 +62,12 @@ def roll_up_usage():
 
 @_periodic(soft=540, hard=600)
 def prune_usage():
-    """Delete raw call records past USAGE_RAW_RETENTION_DAYS, in batches."""
+    """Drop raw call records past USAGE_RAW_RETENTION_DAYS: whole monthly partitions, then
+    what is left row by row, in batches."""
     return rollups.usage_raw_prune()
+
+
+@_periodic(soft=100, hard=120)
+def ensure_usage_partitions():
+    """Create the raw call records' partitions for this month and the next ones (idempotent)."""
+    return len(partitions.ensure_ahead())

@@ -295,6 +295,12 @@ CELERY_BEAT_SCHEDULE: dict = {
         "schedule": 60.0,
         "options": {"expires": 50},
     },
+    # Months of raw call records created ahead (a record outside them lands in the default).
+    "ensure-usage-partitions": {
+        "task": "billing.tasks.ensure_usage_partitions",
+        "schedule": crontab(minute=23),
+        "options": {"expires": 600},
+    },
     "prune-usage": {
         "task": "billing.tasks.prune_usage",
         "schedule": crontab(minute=41),

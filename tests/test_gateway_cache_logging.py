@@ -100,8 +100,10 @@ def test_cache_hits_can_be_charged_a_fraction_of_the_price(live, mock_catalog, g
     full = UsageRecord.objects.get(request_id=first.headers["x-request-id"]).price_micros
     half = UsageRecord.objects.get(request_id=second.headers["x-request-id"])
     assert half.price_micros == full * 50 // 100 and half.cache_hit
-    entry = LedgerEntry.objects.get(idempotency_key=f"usage:{half.request_id}")
-    assert entry.amount_micros == -half.price_micros and entry.metadata["cache_hit"] is True
+    # the hit is debited at its own price, in the entry that names it
+    assert half.ledger_entry.kind == "usage"
+    assert half.ledger_entry.calls.filter(cache_hit=True).get() == half
+    assert half.ledger_entry.amount_micros == -(full + half.price_micros)
 
 
 def test_different_requests_and_other_teams_do_not_share_entries(live, cached, gw_org):

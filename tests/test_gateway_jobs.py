@@ -370,7 +370,7 @@ def test_cost_markup_charges_provider_cost_times_the_rate(live, mock_catalog, gw
     settlement.settle_usage()
     entry = entries(tenant.team, "usage").get()
     assert entry.cost_micros == CALL_COST
-    assert entry.amount_micros == -3 * CALL_COST
+    assert entry.amount_micros == -3 * CALL_COST == -entry.calls.get().price_micros
 
 
 def test_per_tokens_charges_per_unit_of_tokens(live, mock_catalog, gw_org):
@@ -387,6 +387,7 @@ def test_per_tokens_charges_per_unit_of_tokens(live, mock_catalog, gw_org):
     settlement.settle_usage()
     entry = entries(tenant.team, "usage").get()
     assert entry.amount_micros == -((PROMPT_T + COMPLETION_T) * 10_000 // 1000)
+    assert entry.amount_micros == -entry.calls.get().price_micros
     assert entry.cost_micros == CALL_COST
 
 

@@ -25,6 +25,7 @@ from livestate.keys import (
 )
 from modelgroups import services as catalog
 from tests.helpers.gateway import redis_account
+from tests.helpers.ledger import posted_calls
 from tests.helpers.tenants import GatewayTenant
 from tests.helpers.waiting import eventually
 
@@ -68,7 +69,7 @@ def test_hundreds_of_concurrent_calls_never_spend_more_than_the_credits(live, mo
     tenant.team.account.refresh_from_db()
     assert tenant.team.account.balance_micros == granted - charged >= 0
     # every admitted call was charged in full (nothing was capped) and recorded exactly once
-    assert usage_entries(tenant.team).count() == len(ok)
+    assert posted_calls(tenant.team) == len(ok)
     prices = {
         r.json()["usage"]["prompt_tokens"] * 1 + r.json()["usage"]["completion_tokens"] * 2
         for r in ok
@@ -192,7 +193,7 @@ def test_a_failing_first_model_falls_back_and_is_charged_at_the_fallback(live, g
     assert response.headers["x-tollgate-model"] == "mock-b"
     record = UsageRecord.objects.get(request_id=response.headers["x-request-id"])
     assert record.model == "mock-b" and record.model_group == "flaky"
-    assert usage_entries(gw_team.team).count() == 1
+    assert posted_calls(gw_team.team) == 1
 
 
 def test_streams_fall_back_before_the_first_byte(live, gw_team):
@@ -217,7 +218,7 @@ def test_when_every_model_fails_the_call_is_a_502_and_free(live, gw_team):
     error = response.json()["error"]
     assert error["type"] == "upstream_error"
     assert "mock-bad: HTTP 500" in error["message"] and "HTTP 503" in error["message"]
-    assert usage_entries(gw_team.team).count() == 0
+    assert posted_calls(gw_team.team) == 0
     record = UsageRecord.objects.get(request_id=response.headers["x-request-id"])
     assert record.status == "error" and record.price_micros == 0
     account = redis_account(gw_team.team)
@@ -328,7 +329,7 @@ def test_a_record_delivered_twice_posts_once(live, gw_team):
     settlement.settle_messages(client, messages)
     settlement.settle_messages(client, messages)
     # then
-    assert usage_entries(gw_team.team).count() == 1
+    assert posted_calls(gw_team.team) == 1
     assert UsageRecord.objects.filter(team=gw_team.team).count() == 1
     account = redis_account(gw_team.team)
     assert account["pend"] == 0  # released once, not twice
@@ -348,7 +349,7 @@ def test_records_taken_by_a_crashed_settler_are_claimed_and_posted(live, gw_team
     settled = settlement.settle_usage()
     # then
     assert settled == 2
-    assert usage_entries(gw_team.team).count() == 2
+    assert posted_calls(gw_team.team) == 2
     assert client.xpending(USAGE_STREAM, SETTLER_GROUP)["pending"] == 0
 
 
@@ -359,7 +360,7 @@ def test_a_call_upstream_rejects_as_invalid_is_passed_on_and_not_charged(live, g
     # then: the provider's 400 reaches the caller, nothing is charged, nothing stays reserved
     assert response.status_code == 400
     assert response.json()["error"]["type"] == "invalid_request_error"
-    assert usage_entries(gw_team.team).count() == 0
+    assert posted_calls(gw_team.team) == 0
     assert redis_account(gw_team.team).get("resv", 0) == 0
 
 
@@ -375,7 +376,7 @@ def test_settled_records_are_trimmed_but_unacknowledged_ones_stay(live, gw_team)
     pending = client.xpending(USAGE_STREAM, SETTLER_GROUP)
     assert pending["pending"] == 1
     assert remaining[0][0] == pending["min"]
-    assert usage_entries(gw_team.team).count() == 2
+    assert posted_calls(gw_team.team) == 2
 
 
 def test_a_reservation_left_by_a_dead_gateway_is_released_once(live, gw_team):
@@ -461,7 +462,7 @@ def test_a_malformed_record_goes_to_dead_letters_without_blocking_the_others(liv
     # when
     settlement.settle_usage()
     # then: both good calls settled, the bad one parked with its error, nothing pending
-    assert usage_entries(gw_team.team).count() == 2
+    assert posted_calls(gw_team.team) == 2
     dead = client.xrange(DEAD_LETTERS)
     assert len(dead) == 1 and b"error" in dead[0][1]
     assert client.xpending(USAGE_STREAM, SETTLER_GROUP)["pending"] == 0

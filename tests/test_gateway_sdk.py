@@ -16,6 +16,7 @@ from orgs.services import organization_create
 from teams.models import VirtualKey
 from teams.services import key_create, key_revoke, team_set_status
 from tests.helpers.gateway import until_refused
+from tests.helpers.ledger import posted_calls
 from tests.helpers.tenants import GatewayTenant
 
 HI = [{"role": "user", "content": "hi"}]
@@ -211,11 +212,13 @@ def test_settlement_posts_one_usage_entry_per_successful_call(client, gw_team):
     settle_usage()
     # then
     usage = LedgerEntry.objects.filter(account=gw_team.team.account, kind="usage")
-    assert sorted(usage.values_list("idempotency_key", flat=True)) == sorted(
-        f"usage:{rid}" for rid in ok
-    )
+    # each answered call debited once, at its record's price, by the entry that names it
+    assert sorted(usage.values_list("calls__request_id", flat=True)) == sorted(ok)
     assert all(e.amount_micros < 0 for e in usage)
-    assert sorted(e.metadata["request_id"] for e in usage) == sorted(ok)
+    assert sum(e.amount_micros for e in usage) == -sum(
+        UsageRecord.objects.filter(request_id__in=ok).values_list("price_micros", flat=True)
+    )
+    assert posted_calls(gw_team.team) == len(ok)
     gw_team.team.account.refresh_from_db()
     assert gw_team.team.account.balance_micros == before["balance"] + sum(
         e.amount_micros for e in usage

@@ -14,7 +14,7 @@ from django.urls import reverse
 from django.utils.html import escape
 from django.views.decorators.http import require_POST
 
-from billing.models import LedgerEntry, UsageRecord
+from billing.models import UsageRecord
 from panel import playground
 from panel.forms.playground import PlaygroundForm
 from panel.views.common import actor, no_store, param
@@ -140,13 +140,12 @@ def playground_call(request, request_id):
     if not REQUEST_ID.match(request_id):
         raise Http404
     record = (
-        UsageRecord.objects.select_related("team__account", "key")
+        UsageRecord.objects.select_related("team__account", "key", "ledger_entry")
         .filter(request_id=request_id)
         .first()
     )
-    entry = None
-    if record is not None:
-        entry = LedgerEntry.objects.filter(idempotency_key=f"usage:{request_id}").first()
+    # The usage entry that debited it, with the other calls of the team settled in its batch.
+    entry = record.ledger_entry if record is not None else None
     polls = param(request, "n", 3)
     polls = int(polls) if polls.isdigit() else 0
     context = {
