@@ -11,6 +11,7 @@ MAX_SOAK_GROWTH_PCT = 10.0  # RSS, end of soak over start (after warm-up)
 # targets above, informational only (--strict ignores them) until the work that meets them lands.
 GOAL_GATEWAY_CPU_US = 550.0  # gateway CPU per call
 GOAL_SETTLEMENT_CPU_US = 150.0  # settlement worker CPU per call
+GOAL_SETTLEMENT_RECORDS_PER_S = 6000.0  # one worker's pace, once settling (bench.AckPace)
 GOAL_THROUGHPUT_RATIO = 30.0  # gateway req/s over LiteLLM's at c=16
 GOAL_ADDED_P50_MS = 1.0
 GOAL_ADDED_P99_MS = 4.0
@@ -72,6 +73,7 @@ def _targets(results: dict) -> list[dict]:
     growth = soak.get("growth_pct") if soak else None
     gateway_cpu = (gw.get("cost") or {}).get("cpu_us_per_call")
     settlement_cpu = (results.get("settlement") or {}).get("cpu_us_per_call")
+    settlement_pace = (results.get("settlement") or {}).get("records_per_s")
     rows = [
         ("throughput vs LiteLLM, c=16", f">= {MIN_THROUGHPUT_RATIO:g}x", ratio, "x"),
         ("added latency p50, c=1", f"<= {MAX_ADDED_P50_MS} ms", added.get("p50"), " ms"),
@@ -115,6 +117,13 @@ def _targets(results: dict) -> list[dict]:
             settlement_cpu,
             "µs",
             at_most(settlement_cpu, GOAL_SETTLEMENT_CPU_US),
+        ),
+        (
+            "settlement records/s, one worker",
+            f">= {GOAL_SETTLEMENT_RECORDS_PER_S:,.0f}",
+            settlement_pace,
+            "/s",
+            settlement_pace is not None and settlement_pace >= GOAL_SETTLEMENT_RECORDS_PER_S,
         ),
         (
             "throughput vs LiteLLM, c=16",
@@ -256,7 +265,13 @@ def _cost_note(meta: dict, settlement: dict | None) -> list[str]:
     if settlement:
         note += (
             f" Settlement: a Celery worker (solo pool) settling the gateway's "
-            f"{settlement['calls']:,} calls of that run in {settlement['seconds']:.1f} s."
+            f"{settlement['calls']:,} calls of that run in {settlement['seconds']:.1f} s"
+            + (
+                f", {settlement['records_per_s']:,.0f} records/s from its first batch's "
+                "acknowledgement to its last."
+                if settlement.get("records_per_s")
+                else "."
+            )
         )
     if meta.get("gateway_workers", 1) > 1:
         note += f" The gateway ran {meta['gateway_workers']} processes (--workers)."

@@ -1,9 +1,15 @@
 """Drain the gateway's usage stream (Redis) into Postgres: usage records and ledger entries.
 
 Delivery is at-least-once (a consumer group; a message is acknowledged only after its rows
-are committed), and posting is idempotent (unique request id and idempotency key), so a
-record delivered twice posts once. Messages left unacknowledged by a crashed worker are
-claimed again after CLAIM_IDLE_MS.
+are committed), and posting is idempotent: a batch inserts its calls' records first (unique
+request id and call timestamp, ON CONFLICT DO NOTHING) and posts, per team, one ledger entry
+for the records it actually inserted, so a record delivered twice posts once. Messages left
+unacknowledged by a crashed worker are claimed again after CLAIM_IDLE_MS.
+
+Settlers of one busy team do not queue behind each other for the batch: the account row is
+locked by one statement just before commit (billing.services.ledger_post_usage_total), as are
+the roll-ups' pending marks (by the records' insert, the last write before the postings).
+Accounts are locked in primary-key order, after every pending mark, so they cannot deadlock.
 """
 
 import logging

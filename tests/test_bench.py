@@ -62,3 +62,19 @@ def test_issue_11_bars_are_judged_but_marked_informational():
     assert by_name["throughput vs LiteLLM, c=16 (issue 11)"]["status"] == report.FAIL  # 25x
     assert by_name["throughput vs LiteLLM, c=16"]["status"] == report.PASS  # >= 10x
     assert not by_name["throughput vs LiteLLM, c=16"]["informational"]
+
+
+def test_the_settlers_pace_is_judged_against_issue_11s_bar():
+    # given one run whose settler kept 6,500 records/s and one that kept 2,000
+    fast, slow = (_results(gateway_cpu=500.0, settlement_cpu=100.0) for _ in range(2))
+    fast["settlement"]["records_per_s"], slow["settlement"]["records_per_s"] = 6500.0, 2000.0
+    # when the targets are derived
+    for results in (fast, slow):
+        report.derive(results)
+    # then the pace is an informational row, passed by the first and failed by the second
+    name = "settlement records/s, one worker (issue 11)"
+    (row,) = [t for t in fast["targets"] if t["target"] == name]
+    assert (row["status"], row["informational"], row["value"]) == (report.PASS, True, 6500.0)
+    assert [t["status"] for t in slow["targets"] if t["target"] == name] == [report.FAIL]
+    fast["settlement"]["seconds"] = 3.1
+    assert "6,500 records/s" in report._cost_note({}, fast["settlement"])[0]
