@@ -16,7 +16,7 @@ compliance log kept); what it cannot drop yet is left to the row-level prune.
 import logging
 from datetime import UTC, datetime, timedelta
 
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 
 logger = logging.getLogger(__name__)
 
@@ -129,17 +129,26 @@ def drop_expired(*, cutoff: datetime) -> list[str]:
     for name, _, high in months():
         if high > cutoff:
             break
-        with transaction.atomic(durable=True), connection.cursor() as cursor:
-            cursor.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
-            # Locked first: a late record for this month waits, then lands in the default.
-            cursor.execute(f'LOCK TABLE "{name}" IN ACCESS EXCLUSIVE MODE')
-            cursor.execute(MUST_STAY.format(name=name), {"cutoff": cutoff})
-            if cursor.fetchone()[0]:
-                logger.info("usage partition %s is past retention but still needed", name)
-                continue
-            # Deferred foreign-key checks of rows written earlier in this transaction (only
-            # ever in a caller's transaction, as in tests) must run before their table goes.
-            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
-            cursor.execute(f'DROP TABLE "{name}"')
-        dropped.append(name)
+        try:
+            if _drop_if_unneeded(name, cutoff):
+                dropped.append(name)
+        except OperationalError:  # the lock timed out: readers or DDL held it; next run
+            logger.warning("could not drop usage partition %s now", name, exc_info=True)
     return dropped
+
+
+def _drop_if_unneeded(name: str, cutoff: datetime) -> bool:
+    with transaction.atomic(durable=True), connection.cursor() as cursor:
+        cursor.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
+        # Locked before the check: a late record for this month cannot slip in between (its
+        # insert waits, fails once the table is gone, and its redelivery lands in the default).
+        cursor.execute(f'LOCK TABLE "{name}" IN ACCESS EXCLUSIVE MODE')
+        cursor.execute(MUST_STAY.format(name=name), {"cutoff": cutoff})
+        if cursor.fetchone()[0]:
+            logger.info("usage partition %s is past retention but still needed", name)
+            return False
+        # Deferred foreign-key checks of rows written earlier in this transaction (only ever
+        # in a caller's transaction, as in tests) must run before their table goes.
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        cursor.execute(f'DROP TABLE "{name}"')
+    return True
