@@ -7,6 +7,7 @@ import httpx
 import orjson
 import pytest
 
+from billing.models import UsageRecord
 from billing.settlement import settle_usage
 from core.redis import client as redis_client
 from livestate.keys import USAGE_STREAM, acct_key
@@ -393,7 +394,14 @@ def test_calls_of_one_org_never_change_the_other_orgs_money(live, two_orgs):
     assert money_state(b) == b_before
     a_after = money_state(a)
     assert sorted(a_after["usage"]) == sorted(r.headers["x-request-id"] for r in served)
-    assert len(a_after["ledger"]) == len(a_before["ledger"]) + 2
+    # both served calls were debited, by entries new since, which debit exactly them
+    new = {pk for pk, _ in a_after["ledger"]} - {pk for pk, _ in a_before["ledger"]}
+    served_ids = [r.headers["x-request-id"] for r in served]
+    debited = UsageRecord.objects.filter(request_id__in=served_ids, ledger_entry__in=new)
+    assert sorted(debited.values_list("request_id", flat=True)) == sorted(served_ids)
+    assert sum(amount for pk, amount in a_after["ledger"] if pk in new) == -sum(
+        debited.values_list("price_micros", flat=True)
+    )
     assert a_after["balance"] < a_before["balance"]
 
 
