@@ -254,6 +254,11 @@ FROM billing_creditaccount WHERE team_id = ANY(%s)
 # redelivered record conflicts and is skipped; one racing in another settler's open
 # transaction is waited for, then skipped. RETURNING names only the records this statement
 # inserted, the ones whose charges are still to be posted.
+#
+# A second record of one call with another timestamp (a call settled as it was reaped) is
+# skipped when the first is committed or in the same batch; two settlers inserting the two at
+# the same instant would both succeed (no unique key spans partitions) and the call would be
+# charged for both: two records of one call a batch apart in the stream, settled concurrently.
 INSERT_USAGE_RECORDS = """
 INSERT INTO billing_usagerecord (request_id, organization_id, team_id, key_id, model,
     model_group, input_tokens, output_tokens, cost_micros, price_micros, status, latency_ms,
@@ -261,6 +266,17 @@ INSERT INTO billing_usagerecord (request_id, organization_id, team_id, key_id, m
 SELECT * FROM unnest(%s::varchar[], %s::bigint[], %s::bigint[], %s::bigint[], %s::varchar[],
     %s::varchar[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[], %s::varchar[],
     %s::integer[], %s::boolean[], %s::bigint[], %s::bigint[], %s::timestamptz[])
+    AS x(request_id, organization_id, team_id, key_id, model, model_group, input_tokens,
+         output_tokens, cost_micros, price_micros, status, latency_ms, cache_hit, job_id,
+         ledger_entry_id, created_at)
+-- Another record of the same call, with a timestamp of its own: the lease sweep's or the
+-- reaper's next to the gateway's late one. The first recorded wins. Within a day of it, so
+-- only the one or two months around it are probed.
+WHERE NOT EXISTS (
+    SELECT 1 FROM billing_usagerecord u
+    WHERE u.request_id = x.request_id
+      AND u.created_at BETWEEN x.created_at - interval '1 day' AND x.created_at + interval '1 day'
+)
 ON CONFLICT (request_id, created_at) DO NOTHING
 RETURNING request_id
 """
@@ -271,7 +287,10 @@ def _insert_usage_records(calls: list[dict], keys: set, jobs: dict, entry_ids: d
     if not calls:
         return []
     columns: list[list] = [[] for _ in range(16)]
+    first = {}
     for r in calls:
+        first.setdefault(r["rid"], r)  # two records of one call in one batch: the first counts
+    for r in first.values():
         row = (
             r["rid"],
             r["org"],
@@ -295,7 +314,7 @@ def _insert_usage_records(calls: list[dict], keys: set, jobs: dict, entry_ids: d
     with connection.cursor() as cursor:
         cursor.execute(INSERT_USAGE_RECORDS, columns)
         inserted = {rid for (rid,) in cursor.fetchall()}
-    return [r for r in calls if r["rid"] in inserted]
+    return [r for r in first.values() if r["rid"] in inserted]
 
 
 def _usage_totals(new: list[dict], entry_ids: dict) -> dict[int, UsageTotal]:

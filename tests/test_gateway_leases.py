@@ -30,6 +30,7 @@ from livestate.keys import (
 from modelgroups import services as catalog
 from proxy.tokens import estimate_text_tokens
 from tests.helpers.gateway import redis_account
+from tests.helpers.ledger import debit_of
 from tests.helpers.servers import ServerProcess
 from tests.helpers.tenants import GatewayTenant
 from tests.helpers.threads import race
@@ -163,7 +164,7 @@ def test_a_gateway_killed_mid_stream_frees_the_slot_and_charges_what_was_streame
     assert record.input_tokens == progress["in"] > 0
     assert 0 < record.price_micros == progress["price"] <= reserve
     entries = LedgerEntry.objects.filter(account__team=team, kind=LedgerEntry.Kind.USAGE)
-    assert entries.filter(idempotency_key=f"usage:{rid}").count() == 1
+    assert entries.filter(calls__request_id=rid).get() == debit_of(rid)
     assert -entries.aggregate(s=Sum("amount_micros"))["s"] >= record.price_micros
     assert redis_account(team)["pend"] == 0
 
@@ -250,8 +251,7 @@ def test_a_slow_but_live_stream_outlasting_the_lease_ttl_is_never_reaped(
     record = UsageRecord.objects.get(request_id=rid)
     assert record.status == UsageRecord.Status.OK
     assert record.output_tokens == 80
-    entries = LedgerEntry.objects.filter(idempotency_key=f"usage:{rid}")
-    assert [e.amount_micros for e in entries] == [-record.price_micros]
+    assert record.price_micros > 0 and debit_of(rid).kind == LedgerEntry.Kind.USAGE
     assert redis_account(tenant.team)["resv"] == 0
 
 
@@ -415,7 +415,7 @@ def test_reaping_a_dead_lease_twice_releases_and_charges_it_once(live, gw_team):
         7,
         11,
     )
-    assert LedgerEntry.objects.get(idempotency_key="usage:req_dead_twice").amount_micros == -40
+    assert debit_of("req_dead_twice").calls.get() == record  # the one call, debited 40 once
     assert redis_account(team)["pend"] == 0
 
 
@@ -486,9 +486,9 @@ def test_a_call_settled_and_reaped_at_the_same_time_is_released_and_charged_once
     assert client.hlen(INFLIGHT) == 0 and client.zcard(parallel_key(team.pk)) == 0
     for rid in rids:
         record = UsageRecord.objects.get(request_id=rid)
-        entry = LedgerEntry.objects.get(idempotency_key=f"usage:{rid}")
         # whichever came first: the reaper's charge for the streamed part, or the settlement's
-        assert (record.status, -entry.amount_micros) in (("interrupted", 40), ("ok", 90))
+        assert (record.status, record.price_micros) in (("interrupted", 40), ("ok", 90))
+        assert record in debit_of(rid).calls.all()
     # and the balance is exactly the grant minus the entries
     entries = LedgerEntry.objects.filter(account__team=team)
     team.account.refresh_from_db()

@@ -18,3 +18,12 @@ def posted_calls(team) -> int:
     calls = sum(e.metadata.get("calls", 1) for e in entries)
     assert calls == charged.count()
     return calls
+
+
+def debit_of(request_id: str):
+    """The one usage entry that debited a call, checked to debit exactly the calls it names."""
+    from billing.models import LedgerEntry
+
+    entry = LedgerEntry.objects.get(kind=LedgerEntry.Kind.USAGE, calls__request_id=request_id)
+    assert -entry.amount_micros == entry.calls.aggregate(s=Sum("price_micros"))["s"]
+    return entry

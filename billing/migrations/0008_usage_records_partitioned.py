@@ -98,7 +98,7 @@ CREATE TRIGGER billing_usage_mark_pending_update
 
 
 class Migration(migrations.Migration):
-    dependencies = [("billing", "0006_usage_rollup_pending_trigger")]
+    dependencies = [("billing", "0007_usage_status_interrupted")]
 
     operations = [
         migrations.SeparateDatabaseAndState(
@@ -108,15 +108,6 @@ class Migration(migrations.Migration):
                     model_name="usagerecord",
                     name="request_id",
                     field=models.CharField(max_length=64),
-                ),
-                migrations.AlterField(
-                    model_name="usagerecord",
-                    name="status",
-                    field=models.CharField(
-                        choices=[("ok", "Ok"), ("error", "Error"), ("rejected", "Rejected")],
-                        default="ok",
-                        max_length=16,
-                    ),
                 ),
                 migrations.AlterField(
                     model_name="usagerecord",
