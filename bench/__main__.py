@@ -13,6 +13,7 @@ its RSS, and judge the growth (bench/results/soak-latest.json).
 """
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -54,7 +55,7 @@ from bench.systems import (
     start_settler,
     start_upstream,
 )
-from livestate.keys import SETTLER_GROUP, USAGE_STREAM
+from livestate.keys import SETTLER_GROUP, SHARD_RANGE, usage_stream
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SYSTEMS = ("direct", "gateway", "litellm")
@@ -493,9 +494,9 @@ class Bench:
         return results
 
 
-def _usage_group(client: redis.Redis) -> dict:
+def _usage_group(client: redis.Redis, stream: str) -> dict:
     try:
-        groups = client.xinfo_groups(USAGE_STREAM)
+        groups = client.xinfo_groups(stream)
     except redis.ResponseError:  # no stream yet
         return {}
     return next((g for g in groups if g["name"] == SETTLER_GROUP.encode()), {})
@@ -506,7 +507,8 @@ class AckPace(threading.Thread):
     acknowledgement to its last, watched on the usage stream's group every 10 ms. The wall
     time around it (queueing the task, the worker picking it up, the bench's polling) is not
     the settler's, so `seconds` in the cost is not a rate. About 100 XINFO per second of
-    settling: a few hundredths of a command per record in the Redis column."""
+    settling (each reads every shard in one round trip): a few hundredths of a command per
+    record in the Redis column."""
 
     def __init__(self, redis_url: str):
         super().__init__(daemon=True)
@@ -515,8 +517,17 @@ class AckPace(threading.Thread):
         self.done = threading.Event()
 
     def waiting(self) -> int:
-        group = _usage_group(self.client)
-        return (group.get("lag") or 0) + group.get("pending", 0)
+        """Records not yet acknowledged, over every shard's stream (one round trip)."""
+        pipe = self.client.pipeline(transaction=False)
+        for shard in SHARD_RANGE:
+            pipe.xinfo_groups(usage_stream(shard))
+        waiting = 0
+        for groups in pipe.execute(raise_on_error=False):
+            if isinstance(groups, Exception):
+                continue  # no stream there yet
+            group = next((g for g in groups if g["name"] == SETTLER_GROUP.encode()), {})
+            waiting += (group.get("lag") or 0) + group.get("pending", 0)
+        return waiting
 
     def run(self) -> None:
         start = self.waiting()
@@ -540,21 +551,26 @@ class AckPace(threading.Thread):
 
 
 def _usage_recorded(client: redis.Redis) -> int:
-    """Records ever added to the usage stream (one per call the gateway served)."""
-    try:
-        return client.xinfo_stream(USAGE_STREAM)["entries-added"]
-    except redis.ResponseError:
-        return 0
+    """Records ever added to the usage streams (one per call the gateway served)."""
+    added = 0
+    for shard in SHARD_RANGE:
+        with contextlib.suppress(redis.ResponseError):
+            added += client.xinfo_stream(usage_stream(shard))["entries-added"]
+    return added
 
 
 def _usage_drained(client: redis.Redis) -> bool:
-    """Every record in the usage stream delivered to the settlers and acknowledged."""
-    try:
-        last = client.xinfo_stream(USAGE_STREAM)["last-generated-id"]
-    except redis.ResponseError:
-        return True  # no stream: nothing was ever recorded
-    group = _usage_group(client)
-    return bool(group) and not group["pending"] and group["last-delivered-id"] == last
+    """Every record in every usage stream delivered to the settlers and acknowledged."""
+    for shard in SHARD_RANGE:
+        stream = usage_stream(shard)
+        try:
+            last = client.xinfo_stream(stream)["last-generated-id"]
+        except redis.ResponseError:
+            continue  # no stream: nothing was ever recorded there
+        group = _usage_group(client, stream)
+        if not (group and not group["pending"] and group["last-delivered-id"] == last):
+            return False
+    return True
 
 
 def _raise_interrupt(signum, frame):

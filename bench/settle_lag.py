@@ -25,7 +25,7 @@ import aiohttp
 
 from bench.procs import Procs, free_port, start_redis_server
 from core.redis import client as redis_client
-from livestate.keys import USAGE_STREAM
+from livestate.keys import SHARD_RANGE, usage_stream
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -243,12 +243,18 @@ def wait_drained(env, timeout: float = 60.0) -> float:
     client = redis_client()
     started = time.monotonic()
     while time.monotonic() - started < timeout:
-        groups = {g["name"]: g for g in client.xinfo_groups(USAGE_STREAM)}
-        group = groups.get(SETTLER_GROUP.encode())
-        if group and not group["lag"] and not group["pending"]:
+        if all(_drained(client, usage_stream(shard), SETTLER_GROUP) for shard in SHARD_RANGE):
             return time.monotonic() - started
         time.sleep(0.2)
     return float("inf")
+
+
+def _drained(client, stream: str, group_name: str) -> bool:
+    if not client.exists(stream):
+        return True
+    groups = {g["name"]: g for g in client.xinfo_groups(stream)}
+    group = groups.get(group_name.encode())
+    return bool(group) and not group["lag"] and not group["pending"]
 
 
 def report(env, drained_s: float) -> None:

@@ -22,15 +22,7 @@ from dataclasses import dataclass
 from billing.models import CreditAccount
 from core.redis import client as redis_client
 from livestate import scripts
-from livestate.keys import (
-    CATALOG,
-    DEAD_LETTERS,
-    INFLIGHT,
-    OPEN_JOBS,
-    SETTLER_GROUP,
-    USAGE_STREAM,
-    acct_key,
-)
+from livestate.keys import CATALOG, SHARD_RANGE, acct_key, shard_of
 from mirrors import gateway as gateway_state
 from orgs.services import audit_record
 from teams.models import Team, VirtualKey
@@ -88,37 +80,31 @@ def _reconcile_settled(client) -> list[Repair]:
 
 def _reconcile_live(client) -> list[Repair]:
     repairs = []
-    team_ids = list(Team.objects.order_by("pk").values_list("pk", flat=True))
-    key_ids = list(
-        VirtualKey.objects.filter(retired_at__isnull=True)
-        .order_by("pk")
-        .values_list("pk", flat=True)
-    )
-    for start in range(0, max(len(team_ids), len(key_ids), 1), CHUNK):
-        teams, keys = team_ids[start : start + CHUNK], key_ids[start : start + CHUNK]
-        result = client.eval(
-            scripts.RECONCILE_LIVE,
-            4,
-            USAGE_STREAM,
-            INFLIGHT,
-            OPEN_JOBS,
-            DEAD_LETTERS,
-            SETTLER_GROUP,
-            scripts.RECONCILE_STREAM_LIMIT,
-            len(teams),
-            *teams,
-            *keys,
-        )
-        if result and result[0] == b"too_long":
-            logger.error(
-                "usage stream holds %s unsettled records: settlement is behind; "
-                "pending and reserved amounts not reconciled this round",
-                result[1],
-            )
-            return repairs
-        for i in range(0, len(result), 5):
-            kind, id_, field, before, after = result[i : i + 5]
-            repairs.append(Repair(kind.decode(), int(id_), field.decode(), int(before), int(after)))
+    teams: dict[int, dict[int, list[int]]] = {shard: {} for shard in SHARD_RANGE}
+    for team_id in Team.objects.order_by("pk").values_list("pk", flat=True):
+        teams[shard_of(team_id)][team_id] = []
+    live_keys = VirtualKey.objects.filter(retired_at__isnull=True).order_by("pk")
+    for key_id, team_id in live_keys.values_list("pk", "team_id"):
+        teams[shard_of(team_id)].setdefault(team_id, []).append(key_id)
+    for shard in SHARD_RANGE:
+        shard_teams = list(teams[shard].items())
+        for start in range(0, max(len(shard_teams), 1), CHUNK):
+            chunk = dict(shard_teams[start : start + CHUNK])
+            result = scripts.reconcile_live(client, shard, chunk)
+            if result and result[0] == b"too_long":
+                logger.error(
+                    "usage stream of shard %s holds %s unsettled records: settlement is "
+                    "behind; its pending and reserved amounts not reconciled this round",
+                    shard,
+                    result[1],
+                )
+                break
+            for i in range(0, len(result), 5):
+                kind, id_, field, before, after = result[i : i + 5]
+                field = field.decode()
+                if kind == b"key":
+                    field = "resv"  # the key's reserved field in its team's account
+                repairs.append(Repair(kind.decode(), int(id_), field, int(before), int(after)))
     return repairs
 
 

@@ -35,14 +35,15 @@ from billing.services import (
 from core.redis import client as redis_client
 from livestate import leases, scripts
 from livestate.keys import (
-    DEAD_LETTERS,
-    INFLIGHT,
-    OPEN_JOBS,
     SETTLER_GROUP,
+    SHARD_RANGE,
     TEAM_SNAPSHOTS,
-    USAGE_STREAM,
-    acct_key,
-    job_key,
+    dead_letters,
+    inflight_key,
+    open_jobs_key,
+    shard_job_key,
+    shard_of,
+    usage_stream,
 )
 from livestate.snapshots import TeamSnapshot
 from teams.models import VirtualKey
@@ -57,46 +58,73 @@ def _consumer() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-def ensure_group(client) -> None:
-    try:
-        # From id 0: records written before the group existed are settled too.
-        client.xgroup_create(USAGE_STREAM, SETTLER_GROUP, id="0", mkstream=True)
-    except redis.ResponseError as exc:
-        if "BUSYGROUP" not in str(exc):
-            raise
+def ensure_group(client, shards=SHARD_RANGE) -> None:
+    """The settlers' consumer group on each shard's usage stream."""
+    for shard in shards:
+        try:
+            # From id 0: records written before the group existed are settled too.
+            client.xgroup_create(usage_stream(shard), SETTLER_GROUP, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+
+def _is_cluster(client) -> bool:
+    return isinstance(client, redis.RedisCluster)
 
 
 def settle_usage(*, batch_size: int = 1000, max_batches: int = 20) -> int:
-    """Settle what is waiting, in batches; returns how many records were processed."""
+    """Settle what is waiting in every shard's stream, in batches; returns how many records
+    were processed."""
     client = redis_client()
     ensure_group(client)
     consumer = _consumer()
     total = 0
-    # Records a crashed settler took but never acknowledged.
-    _, claimed, *_ = client.xautoclaim(
-        USAGE_STREAM, SETTLER_GROUP, consumer, min_idle_time=CLAIM_IDLE_MS, count=batch_size
-    )
-    if claimed:
-        total += _settle_isolating_failures(client, claimed)
-    for _ in range(max_batches):
-        result = client.xreadgroup(SETTLER_GROUP, consumer, {USAGE_STREAM: ">"}, count=batch_size)
-        if not result or not result[0][1]:
-            break
-        total += _settle_isolating_failures(client, result[0][1])
-    if total:
-        trim_settled(client)
+    touched = set()
+    for shard in SHARD_RANGE:
+        # Records a crashed settler took but never acknowledged.
+        _, claimed, *_ = client.xautoclaim(
+            usage_stream(shard),
+            SETTLER_GROUP,
+            consumer,
+            min_idle_time=CLAIM_IDLE_MS,
+            count=batch_size,
+        )
+        if claimed:
+            total += _settle_isolating_failures(client, claimed, shard)
+            touched.add(shard)
+    # On one Redis, one XREADGROUP reads every shard's stream; in a cluster a command may only
+    # name keys of one slot, so each shard is read on its own.
+    groups = [[s] for s in SHARD_RANGE] if _is_cluster(client) else [list(SHARD_RANGE)]
+    for shards in groups:
+        streams = {usage_stream(s): ">" for s in shards}
+        shard_of_stream = {usage_stream(s): s for s in shards}
+        for _ in range(max_batches):
+            result = client.xreadgroup(SETTLER_GROUP, consumer, streams, count=batch_size)
+            got = 0
+            for stream, messages in result or []:
+                if messages:
+                    shard = shard_of_stream[_text(stream)]
+                    got += _settle_isolating_failures(client, messages, shard)
+                    touched.add(shard)
+            total += got
+            if not got:
+                break
+    for shard in sorted(touched):
+        trim_settled(client, shard)
     return total
 
 
-def trim_settled(client) -> None:
+def trim_settled(client, shard: int) -> None:
     """Drop stream entries every settler has acknowledged; unacknowledged ones always stay."""
-    pending = client.xpending(USAGE_STREAM, SETTLER_GROUP)
+    stream = usage_stream(shard)
+    pending = client.xpending(stream, SETTLER_GROUP)
     if pending["pending"]:
         floor = pending["min"]
     else:
-        groups = {g["name"]: g for g in client.xinfo_groups(USAGE_STREAM)}
+        groups = {g["name"]: g for g in client.xinfo_groups(stream)}
         floor = groups[SETTLER_GROUP.encode()]["last-delivered-id"]
-    client.xtrim(USAGE_STREAM, minid=floor, approximate=False)
+    client.xtrim(stream, minid=floor, approximate=False)
 
 
 @dataclass(frozen=True)
@@ -119,30 +147,39 @@ def _text(value) -> str:
     return value.decode() if isinstance(value, bytes) else value  # bytes unless decode_responses
 
 
-def _settler_group(client) -> dict | None:
+def _settler_group(client, stream: str) -> dict | None:
     try:
-        groups = client.xinfo_groups(USAGE_STREAM)
+        groups = client.xinfo_groups(stream)
     except redis.ResponseError:  # no stream yet: nothing was ever handed off
         return None
     return next((g for g in groups if _text(g["name"]) == SETTLER_GROUP), None)
 
 
 def backlog(client, *, now: float | None = None) -> Backlog:
-    """The settlement backlog, for /metrics and the dashboard. Raises redis.RedisError."""
+    """The settlement backlog over every shard, for /metrics and the dashboard. Raises
+    redis.RedisError."""
     now = time.time() if now is None else now
-    length = client.xlen(USAGE_STREAM)
-    group = _settler_group(client)
+    length = pending = undelivered = dead = 0
     oldest_ids = []
-    if group is None:  # no settler ran yet: everything in the stream waits
-        pending, undelivered = 0, length
-        first = client.xrange(USAGE_STREAM, count=1)
-        oldest_ids += [first[0][0]] if first else []
-    else:
-        pending, undelivered = group["pending"], group.get("lag") or 0
-        if pending:
-            oldest_ids.append(client.xpending(USAGE_STREAM, SETTLER_GROUP)["min"])
+    for shard in SHARD_RANGE:
+        stream = usage_stream(shard)
+        dead += client.xlen(dead_letters(shard))
+        shard_length = client.xlen(stream)
+        if not shard_length:
+            continue  # nothing waits here (acknowledged entries are trimmed)
+        length += shard_length
+        group = _settler_group(client, stream)
+        if group is None:  # no settler ran yet: everything in the stream waits
+            undelivered += shard_length
+            first = client.xrange(stream, count=1)
+            oldest_ids += [first[0][0]] if first else []
+            continue
+        pending += group["pending"]
+        undelivered += group.get("lag") or 0
+        if group["pending"]:
+            oldest_ids.append(client.xpending(stream, SETTLER_GROUP)["min"])
         last = _text(group["last-delivered-id"])
-        after = client.xrange(USAGE_STREAM, min=f"({last}", count=1)
+        after = client.xrange(stream, min=f"({last}", count=1)
         oldest_ids += [after[0][0]] if after else []
     ages = [max(now - int(_text(i).split("-", 1)[0]) / 1000, 0.0) for i in oldest_ids]
     return Backlog(
@@ -150,38 +187,43 @@ def backlog(client, *, now: float | None = None) -> Backlog:
         pending=pending,
         undelivered=undelivered,
         oldest_unsettled_seconds=max(ages, default=None),
-        dead_letters=client.xlen(DEAD_LETTERS),
+        dead_letters=dead,
     )
 
 
-def _settle_isolating_failures(client, messages) -> int:
+def _settle_isolating_failures(client, messages, shard: int) -> int:
     """One malformed record must not stall settlement for everyone: on a data error the batch
-    is retried record by record, and a record that still fails goes to DEAD_LETTERS."""
+    is retried record by record, and a record that still fails goes to the shard's dead
+    letters."""
     try:
-        return settle_messages(client, messages)
+        return settle_messages(client, messages, shard=shard)
     except (DataError, IntegrityError, ValueError, KeyError):
         logger.exception("a usage batch failed; settling its %d records one by one", len(messages))
     settled = 0
     for message in messages:
         try:
-            settled += settle_messages(client, [message])
+            settled += settle_messages(client, [message], shard=shard)
         except (DataError, IntegrityError, ValueError, KeyError) as exc:
             msg_id, fields = message
-            logger.exception("usage record %s moved to %s", msg_id, DEAD_LETTERS)
+            logger.exception("usage record %s moved to %s", msg_id, dead_letters(shard))
             # Its `pend` stays counted against the team until a person (or the reconcile)
             # deals with it: failing safe, never free.
             client.xadd(
-                DEAD_LETTERS, {**fields, b"error": str(exc)[:500].encode(), b"msg_id": msg_id}
+                dead_letters(shard),
+                {**fields, b"error": str(exc)[:500].encode(), b"msg_id": msg_id},
             )
-            client.xack(USAGE_STREAM, SETTLER_GROUP, msg_id)
+            client.xack(usage_stream(shard), SETTLER_GROUP, msg_id)
     return settled
 
 
-def settle_messages(client, messages) -> int:
+def settle_messages(client, messages, *, shard: int | None = None) -> int:
+    """Settle messages read from one shard's usage stream (`shard`; None: the shard of the
+    records' teams)."""
     records = []
     for msg_id, fields in messages:
         if not fields:  # trimmed or deleted entry
-            client.xack(USAGE_STREAM, SETTLER_GROUP, msg_id)
+            if shard is not None:
+                client.xack(usage_stream(shard), SETTLER_GROUP, msg_id)
             continue
         rec = orjson.loads(fields[b"rec"])
         rec["charged"] = int(fields[b"charged"])
@@ -236,10 +278,13 @@ def settle_messages(client, messages) -> int:
     except redis.RedisError:
         logger.warning("could not count %d settled calls in the metrics", len(calls))
     # After commit: acknowledge and release `pend` together (see scripts.ACK_SETTLED).
-    args = [SETTLER_GROUP]
+    acks = defaultdict(list)
     for r in [*records, *orphans]:
-        args += [r["msg_id"], acct_key(r["team"]), r["charged"]]
-    client.eval(scripts.ACK_SETTLED, 1, USAGE_STREAM, *args)
+        acks[shard_of(r["team"]) if shard is None else shard].append(
+            (r["msg_id"], r["team"], r["charged"])
+        )
+    for ack_shard, shard_acks in acks.items():
+        scripts.ack_settled(client, ack_shard, shard_acks)
     return len(records) + len(orphans)
 
 
@@ -462,7 +507,14 @@ def reap_abandoned(*, older_than_ms: int = scripts.REAP_AFTER_MS) -> int:
     client = redis_client()
     now_ms = int(time.time() * 1000)
     reaped = 0
-    for rid, raw in client.hscan_iter(INFLIGHT, count=1000):
+    for shard in SHARD_RANGE:
+        reaped += _reap_shard(client, shard, now_ms, older_than_ms)
+    return reaped
+
+
+def _reap_shard(client, shard: int, now_ms: int, older_than_ms: int) -> int:
+    reaped = 0
+    for rid, raw in client.hscan_iter(inflight_key(shard), count=1000):
         entry = orjson.loads(raw)
         if entry.get("inst") or now_ms - entry["ts"] < older_than_ms:
             continue
@@ -485,7 +537,7 @@ def reap_abandoned(*, older_than_ms: int = scripts.REAP_AFTER_MS) -> int:
                 "abandoned": True,
             }
         )
-        if client.eval(scripts.REAP, 2, INFLIGHT, USAGE_STREAM, rid, record):
+        if scripts.reap(client, rid=rid.decode(), team_id=entry["team"], record=record):
             logger.warning("released the reservation of abandoned call %s", rid.decode())
             reaped += 1
     return reaped
@@ -499,29 +551,36 @@ def expire_jobs(*, older_than_s: int | None = None) -> int:
     ttl = settings.GATEWAY_JOB_TTL_SECONDS if older_than_s is None else older_than_s
     now_ms = int(time.time() * 1000)
     closed = 0
-    stale = client.zrangebyscore(OPEN_JOBS, "-inf", now_ms - ttl * 1000, start=0, num=1000)
-    for raw_id in stale:
-        job_id = raw_id.decode()
-        team_id = client.hget(job_key(job_id), "team")
-        snapshot = client.hget(TEAM_SNAPSHOTS, team_id) if team_id else None
-        if snapshot is None:
-            # Team gone, or the job hash vanished: nothing to charge; forget the entry.
-            client.zrem(OPEN_JOBS, job_id)
-            continue
-        keys, args = scripts.job_close_call(
-            job_id=job_id,
-            status="expired",
-            now_ms=now_ms,
-            team=TeamSnapshot.from_json(snapshot),
-            key_budget=-1,
-            retain_ms=settings.GATEWAY_JOB_RETAIN_SECONDS * 1000,
-            team_only=False,
-        )
-        result = client.eval(scripts.JOB_CLOSE, len(keys), *keys, *args)
-        if result[0] == b"ok":
-            logger.info("job %s expired after %ss open", job_id, ttl)
-            closed += 1
+    for shard in SHARD_RANGE:
+        opened = open_jobs_key(shard)
+        stale = client.zrangebyscore(opened, "-inf", now_ms - ttl * 1000, start=0, num=1000)
+        for raw_id in stale:
+            closed += _expire_job(client, shard, raw_id.decode(), now_ms, ttl)
     return closed
+
+
+def _expire_job(client, shard: int, job_id: str, now_ms: int, ttl: int) -> int:
+    from django.conf import settings
+
+    team_id = client.hget(shard_job_key(shard, job_id), "team")
+    snapshot = client.hget(TEAM_SNAPSHOTS, team_id) if team_id else None
+    if snapshot is None:
+        # Team gone, or the job hash vanished: nothing to charge; forget the entry.
+        client.zrem(open_jobs_key(shard), job_id)
+        return 0
+    keys, args = scripts.job_close_call(
+        job_id=job_id,
+        status="expired",
+        now_ms=now_ms,
+        team=TeamSnapshot.from_json(snapshot),
+        key_budget=-1,
+        retain_ms=settings.GATEWAY_JOB_RETAIN_SECONDS * 1000,
+    )
+    result = client.eval(scripts.JOB_CLOSE, len(keys), *keys, *args)
+    if result[0] != b"ok":
+        return 0
+    logger.info("job %s expired after %ss open", job_id, ttl)
+    return 1
 
 
 def purge_call_logs(*, batch_size: int = 1000, max_batches: int = 100) -> int:

@@ -1,61 +1,72 @@
 """Every Redis name the control plane and the gateway share: the one place a `tg:` key is spelled.
 
-Lua scripts get these names substituted into their text at import (livestate/scripts.py) or
-passed as KEYS; nothing else builds a `tg:` name. The wire format of each hash, with units:
+Lua scripts get every name they touch as KEYS (livestate/scripts.py); nothing else builds a
+`tg:` name. The layout is Redis Cluster's: a name's `{hash tag}` decides its slot, and a script
+may only touch keys of one slot, all declared.
 
-  tg:keys         hash  key hash -> KeySnapshot JSON (also under the previous hash in a grace)
-  tg:keys:retired zset  key id -> retired at (s): retired keys whose tg:kacct may remain, until
-                        nothing is in flight or unsettled for them
-  tg:teams        hash  team pk -> TeamSnapshot JSON
-  tg:catalog      str   upstreams, models and model groups (JSON)
-  tg:health       hash  model public id -> {status, checked}: probe verdicts, kept out of the
-                        catalog so a probe round does not make every gateway rebuild it
-  tg:changes      stream of {kind, id, hashes}: what each gateway reloads
-  tg:acct:{team}  hash  bal, pspend, ver: the settled balance and period spend (micro-credits)
-                        at ledger version `ver`, from Postgres; pend: charged by the gateway,
-                        not yet settled; resv: reserved by calls in flight and open jobs
-  tg:kacct:{key}  hash  spent (micro-credits charged to the key, settled or not), resv
-  tg:rl:{k|t}:{id}:{r|t}:{minute}  sliding-window counters (requests / tokens per minute)
-  tg:par:{team}   zset  request id -> admission time (ms): the team's parallel slots
-  tg:inflight     hash  request id -> {team, org, key, reserve, ts, inst}: calls admitted, not
-                        settled; each is a lease held by gateway instance `inst` (seat#token),
-                        with its progress (prog, caps) while it streams (livestate/leases.py)
-  tg:gw:beats     zset  gateway instance id -> its last heartbeat (ms, Redis's clock)
-  tg:gw:seats     hash  seat -> the instance id (seat#incarnation) that holds it now
-  tg:gw:reaper    str   the lease reaper's lock: one process sweeps at a time (short expiry)
-  tg:usage        stream of settlement records {rec, charged}; consumer group `settlers`
-  tg:usage:dead   stream of records that could not be settled, for a person to look at
-  tg:job:{id}     hash  a job's live state (status, fee, calls, failed, in, out, cost, price)
-  tg:jobs:open    zset  job id -> opened at (ms)
+Per-call state is split into SHARDS shards; a team's shard is `shard_of(team id)`, and every name
+one call touches (its team's account, its key's account, parallel slots, rate counters, job, and
+the shard's in-flight hash and usage stream) carries the tag `{<shard>}`, so an ADMIT or a
+SETTLE runs on one node. Names that no per-call script touches (the snapshots, the change feed,
+metrics, task heartbeats) are global; the control plane's snapshots and their change feed share
+the tag `{ctl}` so that a full publish replaces them in one MULTI.
+
+The wire format of each name, with units (`s` = shard, `team`/`key` = primary keys):
+
+  tg:{ctl}:keys     hash  key hash -> KeySnapshot JSON (also under the previous hash in a grace)
+  tg:{ctl}:teams    hash  team pk -> TeamSnapshot JSON
+  tg:{ctl}:catalog  str   upstreams, models and model groups (JSON)
+  tg:{ctl}:health   hash  model public id -> {status, checked}: probe verdicts, kept out of the
+                          catalog so a probe round does not make every gateway rebuild it
+  tg:{ctl}:changes  stream of {kind, id, hashes}: what each gateway reloads
+  tg:{s}:acct:{team}    hash  bal, pspend, ver: the settled balance and period spend
+                        (micro-credits) at ledger version `ver`, from Postgres; pend: charged by
+                        the gateway, not yet settled; resv: reserved by calls in flight and open
+                        jobs; k<key>:s, k<key>:r: each of the team's keys' spend (micro-credits
+                        charged to the key, settled or not) and reservation
+  tg:{s}:rl:k:{key}     hash  the key's rate counters: r<minute>, t<minute> = requests and
+                        tokens admitted in that minute since the epoch (sliding window over the
+                        current and previous minute); expires 120 s after a minute's first call
+  tg:{s}:rl:t:{team}    hash  the team's, likewise
+  tg:{s}:par:{team}     zset  request id -> admission time (ms): the team's parallel slots
+  tg:{s}:job:{id}       hash  a job's live state (status, fee, calls, failed, in, out, cost,
+                        price); the shard of the team that opened it
+  tg:{s}:inflight       hash  request id -> {team, org, key, reserve, ts, inst}: calls admitted,
+                        not settled; each is a lease held by gateway instance `inst`
+                        (seat#token), with its progress (prog, caps) while it streams
+                        (livestate/leases.py)
+  tg:{s}:gw:beats       zset  gateway instance id -> its last heartbeat (ms, Redis's clock); every
+                        instance beats into every shard, so REAP checks liveness in its slot
+  tg:{s}:gw:seats       hash  seat -> the instance id (seat#incarnation) that holds it now
+  tg:{s}:usage          stream of settlement records {rec, charged}; consumer group `settlers`
+  tg:{s}:usage:dead     stream of records that could not be settled, for a person to look at
+  tg:{s}:jobs:open      zset  job id -> opened at (ms)
+  tg:{s}:keys:retired   zset  key id -> retired at (s): retired keys whose account fields may
+                        remain, until nothing is in flight or unsettled for them
+  tg:cache:{team:digest}:u / :s   the response cache's unary and stream entries (proxy/cache.py)
+  tg:gw:reaper          str   the lease reaper's lock: one process sweeps at a time (short expiry)
+  tg:metrics:*, tg:tasks:*, tg:litellm:lock:*   workers' counters, heartbeats and locks
 """
 
 PREFIX = "tg:"
 
-# Snapshots the control plane publishes and every gateway follows.
-KEY_SNAPSHOTS = "tg:keys"
-RETIRED_KEYS = "tg:keys:retired"
-TEAM_SNAPSHOTS = "tg:teams"
-CATALOG = "tg:catalog"
-HEALTH = "tg:health"
-CHANGES = "tg:changes"
+# Per-call state is spread over this many hash tags. Changing it moves every team to another
+# shard, so it needs the gateways and workers stopped, the usage streams settled (empty) and
+# the accounts rebuilt (a reconcile after FLUSHALL does both): never change it on a live system.
+SHARDS = 16
+SHARD_RANGE = range(SHARDS)
+
+# Snapshots the control plane publishes and every gateway follows (one slot: {ctl}).
+KEY_SNAPSHOTS = "tg:{ctl}:keys"
+TEAM_SNAPSHOTS = "tg:{ctl}:teams"
+CATALOG = "tg:{ctl}:catalog"
+HEALTH = "tg:{ctl}:health"
+CHANGES = "tg:{ctl}:changes"
 CHANGES_MAXLEN = 100_000
 
-# Per-call state written by the gateway's scripts.
-ACCOUNT_PREFIX = "tg:acct:"
-KEY_ACCOUNT_PREFIX = "tg:kacct:"
-PARALLEL_PREFIX = "tg:par:"
-KEY_RATE_PREFIX = "tg:rl:k:"
-TEAM_RATE_PREFIX = "tg:rl:t:"
-INFLIGHT = "tg:inflight"
-# Gateway instances and their leases (livestate/leases.py).
-GATEWAY_BEATS = "tg:gw:beats"
-GATEWAY_SEATS = "tg:gw:seats"
+# The lease reaper's lock (livestate/leases.py): one process sweeps at a time.
 LEASE_REAPER_LOCK = "tg:gw:reaper"
-USAGE_STREAM = "tg:usage"
 SETTLER_GROUP = "settlers"
-DEAD_LETTERS = "tg:usage:dead"
-JOB_PREFIX = "tg:job:"
-OPEN_JOBS = "tg:jobs:open"
 # The gateway's response cache (proxy/cache.py); Django's own cache uses another prefix.
 RESPONSE_CACHE_PREFIX = "tg:cache:"
 
@@ -67,30 +78,84 @@ TASKS_WATCH_SINCE = "tg:tasks:watch_since"  # unix time heartbeats were first re
 LITELLM_LOCK_PREFIX = "tg:litellm:lock:"
 
 
+def shard_of(team_id: int) -> int:
+    return int(team_id) % SHARDS
+
+
+def _tagged(shard: int) -> str:
+    return f"tg:{{{shard}}}:"
+
+
 def acct_key(team_id: int) -> str:
-    return f"{ACCOUNT_PREFIX}{team_id}"
+    return f"{_tagged(shard_of(team_id))}acct:{team_id}"
 
 
-def key_acct_key(key_id: int) -> str:
-    return f"{KEY_ACCOUNT_PREFIX}{key_id}"
+def key_fields(key_id: int) -> tuple[str, str]:
+    """The key's (spent, reserved) fields in its team's account hash."""
+    return f"k{key_id}:s", f"k{key_id}:r"
 
 
 def parallel_key(team_id: int) -> str:
-    return f"{PARALLEL_PREFIX}{team_id}"
+    return f"{_tagged(shard_of(team_id))}par:{team_id}"
 
 
-def key_rate_key(key_id: int, unit: str) -> str:
-    """`unit` is "r" (requests) or "t" (tokens); the script appends the minute."""
-    return f"{KEY_RATE_PREFIX}{key_id}:{unit}"
+def key_rate_key(team_id: int, key_id: int) -> str:
+    return f"{_tagged(shard_of(team_id))}rl:k:{key_id}"
 
 
-def team_rate_key(team_id: int, unit: str) -> str:
-    return f"{TEAM_RATE_PREFIX}{team_id}:{unit}"
+def team_rate_key(team_id: int) -> str:
+    return f"{_tagged(shard_of(team_id))}rl:t:{team_id}"
 
 
-def job_key(job_id: str) -> str:
-    """A job's hash; with an empty id, a name that never exists (scripts take a fixed arity)."""
-    return f"{JOB_PREFIX}{job_id}"
+def job_key(team_id: int, job_id: str) -> str:
+    """A job's hash, in its team's shard; with an empty id, a name that never exists (scripts
+    take a fixed arity)."""
+    return f"{_tagged(shard_of(team_id))}job:{job_id}"
+
+
+def shard_job_key(shard: int, job_id: str) -> str:
+    """A job's hash found through its shard's open-jobs zset."""
+    return f"{_tagged(shard)}job:{job_id}"
+
+
+def inflight_key(shard: int) -> str:
+    return f"{_tagged(shard)}inflight"
+
+
+def usage_stream(shard: int) -> str:
+    return f"{_tagged(shard)}usage"
+
+
+def dead_letters(shard: int) -> str:
+    return f"{_tagged(shard)}usage:dead"
+
+
+def open_jobs_key(shard: int) -> str:
+    return f"{_tagged(shard)}jobs:open"
+
+
+def gateway_beats(shard: int) -> str:
+    return f"{_tagged(shard)}gw:beats"
+
+
+def gateway_seats(shard: int) -> str:
+    return f"{_tagged(shard)}gw:seats"
+
+
+def retired_keys_key(shard: int) -> str:
+    return f"{_tagged(shard)}keys:retired"
+
+
+def response_cache_keys(team_id: int, digest: str) -> tuple[str, str]:
+    """(unary entry, stream entry): one tag per request, so both are read in one MGET and the
+    entries spread over the cluster."""
+    base = f"{RESPONSE_CACHE_PREFIX}{{{team_id}:{digest}}}"
+    return base + ":u", base + ":s"
+
+
+def response_cache_pattern(team_id: int) -> str:
+    """A SCAN pattern for a team's response-cache entries."""
+    return f"{RESPONSE_CACHE_PREFIX}{{{team_id}:*"
 
 
 def litellm_lock_key(kind: str, sync_id: int) -> str:

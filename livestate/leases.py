@@ -20,24 +20,29 @@ succeeds. So a reservation is released once whichever runs first, and a second R
 nothing. (A call SETTLE finishes after its lease was reaped, from an instance stalled past the
 TTL, is still recorded: the ledger posts a request id once, the first record in the stream.)
 
-Every key a script touches is in its KEYS; the scripts build no names.
+Every key a script touches is in its KEYS; the scripts build no names. On a Redis Cluster a
+script reaches only its own slot, so an instance beats into every shard's GATEWAY_BEATS and
+GATEWAY_SEATS (livestate/keys.py), and REAP checks liveness in the shard of the call it reaps.
 """
 
 import time
 
 import orjson
+import redis
 
 from livestate.keys import (
-    GATEWAY_BEATS,
-    GATEWAY_SEATS,
-    INFLIGHT,
     LEASE_REAPER_LOCK,
-    USAGE_STREAM,
+    SHARD_RANGE,
     acct_key,
-    key_acct_key,
+    gateway_beats,
+    gateway_seats,
+    inflight_key,
+    key_fields,
     parallel_key,
+    shard_of,
+    usage_stream,
 )
-from livestate.scripts import _CREDIT_HELPERS  # room_for, release, charge_to: SETTLE's caps
+from livestate.scripts import _CREDIT_HELPERS  # release_and_charge: SETTLE's caps
 
 SEPARATOR = "#"
 # Instances not heard from for this long are forgotten (their seat too, if still theirs). A
@@ -74,11 +79,12 @@ return 1
 """
 
 # Release one dead lease: reservation, parallel slot, and the charge for what was streamed.
-# KEYS: 1 inflight hash, 2 beats zset, 3 seats hash, 4 account hash, 5 key-account hash,
-#       6 parallel zset, 7 usage stream
+# KEYS: 1 inflight hash, 2 beats zset, 3 seats hash (all three of the call's shard),
+#       4 account hash, 5 parallel zset, 6 usage stream
 # ARGV: 1 request id, 2 the lease as the sweep read it, 3 lease TTL (ms), 4 instance id,
 #       5 seat, 6 reserve, 7 price of the progress, 8 overdraft, 9 team budget,
-#       10 budget hard (1/0), 11 key budget, 12 usage record (JSON), 13 admitted at (ms)
+#       10 budget hard (1/0), 11 key budget, 12 usage record (JSON), 13 admitted at (ms),
+#       14 the key's spent field, 15 its reserved field
 # Returns the amount charged (>= 0), -1 (settled, reaped or changed since it was read: nothing
 # done) or -2 (its instance is alive: nothing done).
 REAP = (
@@ -92,13 +98,10 @@ local beat = tonumber(redis.call('ZSCORE', KEYS[2], ARGV[4]) or ARGV[13])
 local holder = redis.call('HGET', KEYS[3], ARGV[5])
 if beat >= now - tonumber(ARGV[3]) and (not holder or holder == ARGV[4]) then return -2 end
 redis.call('HDEL', KEYS[1], ARGV[1])
-release(KEYS[4], KEYS[5], tonumber(ARGV[6]))
-local room = room_for(KEYS[4], KEYS[5], tonumber(ARGV[8]), tonumber(ARGV[9]), ARGV[10] == '1',
-  tonumber(ARGV[11]))
-local charge = math.max(0, math.min(tonumber(ARGV[7]), room))
-charge_to(KEYS[4], KEYS[5], charge)
-redis.call('ZREM', KEYS[6], ARGV[1])
-redis.call('XADD', KEYS[7], '*', 'rec', ARGV[12], 'charged', charge)
+local charge = release_and_charge(KEYS[4], ARGV[14], ARGV[15], tonumber(ARGV[6]),
+  tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9]), ARGV[10] == '1', tonumber(ARGV[11]))
+redis.call('ZREM', KEYS[5], ARGV[1])
+redis.call('XADD', KEYS[6], '*', 'rec', ARGV[12], 'charged', charge)
 return charge
 """
 )
@@ -127,18 +130,29 @@ def seat_of(instance: str) -> str:
     return instance.rpartition(SEPARATOR)[0]
 
 
-def heartbeat_call(instance: str, *, claim: bool = False) -> tuple[list, list]:
-    """HEARTBEAT's (KEYS, ARGV)."""
-    return [GATEWAY_BEATS, GATEWAY_SEATS], [instance, seat_of(instance), "1" if claim else "0"]
+def heartbeat_calls(instance: str, *, claim: bool = False) -> list[tuple[list, list]]:
+    """HEARTBEAT's (KEYS, ARGV), once per shard (shard 0's answer says who held the seat)."""
+    args = [instance, seat_of(instance), "1" if claim else "0"]
+    return [([gateway_beats(s), gateway_seats(s)], args) for s in SHARD_RANGE]
 
 
-def progress_call(rid: str, lease: bytes) -> tuple[list, list]:
+def heartbeat(client, instance: str, *, claim: bool = False) -> str:
+    """Beat (and with claim, take the seat) in every shard with a synchronous client; returns
+    who held the seat before ('' = nobody)."""
+    script = client.register_script(HEARTBEAT)
+    replies = [
+        script(keys=keys, args=args) for keys, args in heartbeat_calls(instance, claim=claim)
+    ]
+    return _text(replies[0][0])
+
+
+def progress_call(rid: str, lease: bytes, team_id: int) -> tuple[list, list]:
     """PROGRESS's (KEYS, ARGV)."""
-    return [INFLIGHT], [rid, lease]
+    return [inflight_key(shard_of(team_id))], [rid, lease]
 
 
-def forget_call() -> tuple[list, list]:
-    return [GATEWAY_BEATS, GATEWAY_SEATS], [FORGET_AFTER_MS]
+def forget_calls() -> list[tuple[list, list]]:
+    return [([gateway_beats(s), gateway_seats(s)], [FORGET_AFTER_MS]) for s in SHARD_RANGE]
 
 
 def with_progress(
@@ -187,7 +201,7 @@ class Instances:
 
     @classmethod
     def of(cls, replies: list, ttl_ms: int) -> "Instances":
-        """From the replies to instances_reads()."""
+        """From the replies read_instances() gathers."""
         (seconds, micros), beats, seats, info = replies[:4]
         now_ms = int(seconds) * 1000 + int(micros) // 1000
         return cls(beats, seats, now_ms, ttl_ms, int(info.get("uptime_in_seconds", 0)))
@@ -233,14 +247,14 @@ def reap_call(
     }
     if prog.get("job"):
         record["job"] = prog["job"]
+    shard = shard_of(team)
     keys = [
-        INFLIGHT,
-        GATEWAY_BEATS,
-        GATEWAY_SEATS,
+        inflight_key(shard),
+        gateway_beats(shard),
+        gateway_seats(shard),
         acct_key(team),
-        key_acct_key(key),
         parallel_key(team),
-        USAGE_STREAM,
+        usage_stream(shard),
     ]
     args = [
         rid,
@@ -256,16 +270,52 @@ def reap_call(
         key_budget,
         orjson.dumps(record),
         int(lease.get("ts", 0)),
+        *key_fields(key),
     ]
     return keys, args
 
 
-def instances_reads(pipe) -> None:
-    """Queue what a sweep reads first (Redis's clock, the beats, the seats), for `Instances.of`."""
+def read_instances(client, shard: int, ttl_ms: int) -> "Instances":
+    """What a sweep of `shard` reads first (its node's clock and uptime, the shard's beats and
+    seats), with a synchronous client."""
+    beats, seats = gateway_beats(shard), gateway_seats(shard)
+    if isinstance(client, redis.RedisCluster):
+        node = client.get_node_from_key(beats)
+        replies = [
+            client.time(target_nodes=node),
+            client.zrange(beats, 0, -1, withscores=True),
+            client.hgetall(seats),
+            client.info("server", target_nodes=node),
+        ]
+        return Instances.of(replies, ttl_ms)
+    pipe = client.pipeline(transaction=False)
     pipe.time()
-    pipe.zrange(GATEWAY_BEATS, 0, -1, withscores=True)
-    pipe.hgetall(GATEWAY_SEATS)
+    pipe.zrange(beats, 0, -1, withscores=True)
+    pipe.hgetall(seats)
     pipe.info("server")
+    return Instances.of(pipe.execute(), ttl_ms)
+
+
+async def read_instances_async(client, shard: int, ttl_ms: int) -> "Instances":
+    """read_instances with an asyncio client (the gateway's)."""
+    from redis.asyncio.cluster import RedisCluster
+
+    beats, seats = gateway_beats(shard), gateway_seats(shard)
+    if isinstance(client, RedisCluster):
+        node = client.get_node_from_key(beats)
+        replies = [
+            await client.time(target_nodes=node),
+            await client.zrange(beats, 0, -1, withscores=True),
+            await client.hgetall(seats),
+            await client.info("server", target_nodes=node),
+        ]
+        return Instances.of(replies, ttl_ms)
+    pipe = client.pipeline(transaction=False)
+    pipe.time()
+    pipe.zrange(beats, 0, -1, withscores=True)
+    pipe.hgetall(seats)
+    pipe.info("server")
+    return Instances.of(await pipe.execute(), ttl_ms)
 
 
 def lock_call(owner: str, every_s: float) -> tuple[str, str, int]:
@@ -277,19 +327,23 @@ def lock_call(owner: str, every_s: float) -> tuple[str, str, int]:
 def sweep(client, *, ttl_ms: int) -> int:
     """Reap every dead lease with a synchronous client (the Celery task); returns how many.
     The gateway runs the same steps with its async client (proxy/leases.py)."""
-    pipe = client.pipeline(transaction=False)
-    instances_reads(pipe)
-    instances = Instances.of(pipe.execute(), ttl_ms)
     reap = client.register_script(REAP)
+    forget = client.register_script(FORGET)
     reaped = 0
-    for rid, raw in client.hscan_iter(INFLIGHT, count=1000):
-        call = reap_call(rid, raw, instances)
-        if call is not None and reap(keys=call[0], args=call[1]) >= 0:
-            reaped += 1
-    keys, args = forget_call()
-    client.register_script(FORGET)(keys=keys, args=args)
+    for shard in SHARD_RANGE:
+        instances = read_instances(client, shard, ttl_ms)
+        for rid, raw in client.hscan_iter(inflight_key(shard), count=1000):
+            call = reap_call(rid, raw, instances)
+            if call is not None and reap(keys=call[0], args=call[1]) >= 0:
+                reaped += 1
+    for keys, args in forget_calls():
+        forget(keys=keys, args=args)
     return reaped
 
 
 def _text(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+# Every script, by name: the cluster test checks each one's key discipline.
+ALL = {"HEARTBEAT": HEARTBEAT, "PROGRESS": PROGRESS, "LEASE_REAP": REAP, "FORGET": FORGET}

@@ -6,112 +6,132 @@ in hard mode). Settlement releases the reservation and charges the actual price,
 what is still allowed, so the sum charged can never exceed what admission allowed, whatever
 the concurrency. Each script runs atomically inside Redis: no check-then-act gap.
 
+Cluster rule: every key a script touches is passed in KEYS, and all of one call's KEYS carry
+one hash tag (the team's shard, livestate/keys.py). The Lua builds hash *fields* (a key's
+fields in its team's account, a rate counter's minute), never key names; tests check both
+(tests/test_redis_cluster.py reads the Lua for key arguments that are not KEYS[...]).
+
 Units: all amounts are integer micro-credits; times are milliseconds since the epoch.
 
-The scripts take positional KEYS and ARGV; `GatewayScripts` (at the end) is the only code that
-spells their order for the gateway's four scripts, and takes named arguments instead.
+The scripts take positional KEYS and ARGV; the functions and `GatewayScripts` at the end are
+the only code that spells their order, and take named arguments instead.
 """
 
 from typing import NamedTuple
 
 from livestate.keys import (
-    ACCOUNT_PREFIX,
-    INFLIGHT,
-    JOB_PREFIX,
-    KEY_ACCOUNT_PREFIX,
-    OPEN_JOBS,
-    PARALLEL_PREFIX,
-    USAGE_STREAM,
+    SETTLER_GROUP,
+    acct_key,
+    dead_letters,
+    inflight_key,
     job_key,
+    open_jobs_key,
+    parallel_key,
+    retired_keys_key,
+    shard_job_key,
+    shard_of,
+    usage_stream,
 )
 from livestate.snapshots import KeySnapshot, TeamSnapshot
 
 # A parallel-request slot whose holder vanished (crash) is reclaimed after this long.
 PARALLEL_STALE_MS = 15 * 60 * 1000
+# A rate counter hash lives this long after the first call of a minute: the current and the
+# previous minute are all the sliding window reads.
+RATE_TTL_MS = 120_000
 
 _RATE_HELPERS = """
 local now = tonumber(ARGV[1])
 local win = math.floor(now / 60000)
-local frac = (now % 60000) / 60000
-local function used(name)
-  local cur = tonumber(redis.call('GET', name .. ':' .. win) or '0')
-  local prev = tonumber(redis.call('GET', name .. ':' .. (win - 1)) or '0')
-  -- Sliding window: the previous minute counts in proportion to how much of it still overlaps.
-  return prev * (1 - frac) + cur
+local keep = 1 - (now % 60000) / 60000
+local rcur, rprev, tcur, tprev = 'r' .. win, 'r' .. (win - 1), 't' .. win, 't' .. (win - 1)
+-- A scope's (key's or team's) counters: raw current minute, and the sliding window's use
+-- (the previous minute counts in proportion to how much of it still overlaps).
+local function window(hash)
+  local v = redis.call('HMGET', hash, rcur, rprev, tcur, tprev)
+  local r, t = tonumber(v[1] or '0'), tonumber(v[3] or '0')
+  return {r = r, t = t, new = not v[1] and not v[3],
+    rused = r + tonumber(v[2] or '0') * keep, tused = t + tonumber(v[4] or '0') * keep}
 end
-local function bump(name, by)
-  if by ~= 0 then
-    local k = name .. ':' .. win
-    redis.call('INCRBY', k, by)
-    redis.call('PEXPIRE', k, 120000)
+local function count(hash, w, reqs, tokens)
+  if reqs == 0 and tokens == 0 then return end
+  if reqs ~= 0 and tokens ~= 0 then
+    redis.call('HSET', hash, rcur, w.r + reqs, tcur, w.t + tokens)
+  elseif reqs ~= 0 then
+    redis.call('HSET', hash, rcur, w.r + reqs)
+  else
+    redis.call('HSET', hash, tcur, w.t + tokens)
+  end
+  if w.new then
+    -- First call of this minute: the minute before last is out of every window.
+    redis.call('HDEL', hash, 'r' .. (win - 2), 't' .. (win - 2))
+    redis.call('PEXPIRE', hash, __RATE_TTL__)
   end
 end
 """
 
+# The team's account hash holds its keys' accounts as fields (keys.key_fields): one HMGET reads
+# everything a credit decision needs, one HSET writes it back.
 _CREDIT_HELPERS = """
--- Would a reservation of `reserve` fit? Returns (refusal or nil, soft budget overrun 1/0).
-local function credit_check(acct, kacct, reserve, overdraft, budget, hard, key_budget)
-  local a = redis.call('HMGET', acct, 'ver', 'bal', 'pend', 'resv', 'pspend')
+-- Would a reservation of `reserve` fit? Returns (refusal or nil, soft budget overrun 1/0, the
+-- account {resv, kresv}).
+local function credit_check(acct, kspent, kresv, reserve, overdraft, budget, hard, key_budget)
+  local a = redis.call('HMGET', acct, 'ver', 'bal', 'pend', 'resv', 'pspend', kspent, kresv)
   if not a[1] then
     -- No settled balance published for this team (e.g. Redis was flushed): fail closed.
-    return {'not_ready', 'account', 1, 0, 0}, 0
+    return {'not_ready', 'account', 1, 0, 0}, 0, nil
   end
   local bal, pend, resv, pspend = tonumber(a[2]), tonumber(a[3] or '0'),
     tonumber(a[4] or '0'), tonumber(a[5] or '0')
+  local ks, kr = tonumber(a[6] or '0'), tonumber(a[7] or '0')
   if bal - pend - resv + overdraft < reserve then
-    return {'insufficient_quota', 'credits', 0, 0, 0}, 0
+    return {'insufficient_quota', 'credits', 0, 0, 0}, 0, nil
   end
   local over = budget >= 0 and pspend + pend + resv + reserve > budget
   if over and hard then
     return {'budget_exceeded', 'team_budget', 0, budget,
-      math.max(0, budget - pspend - pend - resv)}, 0
+      math.max(0, budget - pspend - pend - resv)}, 0, nil
   end
-  if key_budget >= 0 then
-    local k = redis.call('HMGET', kacct, 'spent', 'resv')
-    if tonumber(k[1] or '0') + tonumber(k[2] or '0') + reserve > key_budget then
-      return {'budget_exceeded', 'key_budget', 0, key_budget, 0}, 0
-    end
+  if key_budget >= 0 and ks + kr + reserve > key_budget then
+    return {'budget_exceeded', 'key_budget', 0, key_budget, 0}, 0, nil
   end
-  return nil, over and 1 or 0
+  return nil, over and 1 or 0, {resv = resv, kresv = kr}
 end
 
--- What may still be charged to this account (and key) right now.
-local function room_for(acct, kacct, overdraft, budget, hard, key_budget)
-  local a = redis.call('HMGET', acct, 'bal', 'pend', 'resv', 'pspend')
+local function reserve_in(acct, kresv, a, amount)
+  if amount > 0 then
+    redis.call('HSET', acct, 'resv', a.resv + amount, kresv, a.kresv + amount)
+  end
+end
+
+-- Release `released` (if > 0) and charge up to `price`, capped at what may still be charged
+-- to this account (and key) once it is released. Returns the amount charged.
+local function release_and_charge(acct, kspent, kresv, released, price, overdraft, budget,
+    hard, key_budget)
+  local a = redis.call('HMGET', acct, 'bal', 'pend', 'resv', 'pspend', kspent, kresv)
   local bal, pend, resv, pspend = tonumber(a[1] or '0'), tonumber(a[2] or '0'),
     tonumber(a[3] or '0'), tonumber(a[4] or '0')
+  local ks, kr = tonumber(a[5] or '0'), tonumber(a[6] or '0')
+  resv, kr = resv - released, kr - released
   local room = bal - pend - resv + overdraft
   if budget >= 0 and hard then room = math.min(room, budget - pspend - pend - resv) end
-  if key_budget >= 0 then
-    local k = redis.call('HMGET', kacct, 'spent', 'resv')
-    room = math.min(room, key_budget - tonumber(k[1] or '0') - tonumber(k[2] or '0'))
+  if key_budget >= 0 then room = math.min(room, key_budget - ks - kr) end
+  local charge = 0
+  if price > 0 then charge = math.max(0, math.min(price, room)) end
+  if released > 0 or charge > 0 then
+    redis.call('HSET', acct, 'pend', pend + charge, 'resv', resv, kspent, ks + charge, kresv, kr)
   end
-  return room
-end
-
-local function release(acct, kacct, amount)
-  -- (0 - x, never -x: Lua's -0 reaches Redis as "-0", which HINCRBY rejects)
-  if amount > 0 then
-    redis.call('HINCRBY', acct, 'resv', 0 - amount)
-    redis.call('HINCRBY', kacct, 'resv', 0 - amount)
-  end
-end
-
-local function charge_to(acct, kacct, amount)
-  if amount > 0 then
-    redis.call('HINCRBY', acct, 'pend', amount)
-    redis.call('HINCRBY', kacct, 'spent', amount)
-  end
+  return charge
 end
 """
 
-# KEYS: 1 account hash, 2 key-account hash, 3 parallel zset, 4 inflight hash,
-#       5 key rpm, 6 key tpm, 7 team rpm, 8 team tpm   (rate names; window suffix added here),
-#       9 job hash (any name when there is no job)
+# KEYS: 1 account hash, 2 parallel zset, 3 inflight hash, 4 key rate hash, 5 team rate hash,
+#       6 job hash (any name of the shard when there is no job)
 # ARGV: 1 now_ms, 2 request id, 3 est tokens, 4 reserve,
 #       5 key rpm limit, 6 key tpm limit, 7 team rpm limit, 8 team tpm limit, 9 team parallel,
 #       10 overdraft, 11 team budget, 12 budget hard (1/0), 13 key budget, 14 inflight record,
-#       15 job id ('' = none), 16 team id   (limits: -1 = none)
+#       15 job id ('' = none), 16 team id, 17 key spent field, 18 key reserved field
+#       (limits: -1 = none)
 # Returns {status, detail, retry_after_s, limit, remaining}
 ADMIT = (
     _RATE_HELPERS
@@ -120,126 +140,125 @@ ADMIT = (
 local est = tonumber(ARGV[3])
 local reserve = tonumber(ARGV[4])
 if ARGV[15] ~= '' then
-  local j = redis.call('HMGET', KEYS[9], 'team', 'status')
+  local j = redis.call('HMGET', KEYS[6], 'team', 'status')
   -- Another team's job is answered exactly like one that does not exist.
   if j[1] ~= ARGV[16] then return {'job_not_found', 'job', 0, 0, 0} end
   if j[2] ~= 'open' then return {'job_closed', j[2], 0, 0, 0} end
 end
-local checks = {
-  {KEYS[5], tonumber(ARGV[5]), 1, 'key_rpm'},
-  {KEYS[6], tonumber(ARGV[6]), est, 'key_tpm'},
-  {KEYS[7], tonumber(ARGV[7]), 1, 'team_rpm'},
-  {KEYS[8], tonumber(ARGV[8]), est, 'team_tpm'},
-}
+local krpm, ktpm, trpm, ttpm = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]),
+  tonumber(ARGV[8])
+local kw, tw
 local rpm_remaining = -1
-for _, c in ipairs(checks) do
-  if c[2] >= 0 then
-    local u = used(c[1])
-    if u + c[3] > c[2] then
-      local retry = math.max(1, math.ceil((60000 - (now % 60000)) / 1000))
-      return {'rate_limited', c[4], retry, c[2], math.max(0, math.floor(c[2] - u))}
-    end
-    if c[4] == 'key_rpm' or (c[4] == 'team_rpm' and rpm_remaining < 0) then
-      rpm_remaining = math.floor(c[2] - u - 1)
-    end
-  end
+local function refuse(limit, used, detail)
+  local retry = math.max(1, math.ceil((60000 - (now % 60000)) / 1000))
+  return {'rate_limited', detail, retry, limit, math.max(0, math.floor(limit - used))}
+end
+if krpm >= 0 or ktpm >= 0 then
+  kw = window(KEYS[4])
+  if krpm >= 0 and kw.rused + 1 > krpm then return refuse(krpm, kw.rused, 'key_rpm') end
+  if ktpm >= 0 and kw.tused + est > ktpm then return refuse(ktpm, kw.tused, 'key_tpm') end
+  if krpm >= 0 then rpm_remaining = math.floor(krpm - kw.rused - 1) end
+end
+if trpm >= 0 or ttpm >= 0 then
+  tw = window(KEYS[5])
+  if trpm >= 0 and tw.rused + 1 > trpm then return refuse(trpm, tw.rused, 'team_rpm') end
+  if ttpm >= 0 and tw.tused + est > ttpm then return refuse(ttpm, tw.tused, 'team_tpm') end
+  if trpm >= 0 and rpm_remaining < 0 then rpm_remaining = math.floor(trpm - tw.rused - 1) end
 end
 
 local par = tonumber(ARGV[9])
-if par >= 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - __STALE_MS__)
-  if redis.call('ZCARD', KEYS[3]) >= par then
+-- Slots of vanished holders are swept only when they could matter: at the limit.
+if par >= 0 and redis.call('ZCARD', KEYS[2]) >= par then
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - __STALE_MS__)
+  if redis.call('ZCARD', KEYS[2]) >= par then
     return {'parallel_limited', 'team_parallel', 1, par, 0}
   end
 end
 
-local refused, soft_over = credit_check(KEYS[1], KEYS[2], reserve, tonumber(ARGV[10]),
-  tonumber(ARGV[11]), ARGV[12] == '1', tonumber(ARGV[13]))
+local refused, soft_over, a = credit_check(KEYS[1], ARGV[17], ARGV[18], reserve,
+  tonumber(ARGV[10]), tonumber(ARGV[11]), ARGV[12] == '1', tonumber(ARGV[13]))
 if refused then return refused end
 
-bump(KEYS[5], ARGV[5] ~= '-1' and 1 or 0)
-bump(KEYS[6], ARGV[6] ~= '-1' and est or 0)
-bump(KEYS[7], ARGV[7] ~= '-1' and 1 or 0)
-bump(KEYS[8], ARGV[8] ~= '-1' and est or 0)
-if par >= 0 then redis.call('ZADD', KEYS[3], now, ARGV[2]) end
-if reserve > 0 then
-  redis.call('HINCRBY', KEYS[1], 'resv', reserve)
-  redis.call('HINCRBY', KEYS[2], 'resv', reserve)
-end
-redis.call('HSET', KEYS[4], ARGV[2], ARGV[14])
+if kw then count(KEYS[4], kw, krpm >= 0 and 1 or 0, ktpm >= 0 and est or 0) end
+if tw then count(KEYS[5], tw, trpm >= 0 and 1 or 0, ttpm >= 0 and est or 0) end
+if par >= 0 then redis.call('ZADD', KEYS[2], now, ARGV[2]) end
+reserve_in(KEYS[1], ARGV[18], a, reserve)
+redis.call('HSET', KEYS[3], ARGV[2], ARGV[14])
 return {'ok', soft_over, 0, 0, rpm_remaining}
-""".replace("__STALE_MS__", str(PARALLEL_STALE_MS))
+"""
 )
 
-# KEYS: 1 account hash, 2 key-account hash, 3 parallel zset, 4 inflight hash, 5 usage stream,
-#       6 key tpm, 7 team tpm, 8 job hash (any name when there is no job)
+# KEYS: 1 account hash, 2 parallel zset, 3 inflight hash, 4 usage stream, 5 key rate hash,
+#       6 team rate hash, 7 job hash (any name of the shard when there is no job)
 # ARGV: 1 now_ms, 2 request id, 3 reserve, 4 price, 5 token correction (actual - estimate),
 #       6 overdraft, 7 team budget, 8 budget hard (1/0), 9 key budget, 10 usage record (JSON),
 #       11 in a job (1/0), 12 the call failed upstream (1/0), 13 input tokens,
-#       14 output tokens, 15 cost
+#       14 output tokens, 15 cost, 16 key spent field, 17 key reserved field,
+#       18 admitted at (ms), 19 key tpm limited (1/0), 20 team tpm limited (1/0)
 # Returns the amount charged (<= price).
 SETTLE = (
-    _RATE_HELPERS
-    + _CREDIT_HELPERS
+    _CREDIT_HELPERS
     + """
 local reserve = tonumber(ARGV[3])
-local price = tonumber(ARGV[4])
 -- Release the reservation only if it is still held: the reaper may have released it for a call
 -- that outlived REAP_AFTER_MS, and a reservation must never be released twice.
-if redis.call('HDEL', KEYS[4], ARGV[2]) == 1 then release(KEYS[1], KEYS[2], reserve) end
-local room = room_for(KEYS[1], KEYS[2], tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8] == '1',
-  tonumber(ARGV[9]))
-local charge = math.max(0, math.min(price, room))
-charge_to(KEYS[1], KEYS[2], charge)
-if ARGV[11] == '1' and redis.call('EXISTS', KEYS[8]) == 1 then
-  redis.call('HINCRBY', KEYS[8], 'calls', 1)
-  if ARGV[12] == '1' then redis.call('HINCRBY', KEYS[8], 'failed', 1) end
-  redis.call('HINCRBY', KEYS[8], 'in', ARGV[13])
-  redis.call('HINCRBY', KEYS[8], 'out', ARGV[14])
-  redis.call('HINCRBY', KEYS[8], 'cost', ARGV[15])
-  redis.call('HINCRBY', KEYS[8], 'price', charge)
+local released = 0
+if redis.call('HDEL', KEYS[3], ARGV[2]) == 1 then released = reserve end
+local charge = release_and_charge(KEYS[1], ARGV[16], ARGV[17], released, tonumber(ARGV[4]),
+  tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8] == '1', tonumber(ARGV[9]))
+if ARGV[11] == '1' and redis.call('EXISTS', KEYS[7]) == 1 then
+  redis.call('HINCRBY', KEYS[7], 'calls', 1)
+  if ARGV[12] == '1' then redis.call('HINCRBY', KEYS[7], 'failed', 1) end
+  redis.call('HINCRBY', KEYS[7], 'in', ARGV[13])
+  redis.call('HINCRBY', KEYS[7], 'out', ARGV[14])
+  redis.call('HINCRBY', KEYS[7], 'cost', ARGV[15])
+  redis.call('HINCRBY', KEYS[7], 'price', charge)
 end
-local delta = tonumber(ARGV[5])
-if delta ~= 0 then
-  if redis.call('EXISTS', KEYS[6] .. ':' .. win) == 1 then bump(KEYS[6], delta) end
-  if redis.call('EXISTS', KEYS[7] .. ':' .. win) == 1 then bump(KEYS[7], delta) end
+-- The token estimate admission counted, corrected in the minute it was counted in (while
+-- that minute is still in the window).
+if ARGV[5] ~= '0' then
+  local admitted = math.floor(tonumber(ARGV[18]) / 60000)
+  if admitted >= math.floor(tonumber(ARGV[1]) / 60000) - 1 then
+    if ARGV[19] == '1' then redis.call('HINCRBY', KEYS[5], 't' .. admitted, ARGV[5]) end
+    if ARGV[20] == '1' then redis.call('HINCRBY', KEYS[6], 't' .. admitted, ARGV[5]) end
+  end
 end
-redis.call('ZREM', KEYS[3], ARGV[2])
-redis.call('XADD', KEYS[5], '*', 'rec', ARGV[10], 'charged', charge)
+redis.call('ZREM', KEYS[2], ARGV[2])
+redis.call('XADD', KEYS[4], '*', 'rec', ARGV[10], 'charged', charge)
 return charge
 """
 )
 
 # Open a job: reserve its flat price (per_job pricing) and record it.
-# KEYS: 1 account hash, 2 key-account hash, 3 job hash, 4 open-jobs zset, 5 usage stream
+# KEYS: 1 account hash, 2 job hash, 3 open-jobs zset, 4 usage stream
 # ARGV: 1 now_ms, 2 job id, 3 fee, 4 overdraft, 5 team budget, 6 budget hard (1/0),
-#       7 key budget, 8 team id, 9 key id, 10 job type, 11 metadata (JSON), 12 usage record
+#       7 key budget, 8 team id, 9 key id, 10 job type, 11 metadata (JSON), 12 usage record,
+#       13 key spent field, 14 key reserved field
 # Returns {status, detail, retry_after_s, limit, remaining} like ADMIT.
 JOB_OPEN = (
     _CREDIT_HELPERS
     + """
 local fee = tonumber(ARGV[3])
 if fee > 0 then
-  local refused = credit_check(KEYS[1], KEYS[2], fee, tonumber(ARGV[4]), tonumber(ARGV[5]),
-    ARGV[6] == '1', tonumber(ARGV[7]))
+  local refused, _, a = credit_check(KEYS[1], ARGV[13], ARGV[14], fee, tonumber(ARGV[4]),
+    tonumber(ARGV[5]), ARGV[6] == '1', tonumber(ARGV[7]))
   if refused then return refused end
-  redis.call('HINCRBY', KEYS[1], 'resv', fee)
-  redis.call('HINCRBY', KEYS[2], 'resv', fee)
+  reserve_in(KEYS[1], ARGV[14], a, fee)
 end
-redis.call('HSET', KEYS[3], 'team', ARGV[8], 'key', ARGV[9], 'type', ARGV[10],
+redis.call('HSET', KEYS[2], 'team', ARGV[8], 'key', ARGV[9], 'type', ARGV[10],
   'meta', ARGV[11], 'status', 'open', 'created', ARGV[1], 'fee', fee,
   'calls', 0, 'failed', 0, 'in', 0, 'out', 0, 'cost', 0, 'price', 0)
-redis.call('ZADD', KEYS[4], ARGV[1], ARGV[2])
-redis.call('XADD', KEYS[5], '*', 'rec', ARGV[12], 'charged', 0)
+redis.call('ZADD', KEYS[3], ARGV[1], ARGV[2])
+redis.call('XADD', KEYS[4], '*', 'rec', ARGV[12], 'charged', 0)
 return {'ok', 0, 0, 0, 0}
 """
 )
 
 # Close a job: release its reservation and, for a flat-priced job that completed with no
 # failed call, charge its price (capped at what the account still allows).
-# KEYS: 1 job hash, 2 open-jobs zset, 3 usage stream
+# KEYS: 1 job hash, 2 open-jobs zset, 3 usage stream, 4 the team's account hash
 # ARGV: 1 now_ms, 2 job id, 3 status (completed/failed/cancelled/expired), 4 overdraft,
-#       5 team budget, 6 budget hard (1/0), 7 key budget, 8 team id ('' = any: the expiry task),
+#       5 team budget, 6 budget hard (1/0), 7 key budget, 8 team id (the job must be its),
 #       9 how long to keep the closed job in Redis (ms)
 # Returns {'ok', charged} or {'not_found'} or {'closed', status}.
 JOB_CLOSE = (
@@ -247,20 +266,18 @@ JOB_CLOSE = (
     + """
 local j = redis.call('HMGET', KEYS[1], 'team', 'status', 'fee', 'calls', 'failed', 'key', 'cost',
   'price', 'in', 'out', 'type')
-if not j[1] or (ARGV[8] ~= '' and j[1] ~= ARGV[8]) then return {'not_found', ''} end
+if not j[1] or j[1] ~= ARGV[8] then return {'not_found', ''} end
 if j[2] ~= 'open' then return {'closed', j[2]} end
-local acct, kacct = __ACCT__ .. j[1], __KACCT__ .. j[6]
+local kspent, kresv = 'k' .. j[6] .. ':s', 'k' .. j[6] .. ':r'
 local fee, calls, failed = tonumber(j[3]), tonumber(j[4]), tonumber(j[5])
-release(acct, kacct, fee)
 local status = ARGV[3]
-local charge = 0
 -- An expired job is billed like a completed one if it did any work and nothing failed.
+local due = 0
 if fee > 0 and failed == 0 and (status == 'completed' or (status == 'expired' and calls > 0)) then
-  local room = room_for(acct, kacct, tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6] == '1',
-    tonumber(ARGV[7]))
-  charge = math.max(0, math.min(fee, room))
-  charge_to(acct, kacct, charge)
+  due = fee
 end
+local charge = release_and_charge(KEYS[4], kspent, kresv, fee, due, tonumber(ARGV[4]),
+  tonumber(ARGV[5]), ARGV[6] == '1', tonumber(ARGV[7]))
 redis.call('HSET', KEYS[1], 'status', status, 'closed', ARGV[1], 'charged', charge)
 redis.call('PEXPIRE', KEYS[1], ARGV[9])
 redis.call('ZREM', KEYS[2], ARGV[2])
@@ -274,18 +291,20 @@ return {'ok', charge}
 
 
 # Release the reservation of a call whose gateway vanished (crash, kill -9) without settling.
-# KEYS: 1 inflight hash, 2 usage stream.  ARGV: 1 request id, 2 usage record for the trail.
+# KEYS: 1 inflight hash, 2 usage stream, 3 the call's team's account, 4 its parallel zset.
+# ARGV: 1 request id, 2 usage record for the trail, 3 team id.
 # Returns 1 if it released something, 0 if the call had settled meanwhile.
 REAP = """
 local raw = redis.call('HGET', KEYS[1], ARGV[1])
 if not raw then return 0 end
 local f = cjson.decode(raw)
+if tostring(f.team) ~= ARGV[3] then return redis.error_reply('reap: not this team') end
 redis.call('HDEL', KEYS[1], ARGV[1])
 if f.reserve > 0 then
-  redis.call('HINCRBY', __ACCT__ .. f.team, 'resv', 0 - f.reserve)
-  redis.call('HINCRBY', __KACCT__ .. f.key, 'resv', 0 - f.reserve)
+  redis.call('HINCRBY', KEYS[3], 'resv', 0 - f.reserve)
+  redis.call('HINCRBY', KEYS[3], 'k' .. f.key .. ':r', 0 - f.reserve)
 end
-redis.call('ZREM', __PAR__ .. f.team, ARGV[1])
+redis.call('ZREM', KEYS[4], ARGV[1])
 redis.call('XADD', KEYS[2], '*', 'rec', ARGV[2], 'charged', 0)
 return 1
 """
@@ -348,12 +367,34 @@ local function unsettled(stream, group, limit)
   end
   return out
 end
+local function dead_letters(stream, limit, each)
+  for _, entry in ipairs(redis.call('XRANGE', stream, '-', '+', 'COUNT', limit)) do
+    local f = {}
+    for i = 1, #entry[2], 2 do f[entry[2][i]] = entry[2][i + 1] end
+    local ok, rec = pcall(cjson.decode, f['rec'] or '')
+    if ok and type(rec) == 'table' then each(rec, tonumber(f['charged'] or '0')) end
+  end
+end
+-- The open jobs of the shard, from their hashes (KEYS[first], KEYS[first + 1], ... in the
+-- order of ARGV[first_arg], ...). nil when the zset holds a job the caller did not declare
+-- (opened since it looked): the caller looks again.
+local function open_jobs(zset, first, first_arg)
+  local declared = {}
+  for i = first_arg, #ARGV do declared[ARGV[i]] = KEYS[first + i - first_arg] end
+  local out = {}
+  for _, job in ipairs(redis.call('ZRANGE', zset, 0, -1)) do
+    local hash = declared[job]
+    if not hash then return nil end
+    out[#out + 1] = redis.call('HMGET', hash, 'team', 'key', 'fee', 'status')
+  end
+  return out
+end
 """
 
 # Build a team's account in Redis from Postgres: the settled balance and period spend, and each
 # key's spend (settled in Postgres plus charged but not yet settled), in one atomic step. Until
 # then admission fails closed for the team ('not_ready').
-# KEYS: 1 account hash, 2 usage stream.
+# KEYS: 1 account hash, 2 the shard's usage stream.
 # ARGV: 1 balance, 2 period spend, 3 version, 4 settler group, 5 stream limit,
 #       then (key id, settled spend) pairs.
 # Returns 1 if it built the account, 0 if it was there already.
@@ -368,35 +409,45 @@ end
 redis.call('HSET', KEYS[1], 'bal', ARGV[1], 'pspend', ARGV[2], 'ver', ARGV[3])
 for i = 6, #ARGV, 2 do
   local spent = tonumber(ARGV[i + 1]) + (charged[ARGV[i]] or 0)
-  redis.call('HSET', __KACCT__ .. ARGV[i], 'spent', spent)
+  redis.call('HSET', KEYS[1], 'k' .. ARGV[i] .. ':s', spent)
 end
 return 1
 """
 )
 
-# Recompute what the gateway holds beside the settled balance, and repair drift:
+# Recompute what the gateway holds beside the settled balance, for one shard, and repair drift:
 #   pend (team) = charges of unsettled usage records;
 #   resv (team and key) = reservations of calls in flight + flat prices of open jobs.
-# KEYS: 1 usage stream, 2 inflight hash, 3 open-jobs zset, 4 dead-letter stream.
-# ARGV: 1 settler group, 2 stream limit, 3 number of team ids, then team ids, then key ids.
-# Returns {'too_long', length} or a flat list of repairs: (kind, id, field, old, new)...
+# KEYS: 1 usage stream, 2 inflight hash, 3 open-jobs zset, 4 dead-letter stream, then the
+#       accounts of the teams below, then the hashes of the open jobs below.
+# ARGV: 1 settler group, 2 stream limit, 3 number of teams, then per team: its id, its number
+#       of keys and their ids; then the open job ids.
+# Returns {'too_long', length}, {'retry'} (a job opened meanwhile), or a flat list of repairs:
+# (kind, id, field, old, new)...
 RECONCILE_LIVE = (
     _UNSETTLED
     + """
+local n_teams = tonumber(ARGV[3])
+local teams, arg = {}, 4
+for t = 1, n_teams do
+  local keys = {}
+  for i = 1, tonumber(ARGV[arg + 1]) do keys[i] = ARGV[arg + 1 + i] end
+  teams[t] = {id = ARGV[arg], acct = KEYS[4 + t], keys = keys}
+  arg = arg + 2 + #keys
+end
+local jobs = open_jobs(KEYS[3], 5 + n_teams, arg)
+if jobs == nil then return {'retry'} end
 local records = unsettled(KEYS[1], ARGV[1], tonumber(ARGV[2]))
 if records == nil then return {'too_long', redis.call('XLEN', KEYS[1])} end
 local pend, resv, kresv = {}, {}, {}
 for _, u in ipairs(records) do pend[u[1]] = (pend[u[1]] or 0) + u[3] end
 -- Dead letters were never posted: their charge stays pending until a person deals with them.
-for _, entry in ipairs(redis.call('XRANGE', KEYS[4], '-', '+', 'COUNT', ARGV[2])) do
-  local f = {}
-  for i = 1, #entry[2], 2 do f[entry[2][i]] = entry[2][i + 1] end
-  local ok, rec = pcall(cjson.decode, f['rec'] or '')
-  if ok and type(rec) == 'table' and rec.team then
+dead_letters(KEYS[4], ARGV[2], function(rec, charged)
+  if rec.team then
     local t = tostring(rec.team)
-    pend[t] = (pend[t] or 0) + tonumber(f['charged'] or '0')
+    pend[t] = (pend[t] or 0) + charged
   end
-end
+end)
 local flat = redis.call('HGETALL', KEYS[2])
 for i = 1, #flat, 2 do
   local f = cjson.decode(flat[i + 1])
@@ -404,8 +455,7 @@ for i = 1, #flat, 2 do
   resv[t] = (resv[t] or 0) + f.reserve
   kresv[k] = (kresv[k] or 0) + f.reserve
 end
-for _, job in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
-  local j = redis.call('HMGET', __JOB__ .. job, 'team', 'key', 'fee', 'status')
+for _, j in ipairs(jobs) do
   if j[4] == 'open' and tonumber(j[3] or '0') > 0 then
     resv[j[1]] = (resv[j[1]] or 0) + tonumber(j[3])
     kresv[j[2]] = (kresv[j[2]] or 0) + tonumber(j[3])
@@ -419,20 +469,11 @@ local function fix(kind, id, hash, field, want)
     for _, v in ipairs({kind, id, field, cur, want}) do repairs[#repairs + 1] = v end
   end
 end
-local n_teams = tonumber(ARGV[3])
-for i = 4, 3 + n_teams do
-  local t = ARGV[i]
-  local acct = __ACCT__ .. t
-  if redis.call('HEXISTS', acct, 'ver') == 1 then
-    fix('team', t, acct, 'pend', pend[t] or 0)
-    fix('team', t, acct, 'resv', resv[t] or 0)
-  end
-end
-for i = 4 + n_teams, #ARGV do
-  local k = ARGV[i]
-  local kacct = __KACCT__ .. k
-  if (kresv[k] or 0) > 0 or redis.call('HEXISTS', kacct, 'resv') == 1 then
-    fix('key', k, kacct, 'resv', kresv[k] or 0)
+for _, t in ipairs(teams) do
+  if redis.call('HEXISTS', t.acct, 'ver') == 1 then
+    fix('team', t.id, t.acct, 'pend', pend[t.id] or 0)
+    fix('team', t.id, t.acct, 'resv', resv[t.id] or 0)
+    for _, k in ipairs(t.keys) do fix('key', k, t.acct, 'k' .. k .. ':r', kresv[k] or 0) end
   end
 end
 return repairs
@@ -443,38 +484,42 @@ return repairs
 RECONCILE_STREAM_LIMIT = 200_000
 
 
-# Forget the key accounts of retired keys (revoked or expired, past their grace) that nothing
-# needs any more: no call in flight, no unsettled or dead-lettered usage record and no open job
-# for the key. A key still busy stays queued for the next round. Checked and deleted in one
-# atomic step, so a settlement cannot land between the check and the delete.
-# KEYS: 1 retired-keys zset, 2 usage stream, 3 inflight hash, 4 open-jobs zset, 5 dead letters.
-# ARGV: 1 settler group, 2 stream limit.
-# Returns the ids dropped, or {'too_long', length} (a settler backlog: nothing is dropped).
+# Forget the key accounts (fields in their team's account) of a shard's retired keys (revoked
+# or expired, past their grace) that nothing needs any more: no call in flight, no unsettled or
+# dead-lettered usage record and no open job for the key. A key still busy, or queued since
+# the caller looked, stays queued for the next round. Checked and deleted in one atomic step,
+# so a settlement cannot land between the check and the delete.
+# KEYS: 1 retired-keys zset, 2 usage stream, 3 inflight hash, 4 open-jobs zset, 5 dead letters,
+#       then the accounts of the keys below, then the hashes of the open jobs below.
+# ARGV: 1 settler group, 2 stream limit, 3 number of keys, then the key ids (KEYS[5 + i] is
+#       key i's team's account), then the open job ids.
+# Returns the ids dropped, {'retry'} (a job opened meanwhile) or {'too_long', length}.
 KEY_ACCOUNTS_DROP = (
     _UNSETTLED
     + """
+local n_keys = tonumber(ARGV[3])
+local account = {}
+for i = 1, n_keys do account[ARGV[3 + i]] = KEYS[5 + i] end
 local queued = redis.call('ZRANGE', KEYS[1], 0, -1)
 if #queued == 0 then return {} end
+local jobs = open_jobs(KEYS[4], 6 + n_keys, 4 + n_keys)
+if jobs == nil then return {'retry'} end
 local records = unsettled(KEYS[2], ARGV[1], tonumber(ARGV[2]))
 if records == nil then return {'too_long', redis.call('XLEN', KEYS[2])} end
 local busy = {}
 for _, u in ipairs(records) do busy[u[2]] = true end
-for _, entry in ipairs(redis.call('XRANGE', KEYS[5], '-', '+', 'COUNT', ARGV[2])) do
-  local f = {}
-  for i = 1, #entry[2], 2 do f[entry[2][i]] = entry[2][i + 1] end
-  local ok, rec = pcall(cjson.decode, f['rec'] or '')
-  if ok and type(rec) == 'table' and rec.key then busy[tostring(rec.key)] = true end
-end
+dead_letters(KEYS[5], ARGV[2], function(rec)
+  if rec.key then busy[tostring(rec.key)] = true end
+end)
 local flat = redis.call('HGETALL', KEYS[3])
 for i = 2, #flat, 2 do busy[tostring(cjson.decode(flat[i]).key)] = true end
-for _, job in ipairs(redis.call('ZRANGE', KEYS[4], 0, -1)) do
-  local k = redis.call('HGET', __JOB__ .. job, 'key')
-  if k then busy[k] = true end
+for _, j in ipairs(jobs) do
+  if j[2] then busy[j[2]] = true end
 end
 local dropped = {}
 for _, k in ipairs(queued) do
-  if not busy[k] then
-    redis.call('DEL', __KACCT__ .. k)
+  if not busy[k] and account[k] then
+    redis.call('HDEL', account[k], 'k' .. k .. ':s', 'k' .. k .. ':r')
     redis.call('ZREM', KEYS[1], k)
     dropped[#dropped + 1] = k
   end
@@ -484,40 +529,133 @@ return dropped
 )
 
 # Settler acknowledgement, after the ledger entries are committed in Postgres.
-# KEYS: 1 usage stream.  ARGV: 1 group, then (message id, account key, charged) triples.
+# KEYS: 1 usage stream, then the accounts of the batch's teams.
+# ARGV: 1 group, then (message id, KEYS index of its team's account, charged) triples.
 # Acking and releasing `pend` happen together, so a redelivered record releases nothing twice.
 ACK_SETTLED = """
 local released = 0
 for i = 2, #ARGV, 3 do
   if redis.call('XACK', KEYS[1], ARGV[1], ARGV[i]) == 1 then
     local charged = tonumber(ARGV[i + 2])
-    if charged > 0 then redis.call('HINCRBY', ARGV[i + 1], 'pend', 0 - charged) end
+    if charged > 0 then
+      redis.call('HINCRBY', KEYS[tonumber(ARGV[i + 1])], 'pend', 0 - charged)
+    end
     released = released + 1
   end
 end
 return released
 """
 
+ADMIT = ADMIT.replace("__STALE_MS__", str(PARALLEL_STALE_MS)).replace(
+    "__RATE_TTL__", str(RATE_TTL_MS)
+)
+
+# Every script, by name: the cluster test checks each one's key discipline.
+ALL = {
+    "ADMIT": ADMIT,
+    "SETTLE": SETTLE,
+    "JOB_OPEN": JOB_OPEN,
+    "JOB_CLOSE": JOB_CLOSE,
+    "REAP": REAP,
+    "ACCOUNT_SET": ACCOUNT_SET,
+    "ACCOUNT_REBUILD": ACCOUNT_REBUILD,
+    "RECONCILE_LIVE": RECONCILE_LIVE,
+    "KEY_ACCOUNTS_DROP": KEY_ACCOUNTS_DROP,
+    "ACK_SETTLED": ACK_SETTLED,
+}
+
 
 def account_set(client, key: str, balance: int, period_spend: int, version: int) -> int:
     return client.eval(ACCOUNT_SET, 1, key, balance, period_spend, version)
 
 
-def _names(script: str) -> str:
-    """Put livestate.keys' prefixes into a script's text: Lua spells no gateway name itself."""
-    for marker, prefix in (
-        ("__ACCT__", ACCOUNT_PREFIX),
-        ("__KACCT__", KEY_ACCOUNT_PREFIX),
-        ("__PAR__", PARALLEL_PREFIX),
-        ("__JOB__", JOB_PREFIX),
-    ):
-        script = script.replace(marker, f"'{prefix}'")
-    return script
+def account_rebuild(
+    client, *, team_id: int, balance: int, period_spend: int, version: int, key_spend: dict
+) -> int:
+    """ACCOUNT_REBUILD for one team; key_spend: key id -> settled spend (micro-credits)."""
+    pairs = []
+    for key_id, spent in key_spend.items():
+        pairs += [key_id, spent]
+    stream = usage_stream(shard_of(team_id))
+    return client.eval(
+        ACCOUNT_REBUILD,
+        2,
+        acct_key(team_id),
+        stream,
+        balance,
+        period_spend,
+        version,
+        SETTLER_GROUP,
+        RECONCILE_STREAM_LIMIT,
+        *pairs,
+    )
 
 
-JOB_CLOSE, REAP, ACCOUNT_REBUILD, RECONCILE_LIVE, KEY_ACCOUNTS_DROP = (
-    _names(s) for s in (JOB_CLOSE, REAP, ACCOUNT_REBUILD, RECONCILE_LIVE, KEY_ACCOUNTS_DROP)
-)
+def _with_open_jobs(client, shard: int, run):
+    """Run a script that declares the shard's open jobs, again if one opened meanwhile."""
+    for _ in range(10):
+        jobs = [j.decode() for j in client.zrange(open_jobs_key(shard), 0, -1)]
+        result = run(jobs, [shard_job_key(shard, j) for j in jobs])
+        if not (result and result[0] == b"retry"):
+            return result
+    raise RuntimeError(f"shard {shard}: jobs kept opening while reconciling")
+
+
+def reconcile_live(client, shard: int, teams: dict[int, list[int]]) -> list:
+    """RECONCILE_LIVE for one shard; teams: team id -> its live key ids."""
+
+    def run(jobs, job_keys):
+        args = [SETTLER_GROUP, RECONCILE_STREAM_LIMIT, len(teams)]
+        for team_id, key_ids in teams.items():
+            args += [team_id, len(key_ids), *key_ids]
+        keys = [
+            usage_stream(shard),
+            inflight_key(shard),
+            open_jobs_key(shard),
+            dead_letters(shard),
+            *(acct_key(t) for t in teams),
+            *job_keys,
+        ]
+        return client.eval(RECONCILE_LIVE, len(keys), *keys, *args, *jobs)
+
+    return _with_open_jobs(client, shard, run)
+
+
+def key_accounts_drop(client, shard: int, key_teams: dict[int, int]) -> list:
+    """KEY_ACCOUNTS_DROP for one shard; key_teams: queued key id -> its team id."""
+
+    def run(jobs, job_keys):
+        keys = [
+            retired_keys_key(shard),
+            usage_stream(shard),
+            inflight_key(shard),
+            open_jobs_key(shard),
+            dead_letters(shard),
+            *(acct_key(t) for t in key_teams.values()),
+            *job_keys,
+        ]
+        args = [SETTLER_GROUP, RECONCILE_STREAM_LIMIT, len(key_teams), *key_teams]
+        return client.eval(KEY_ACCOUNTS_DROP, len(keys), *keys, *args, *jobs)
+
+    return _with_open_jobs(client, shard, run)
+
+
+def reap(client, *, rid: str, team_id: int, record: bytes) -> int:
+    """REAP one abandoned call of `team_id` (its in-flight record says which)."""
+    shard = shard_of(team_id)
+    keys = [inflight_key(shard), usage_stream(shard), acct_key(team_id), parallel_key(team_id)]
+    return client.eval(REAP, len(keys), *keys, rid, record, team_id)
+
+
+def ack_settled(client, shard: int, acks: list[tuple[bytes, int, int]]) -> int:
+    """ACK_SETTLED: (message id, team id, charged) of records read from the shard's stream."""
+    accounts: dict[int, int] = {}
+    args: list = [SETTLER_GROUP]
+    for msg_id, team_id, charged in acks:
+        index = accounts.setdefault(team_id, len(accounts) + 2)
+        args += [msg_id, index, charged]
+    keys = [usage_stream(shard), *(acct_key(t) for t in accounts)]
+    return client.eval(ACK_SETTLED, len(keys), *keys, *args)
 
 
 class Refusal(NamedTuple):
@@ -553,10 +691,9 @@ def job_close_call(
     team: TeamSnapshot,
     key_budget: int,
     retain_ms: int,
-    team_only: bool = True,
 ) -> tuple[list, list]:
-    """JOB_CLOSE's (KEYS, ARGV). With team_only=False any team's job closes (the expiry task)."""
-    return [job_key(job_id), OPEN_JOBS, USAGE_STREAM], [
+    """JOB_CLOSE's (KEYS, ARGV) for one of `team`'s jobs."""
+    return [job_key(team.id, job_id), team.open_jobs_key, team.usage_key, team.account_key], [
         now_ms,
         job_id,
         status,
@@ -564,7 +701,7 @@ def job_close_call(
         team.budget_limit,
         _flag(team.hard),
         key_budget,
-        team.id if team_only else "",
+        team.id,
         retain_ms,
     ]
 
@@ -598,14 +735,11 @@ class GatewayScripts:
         verdict = await self._admit(
             keys=[
                 team.account_key,
-                key.account_key,
                 team.parallel_key,
-                INFLIGHT,
-                key.rpm_key,
-                key.tpm_key,
-                team.rpm_key,
-                team.tpm_key,
-                job_key(job_id or ""),
+                team.inflight_key,
+                key.rate_key,
+                team.rate_key,
+                job_key(team.id, job_id) if job_id else team.no_job_key,
             ],
             args=[
                 now_ms,
@@ -624,6 +758,8 @@ class GatewayScripts:
                 inflight,
                 job_id or "",
                 team.id,
+                key.spent_field,
+                key.reserved_field,
             ],
         )
         return None if verdict[0] == b"ok" else Refusal.of(verdict)
@@ -635,6 +771,7 @@ class GatewayScripts:
         team: TeamSnapshot,
         rid: str,
         now_ms: int,
+        admitted_ms: int,
         reserve: int,
         price: int,
         token_correction: int,
@@ -649,13 +786,12 @@ class GatewayScripts:
         return await self._settle(
             keys=[
                 team.account_key,
-                key.account_key,
                 team.parallel_key,
-                INFLIGHT,
-                USAGE_STREAM,
-                key.tpm_key,
-                team.tpm_key,
-                job_key(job_id or ""),
+                team.inflight_key,
+                team.usage_key,
+                key.rate_key,
+                team.rate_key,
+                job_key(team.id, job_id) if job_id else team.no_job_key,
             ],
             args=[
                 now_ms,
@@ -673,6 +809,11 @@ class GatewayScripts:
                 in_tokens,
                 out_tokens,
                 cost,
+                key.spent_field,
+                key.reserved_field,
+                admitted_ms,
+                _flag(key.tpm_limit >= 0),
+                _flag(team.tpm_limit >= 0),
             ],
         )
 
@@ -690,7 +831,7 @@ class GatewayScripts:
     ) -> Refusal | None:
         """Open a job, reserving its fee: None, or why not."""
         verdict = await self._job_open(
-            keys=[team.account_key, key.account_key, job_key(job_id), OPEN_JOBS, USAGE_STREAM],
+            keys=[team.account_key, job_key(team.id, job_id), team.open_jobs_key, team.usage_key],
             args=[
                 now_ms,
                 job_id,
@@ -704,6 +845,8 @@ class GatewayScripts:
                 job_type,
                 metadata,
                 record,
+                key.spent_field,
+                key.reserved_field,
             ],
         )
         return None if verdict[0] == b"ok" else Refusal.of(verdict)

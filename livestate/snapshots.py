@@ -15,7 +15,18 @@ from typing import Any, Self
 
 import orjson
 
-from livestate.keys import acct_key, key_acct_key, key_rate_key, parallel_key, team_rate_key
+from livestate.keys import (
+    acct_key,
+    inflight_key,
+    job_key,
+    key_fields,
+    key_rate_key,
+    open_jobs_key,
+    parallel_key,
+    shard_of,
+    team_rate_key,
+    usage_stream,
+)
 
 # A team's pricing modes (teams.models.Team.PricingMode holds the same values).
 MODEL_PRICES = "model_prices"
@@ -69,21 +80,18 @@ def _derived():
 
 @dataclass(frozen=True, slots=True)
 class _Limited(_Published):
-    """What keys and teams both derive: their account hash, rate-limit keys and limits."""
+    """What keys and teams both derive: their rate-counter hash and limits."""
 
-    account_key: str = _derived()
-    rpm_key: str = _derived()
-    tpm_key: str = _derived()
+    rate_key: str = _derived()
     rpm_limit: int = _derived()  # -1 for none, like the other limits
     tpm_limit: int = _derived()
     budget_limit: int = _derived()
 
 
-def _derive_limits(snapshot, rate_key) -> None:
-    """The rate-limit keys and the limits (-1 for none) shared by keys and teams."""
+def _derive_limits(snapshot, rate_key: str) -> None:
+    """The rate-counter hash and the limits (-1 for none) shared by keys and teams."""
     _set(snapshot, "groups", frozenset(snapshot.groups))
-    _set(snapshot, "rpm_key", rate_key(snapshot.id, "r"))
-    _set(snapshot, "tpm_key", rate_key(snapshot.id, "t"))
+    _set(snapshot, "rate_key", rate_key)
     _set(snapshot, "rpm_limit", limit(snapshot.rpm))
     _set(snapshot, "tpm_limit", limit(snapshot.tpm))
     _set(snapshot, "budget_limit", limit(snapshot.budget))
@@ -138,10 +146,15 @@ class KeySnapshot(_Limited):
     rpm: int | None
     tpm: int | None
     budget: int | None  # micro-credits, None = no key budget
+    # Derived once in __post_init__: the key's fields in its team's account hash.
+    spent_field: str = _derived()
+    reserved_field: str = _derived()
 
     def __post_init__(self) -> None:
-        _derive_limits(self, key_rate_key)
-        _set(self, "account_key", key_acct_key(self.id))
+        _derive_limits(self, key_rate_key(self.team, self.id))
+        spent, reserved = key_fields(self.id)
+        _set(self, "spent_field", spent)
+        _set(self, "reserved_field", reserved)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,20 +178,30 @@ class TeamSnapshot(_Limited):
     log: bool  # keep request and response bodies
     log_days: int | None
     log_patterns: tuple[str, ...]  # the team's own redaction regexes, checked when saved
-    # Derived once in __post_init__, with those of _Limited.
+    # Derived once in __post_init__, with those of _Limited: the names of the team's shard.
+    account_key: str = _derived()
     parallel_key: str = _derived()
+    inflight_key: str = _derived()
+    usage_key: str = _derived()
+    open_jobs_key: str = _derived()
+    no_job_key: str = _derived()  # what ADMIT and SETTLE declare for a call outside a job
     par_limit: int = _derived()
     hard: bool = _derived()
     redact: re.Pattern | None = _derived()  # noqa: RUF009 - a Field, not a shared value
 
     def __post_init__(self) -> None:
-        _derive_limits(self, team_rate_key)
+        _derive_limits(self, team_rate_key(self.id))
         _set(self, "log", bool(self.log))
         _set(self, "log_patterns", tuple(self.log_patterns or ()))
         if not isinstance(self.pricing, TeamPricing):
             _set(self, "pricing", TeamPricing.from_wire(self.pricing))
         _set(self, "account_key", acct_key(self.id))
         _set(self, "parallel_key", parallel_key(self.id))
+        shard = shard_of(self.id)
+        _set(self, "inflight_key", inflight_key(shard))
+        _set(self, "usage_key", usage_stream(shard))
+        _set(self, "open_jobs_key", open_jobs_key(shard))
+        _set(self, "no_job_key", job_key(self.id, ""))
         _set(self, "par_limit", limit(self.par))
         _set(self, "hard", self.budget_mode == "hard")
         patterns = self.log_patterns

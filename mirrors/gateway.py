@@ -22,16 +22,13 @@ from livestate.keys import (
     CATALOG,
     CHANGES,
     CHANGES_MAXLEN,
-    DEAD_LETTERS,
     HEALTH,
-    INFLIGHT,
     KEY_SNAPSHOTS,
-    OPEN_JOBS,
-    RETIRED_KEYS,
-    SETTLER_GROUP,
+    SHARD_RANGE,
     TEAM_SNAPSHOTS,
-    USAGE_STREAM,
     acct_key,
+    retired_keys_key,
+    shard_of,
 )
 from livestate.snapshots import KeySnapshot, TeamPricing, TeamSnapshot
 
@@ -289,9 +286,8 @@ def publish_all() -> None:
     # A key account a Redis outage kept from being queued at its key's retirement is queued
     # again here (the keys retired in the last day; dropping an absent one costs nothing).
     recent = VirtualKey.objects.filter(retired_at__gte=timezone.now() - timedelta(days=1))
-    retired = {str(pk): time.time() for pk in recent.values_list("pk", flat=True)}
-    if retired:
-        client().zadd(RETIRED_KEYS, retired)
+    for pk, team_id in recent.values_list("pk", "team_id"):
+        client().zadd(retired_keys_key(shard_of(team_id)), {str(pk): time.time()})
     drop_retired_key_accounts()
 
 
@@ -299,42 +295,53 @@ def publish_all() -> None:
 def unpublish_key(key_pk: int, hashes: Iterable[str]) -> None:
     """A key retired (revoked or expired, past its grace): its snapshots go and every gateway
     forgets them, so its secrets answer as unknown; its key account is queued for dropping."""
+    from teams.models import VirtualKey
+
     hashes = sorted({h for h in hashes if h})
+    team_id = VirtualKey.objects.filter(pk=key_pk).values_list("team_id", flat=True).first()
     pipe = client().pipeline()
     if hashes:
         pipe.hdel(KEY_SNAPSHOTS, *hashes)
-    pipe.zadd(RETIRED_KEYS, {str(key_pk): time.time()})
     _announce(pipe, "key", str(key_pk), ",".join(hashes))
     pipe.execute()
-    drop_retired_key_accounts()
+    if team_id is not None:  # its account fields: in its team's shard
+        client().zadd(retired_keys_key(shard_of(team_id)), {str(key_pk): time.time()})
+        drop_retired_key_accounts([shard_of(team_id)])
 
 
 @_safely
-def drop_retired_key_accounts() -> list[int]:
+def drop_retired_key_accounts(shards=SHARD_RANGE) -> list[int]:
     """Delete the key accounts of queued retired keys with nothing in flight or unsettled; return
     the ids dropped. Their spend is settled in Postgres, and a rebuild skips retired keys."""
-    result = client().eval(
-        scripts.KEY_ACCOUNTS_DROP,
-        5,
-        RETIRED_KEYS,
-        USAGE_STREAM,
-        INFLIGHT,
-        OPEN_JOBS,
-        DEAD_LETTERS,
-        SETTLER_GROUP,
-        scripts.RECONCILE_STREAM_LIMIT,
-    )
-    if result and result[0] == b"too_long":
-        logger.warning("usage stream holds %s records: retired keys' accounts kept", result[1])
-        return []
-    return [int(k) for k in result]
+    from teams.models import VirtualKey
+
+    dropped = []
+    for shard in shards:
+        queued = [int(k) for k in client().zrange(retired_keys_key(shard), 0, -1)]
+        if not queued:
+            continue
+        teams = dict(VirtualKey.objects.filter(pk__in=queued).values_list("pk", "team_id"))
+        gone = [k for k in queued if k not in teams]
+        if gone:  # deleted with their team, and their account with it
+            client().zrem(retired_keys_key(shard), *gone)
+        result = scripts.key_accounts_drop(client(), shard, teams)
+        if result and result[0] == b"too_long":
+            logger.warning(
+                "usage stream of shard %s holds %s records: retired keys' accounts kept",
+                shard,
+                result[1],
+            )
+            continue
+        dropped += [int(k) for k in result]
+    return dropped
 
 
 @_safely
 def unpublish_team(team_pk: int) -> None:
+    # The account is in the team's shard, the snapshots are not: two steps in a cluster.
+    client().delete(acct_key(team_pk))
     pipe = client().pipeline()
     pipe.hdel(TEAM_SNAPSHOTS, str(team_pk))
-    pipe.delete(acct_key(team_pk))
     _announce(pipe, "team", str(team_pk))
     pipe.execute()
 
@@ -349,19 +356,12 @@ def rebuild_account(account) -> bool:
     key_ids = VirtualKey.objects.filter(
         team_id=account.team_id, retired_at__isnull=True
     ).values_list("pk", flat=True)
-    pairs = []
-    for key_id in key_ids:
-        pairs += [key_id, spend.get(key_id, 0)]
-    built = client().eval(
-        scripts.ACCOUNT_REBUILD,
-        2,
-        acct_key(account.team_id),
-        USAGE_STREAM,
-        account.balance_micros,
-        account.period_spend_micros,
-        account.version,
-        SETTLER_GROUP,
-        scripts.RECONCILE_STREAM_LIMIT,
-        *pairs,
+    built = scripts.account_rebuild(
+        client(),
+        team_id=account.team_id,
+        balance=account.balance_micros,
+        period_spend=account.period_spend_micros,
+        version=account.version,
+        key_spend={key_id: spend.get(key_id, 0) for key_id in key_ids},
     )
     return bool(built)

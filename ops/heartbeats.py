@@ -19,6 +19,7 @@ from celery.schedules import crontab
 from celery.schedules import schedule as every
 from django.conf import settings
 
+from core.redis import make_client
 from livestate.keys import TASKS_LAST_SUCCESS as LAST_SUCCESS
 from livestate.keys import TASKS_WATCH_SINCE as WATCH_SINCE
 
@@ -29,13 +30,13 @@ TIMEOUT_S = 2.0
 
 
 @cache
-def _client(url: str) -> redis.Redis:
+def _client(url: str, nodes: str = "") -> redis.Redis:
     # Short timeouts: a health check must answer even when Redis does not.
-    return redis.Redis.from_url(url, socket_timeout=TIMEOUT_S, socket_connect_timeout=TIMEOUT_S)
+    return make_client(url, nodes, socket_timeout=TIMEOUT_S, socket_connect_timeout=TIMEOUT_S)
 
 
 def client() -> redis.Redis:
-    return _client(settings.REDIS_URL)
+    return _client(settings.REDIS_URL, settings.REDIS_CLUSTER_NODES)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import time
 import orjson
 from django.conf import settings
 
-from livestate.keys import RESPONSE_CACHE_PREFIX as PREFIX
+from livestate.keys import response_cache_keys
 from proxy.call import Call
 from proxy.responses import SSE_HEADERS, send_json
 
@@ -29,8 +29,7 @@ def cache_keys(team_id: int, path: str, request: dict) -> tuple[str, str]:
     digest = hashlib.sha256(
         path.encode() + b"\0" + orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS)
     ).hexdigest()
-    base = f"{PREFIX}{team_id}:{digest}"
-    return base + ":u", base + ":s"
+    return response_cache_keys(team_id, digest)
 
 
 def request_directives(scope) -> tuple[bool, bool]:

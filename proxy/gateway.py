@@ -20,7 +20,9 @@ import os
 import aiohttp
 from django.conf import settings
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 
+from core.redis import cluster_config
 from livestate.keys import CATALOG
 from livestate.scripts import GatewayScripts
 from proxy import admission, control, metrics, routing, streaming, upstream
@@ -38,6 +40,44 @@ from proxy.settlement import Settlement
 logger = logging.getLogger(__name__)
 
 
+class BoundedCluster(RedisCluster):
+    """redis-py's asyncio cluster client fails a command at once (MaxConnectionsError) when a
+    node's pool is full; like the BlockingConnectionPool of one Redis, this one makes a burst
+    wait for a free connection instead: at most `limit` commands in flight in all."""
+
+    def __init__(self, *args, limit: int, **kwargs):
+        super().__init__(*args, max_connections=limit, **kwargs)
+        self._in_flight = asyncio.Semaphore(limit)
+
+    async def execute_command(self, *args, **kwargs):
+        async with self._in_flight:
+            return await super().execute_command(*args, **kwargs)
+
+
+def redis_client():
+    """The gateway's asyncio Redis: one Redis, or a Redis Cluster (core.redis.cluster_config)."""
+    cluster = cluster_config(settings.REDIS_URL, settings.REDIS_CLUSTER_NODES)
+    if cluster is not None:
+        # A call's scripts go to the node of its team's shard.
+        return BoundedCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in cluster.nodes],
+            username=cluster.username,
+            password=cluster.password,
+            limit=settings.GATEWAY_REDIS_CONNECTIONS,
+            socket_timeout=5,
+        )
+    # A bounded pool that waits for a free connection: a burst of requests queues for a moment
+    # instead of failing with "too many connections".
+    pool = BlockingConnectionPool.from_url(
+        settings.REDIS_URL,
+        max_connections=settings.GATEWAY_REDIS_CONNECTIONS,
+        timeout=5,
+        socket_timeout=5,
+        health_check_interval=30,
+    )
+    return Redis(connection_pool=pool)
+
+
 class Gateway:
     def __init__(self):
         self.redis: Redis | None = None
@@ -51,16 +91,7 @@ class Gateway:
         async with self._started:
             if self.replica is not None:
                 return
-            # A bounded pool that waits for a free connection: a burst of requests queues for
-            # a moment instead of failing with "too many connections".
-            pool = BlockingConnectionPool.from_url(
-                settings.REDIS_URL,
-                max_connections=settings.GATEWAY_REDIS_CONNECTIONS,
-                timeout=5,
-                socket_timeout=5,
-                health_check_interval=30,
-            )
-            self.redis = Redis(connection_pool=pool)
+            self.redis = redis_client()
             self.scripts = GatewayScripts(self.redis)
             if not await self.redis.exists(CATALOG):
                 # Empty Redis (first start, or flushed): rebuild it from Postgres once.

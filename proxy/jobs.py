@@ -171,7 +171,7 @@ class JobHandler:
         )
         if refused is not None:
             raise refusal(refused)
-        h = await self.redis.hgetall(job_key(job_id))
+        h = await self.redis.hgetall(job_key(team.id, job_id))
         await send_json(send, 201, orjson.dumps(job_view(job_id, h)), rid)
 
     async def _get(self, send, rid, team: TeamSnapshot, job_id: str):
@@ -187,7 +187,7 @@ class JobHandler:
     async def _job_hash(self, team: TeamSnapshot, job_id: str) -> dict | None:
         if not JOB_ID_RE.match(job_id):
             raise _job_not_found(job_id)
-        h = await self.redis.hgetall(job_key(job_id))
+        h = await self.redis.hgetall(job_key(team.id, job_id))
         if not h:
             return None
         if h.get(b"team") != str(team.id).encode():
@@ -226,7 +226,7 @@ class JobHandler:
                 "invalid_request_error",
                 "job_closed",
             )
-        h = await self.redis.hgetall(job_key(job_id))
+        h = await self.redis.hgetall(job_key(team.id, job_id))
         await send_json(send, 200, orjson.dumps(job_view(job_id, h)), rid)
 
 

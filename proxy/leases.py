@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from livestate import leases
-from livestate.keys import INFLIGHT
+from livestate.keys import SHARD_RANGE, inflight_key
 from proxy import pricing
 from proxy.call import Call
 from proxy.replica import Route
@@ -49,9 +49,16 @@ class Instance:
         self._forget = redis.register_script(leases.FORGET)
         self._task: asyncio.Task | None = None
 
+    async def _beat(self, *, claim: bool = False) -> str:
+        """Beat in every shard; who held the seat before (shard 0's answer)."""
+        holders = [
+            (await self._heartbeat(keys=keys, args=args))[0].decode()
+            for keys, args in leases.heartbeat_calls(self.id, claim=claim)
+        ]
+        return holders[0]
+
     async def start(self) -> None:
-        keys, args = leases.heartbeat_call(self.id, claim=True)
-        previous = (await self._heartbeat(keys=keys, args=args))[0].decode()
+        previous = await self._beat(claim=True)
         if previous and previous != self.id:
             logger.info("gateway seat %s taken over from %s", leases.seat_of(self.id), previous)
         # Not waiting for the lock: an earlier incarnation's calls are released now.
@@ -69,8 +76,7 @@ class Instance:
         while True:
             await asyncio.sleep(self.every)
             try:
-                keys, args = leases.heartbeat_call(self.id)
-                holder = (await self._heartbeat(keys=keys, args=args))[0].decode()
+                holder = await self._beat()
                 if holder and holder != self.id:
                     logger.error(
                         "gateway seat %s is held by %s: two processes share one "
@@ -87,16 +93,15 @@ class Instance:
 
     async def sweep(self) -> int:
         """Reap every dead lease (livestate.leases.sweep, with this process's async client)."""
-        pipe = self.redis.pipeline(transaction=False)
-        leases.instances_reads(pipe)
-        instances = leases.Instances.of(await pipe.execute(), self.ttl_ms)
         reaped = 0
-        async for rid, raw in self.redis.hscan_iter(INFLIGHT, count=1000):
-            call = leases.reap_call(rid, raw, instances)
-            if call is not None and await self._reap(keys=call[0], args=call[1]) >= 0:
-                reaped += 1
-        keys, args = leases.forget_call()
-        await self._forget(keys=keys, args=args)
+        for shard in SHARD_RANGE:
+            instances = await leases.read_instances_async(self.redis, shard, self.ttl_ms)
+            async for rid, raw in self.redis.hscan_iter(inflight_key(shard), count=1000):
+                call = leases.reap_call(rid, raw, instances)
+                if call is not None and await self._reap(keys=call[0], args=call[1]) >= 0:
+                    reaped += 1
+        for keys, args in leases.forget_calls():
+            await self._forget(keys=keys, args=args)
         if reaped:
             logger.warning("released %d calls of dead gateway instances", reaped)
         return reaped
@@ -104,8 +109,8 @@ class Instance:
     def lease(self, call: Call, inflight: dict, reserve: int) -> "Lease":
         return Lease(self, call, inflight, reserve)
 
-    async def write_progress(self, rid: str, lease: bytes) -> None:
-        keys, args = leases.progress_call(rid, lease)
+    async def write_progress(self, rid: str, lease: bytes, team_id: int) -> None:
+        keys, args = leases.progress_call(rid, lease, team_id)
         try:
             await self._progress(keys=keys, args=args)
         except RedisError as exc:
@@ -149,4 +154,4 @@ class Lease:
             job=call.job_id,
             caps=(team.overdraft, team.budget_limit, team.hard, call.key.budget_limit),
         )
-        self.writing = asyncio.ensure_future(self.instance.write_progress(call.rid, lease))
+        self.writing = asyncio.ensure_future(self.instance.write_progress(call.rid, lease, team.id))

@@ -127,6 +127,7 @@ class Settlement:
             team=team,
             rid=call.rid,
             now_ms=int(now * 1000),
+            admitted_ms=int(call.started * 1000),
             reserve=self.reserve,
             price=price,
             token_correction=in_t + out_t - self.est_tokens,

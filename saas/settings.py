@@ -107,13 +107,24 @@ DATABASES["default"].setdefault("TEST", {})["NAME"] = env(
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env("REDIS_URL", default="redis://127.0.0.1:6379/0")
+# A Redis Cluster: REDIS_URL=redis+cluster://host:port[,host:port...], or these seed nodes
+# (host:port,host:port) with REDIS_URL's credentials. See core/redis.py.
+REDIS_CLUSTER_NODES = env("REDIS_CLUSTER_NODES", default="")
+REDIS_IS_CLUSTER = REDIS_URL.startswith("redis+cluster://") or bool(REDIS_CLUSTER_NODES.strip())
+# Django's cache (nothing of ours uses it yet) needs one plain Redis: CACHE_URL, by default
+# REDIS_URL; with a cluster and no CACHE_URL, each process's memory.
+CACHE_URL = env("CACHE_URL", default="" if REDIS_IS_CLUSTER else REDIS_URL)
 CACHES = {
-    "default": {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
-        "LOCATION": REDIS_URL,
-        # Apart from the names the gateway shares with the control plane (livestate/keys.py).
-        "KEY_PREFIX": "django",
-    }
+    "default": (
+        {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": CACHE_URL,
+            # Apart from the names the gateway shares with the control plane (livestate/keys.py).
+            "KEY_PREFIX": "django",
+        }
+        if CACHE_URL
+        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    )
 }
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -247,8 +258,14 @@ USAGE_RAW_RETENTION_DAYS = env.int("USAGE_RAW_RETENTION_DAYS", default=90)
 if USAGE_RAW_RETENTION_DAYS < 3:
     raise ImproperlyConfigured("USAGE_RAW_RETENTION_DAYS must be at least 3.")
 
-# Celery: Redis broker; tasks ack late and are idempotent (see STYLE.md).
-CELERY_BROKER_URL = env("CELERY_BROKER_URL", default=REDIS_URL)
+# Celery: Redis broker; tasks ack late and are idempotent (see STYLE.md). kombu has no Redis
+# Cluster transport: with a cluster as REDIS_URL the broker is a plain Redis of its own.
+CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="" if REDIS_IS_CLUSTER else REDIS_URL)
+if not CELERY_BROKER_URL:
+    raise ImproperlyConfigured(
+        "REDIS_URL names a Redis Cluster, which Celery cannot use as its broker: set "
+        "CELERY_BROKER_URL to a plain Redis (redis://host:port/0)."
+    )
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True

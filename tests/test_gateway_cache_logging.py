@@ -11,7 +11,7 @@ from openai import OpenAI
 from billing import settlement
 from billing.models import CallLog, LedgerEntry, UsageRecord
 from core.redis import client as redis_client
-from livestate.keys import RESPONSE_CACHE_PREFIX
+from livestate.keys import response_cache_pattern
 from modelgroups import services as catalog
 from tests.helpers.api import MASTER, client_with
 from tests.helpers.tenants import GatewayTenant
@@ -50,7 +50,7 @@ def stream_text(live, tenant, body, headers=None) -> tuple[httpx.Response, list[
 def cache_entries(tenant) -> int:
     """Answers the gateway has stored for the tenant's team (written just after the answer
     was sent, so a moment after the client has it)."""
-    pattern = f"{RESPONSE_CACHE_PREFIX}{tenant.team.pk}:*"
+    pattern = response_cache_pattern(tenant.team.pk)
     return sum(1 for _ in redis_client().scan_iter(match=pattern))
 
 

@@ -10,7 +10,7 @@ import pytest
 from billing.models import UsageRecord
 from billing.settlement import settle_usage
 from core.redis import client as redis_client
-from livestate.keys import USAGE_STREAM, acct_key
+from livestate.keys import SHARD_RANGE, acct_key, usage_stream
 from modelgroups import services as catalog
 from orgs.services import admin_key_create, organization_create
 from teams.models import VirtualKey
@@ -68,7 +68,7 @@ def money_state(tenant) -> dict:
 
 
 def usage_stream_length() -> int:
-    return redis_client().xlen(USAGE_STREAM)
+    return sum(redis_client().xlen(usage_stream(s)) for s in SHARD_RANGE)
 
 
 @pytest.fixture

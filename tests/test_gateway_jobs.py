@@ -9,7 +9,7 @@ from django.db.models import Sum
 from billing import settlement
 from billing.models import Job, LedgerEntry, UsageRecord
 from core.redis import client as redis_client
-from livestate.keys import OPEN_JOBS, USAGE_STREAM, job_key
+from livestate.keys import SHARD_RANGE, job_key, open_jobs_key, shard_of, usage_stream
 from tests.helpers.api import MASTER, client_with
 from tests.helpers.gateway import redis_account
 from tests.helpers.tenants import GatewayTenant
@@ -317,7 +317,7 @@ def test_jobs_left_open_expire_and_bill_only_if_they_did_work(live, per_job):
     assert Job.objects.get(public_id=busy["id"]).charged_micros == 500_000
     assert Job.objects.get(public_id=idle["id"]).charged_micros == 0
     assert redis_account(per_job.team)["resv"] == 0
-    assert redis_client().zcard(OPEN_JOBS) == 0
+    assert sum(redis_client().zcard(open_jobs_key(s)) for s in SHARD_RANGE) == 0
     late = post(live, per_job, "/v1/chat/completions", CHAT, {"x-job-id": busy["id"]})
     assert late.status_code == 409
 
@@ -328,7 +328,7 @@ def test_a_retired_job_is_read_from_postgres(live, tenant):
     post(live, tenant, "/v1/chat/completions", CHAT, {"x-job-id": job["id"]})
     live_view = post(live, tenant, f"/v1/jobs/{job['id']}/complete", {}).json()
     settlement.settle_usage()
-    redis_client().delete(job_key(job["id"]))
+    redis_client().delete(job_key(tenant.team.pk, job["id"]))
     # when
     response = get(live, tenant, f"/v1/jobs/{job['id']}")
     again = post(live, tenant, f"/v1/jobs/{job['id']}/complete", {})
@@ -343,7 +343,7 @@ def test_a_redelivered_job_record_posts_once(live, per_job):
     job = open_job(live, per_job)
     post(live, per_job, f"/v1/jobs/{job['id']}/complete", {})
     client = redis_client()
-    messages = client.xrange(USAGE_STREAM)
+    messages = client.xrange(usage_stream(shard_of(per_job.team.pk)))
     settlement.settle_usage()
     # when: the same records are delivered again
     settlement.settle_messages(client, messages)

@@ -16,16 +16,18 @@ from billing.models import LedgerEntry, UsageRecord
 from core.redis import client as redis_client
 from livestate import leases, scripts
 from livestate.keys import (
-    GATEWAY_BEATS,
-    GATEWAY_SEATS,
-    INFLIGHT,
-    USAGE_STREAM,
+    SHARD_RANGE,
     acct_key,
+    gateway_beats,
+    gateway_seats,
+    inflight_key,
     job_key,
-    key_acct_key,
+    key_fields,
     key_rate_key,
     parallel_key,
+    shard_of,
     team_rate_key,
+    usage_stream,
 )
 from modelgroups import services as catalog
 from proxy.tokens import estimate_text_tokens
@@ -65,8 +67,15 @@ def stream_body(max_tokens: int) -> dict:
 
 
 def lease_of(rid: str) -> dict | None:
-    raw = redis_client().hget(INFLIGHT, rid)
-    return orjson.loads(raw) if raw else None
+    for shard in SHARD_RANGE:
+        raw = redis_client().hget(inflight_key(shard), rid)
+        if raw:
+            return orjson.loads(raw)
+    return None
+
+
+def inflight_of(team) -> str:
+    return inflight_key(shard_of(team.pk))
 
 
 def content_of(frames: bytes) -> bytes:
@@ -115,7 +124,7 @@ def released(team, tenant) -> bool:
     return (
         redis_account(team).get("resv", 0) == 0
         and client.zcard(parallel_key(team.pk)) == 0
-        and client.hlen(INFLIGHT) == 0
+        and client.hlen(inflight_of(team)) == 0
     )
 
 
@@ -202,7 +211,7 @@ def test_a_gateway_restarted_on_its_seat_releases_its_earlier_calls_at_once(
         eventually(
             lambda: released(tenant.team, tenant), timeout=1, since=serving, what="the release"
         )
-        seat_holder = redis_client().hget(GATEWAY_SEATS, "gateway-test-seat").decode()
+        seat_holder = redis_client().hget(gateway_seats(0), "gateway-test-seat").decode()
         assert seat_holder != old_instance and seat_holder.startswith("gateway-test-seat#")
     finally:
         second.stop()
@@ -262,16 +271,13 @@ def admit(team, key, rid: str, lease: dict, *, reserve: int) -> None:
     """A call admitted by the real ADMIT script, holding `lease`."""
     verdict = redis_client().eval(
         scripts.ADMIT,
-        9,
+        6,
         acct_key(team.pk),
-        key_acct_key(key.pk),
         parallel_key(team.pk),
-        INFLIGHT,
-        key_rate_key(key.pk, "r"),
-        key_rate_key(key.pk, "t"),
-        team_rate_key(team.pk, "r"),
-        team_rate_key(team.pk, "t"),
-        job_key(""),
+        inflight_of(team),
+        key_rate_key(team.pk, key.pk),
+        team_rate_key(team.pk),
+        job_key(team.pk, ""),
         int(time.time() * 1000),
         rid,
         10,
@@ -288,6 +294,7 @@ def admit(team, key, rid: str, lease: dict, *, reserve: int) -> None:
         orjson.dumps(lease),
         "",
         team.pk,
+        *key_fields(key.pk),
     )
     assert verdict[0] == b"ok"
 
@@ -315,7 +322,8 @@ def dead_lease(tenant, rid: str, *, reserve: int, price: int, instance: str = "g
         caps=(0, -1, False, -1),
     )
     admit(team, key, rid, orjson.loads(lease), reserve=reserve)
-    redis_client().zadd(GATEWAY_BEATS, {instance: 1_000})
+    for shard in SHARD_RANGE:
+        redis_client().zadd(gateway_beats(shard), {instance: 1_000})
 
 
 def settle(tenant, rid: str, *, reserve: int, price: int) -> int:
@@ -337,18 +345,18 @@ def settle(tenant, rid: str, *, reserve: int, price: int) -> int:
         "lat": 5,
         "est": False,
     }
+    now_ms = int(time.time() * 1000)
     return redis_client().eval(
         scripts.SETTLE,
-        8,
+        7,
         acct_key(team.pk),
-        key_acct_key(key.pk),
         parallel_key(team.pk),
-        INFLIGHT,
-        USAGE_STREAM,
-        key_rate_key(key.pk, "t"),
-        team_rate_key(team.pk, "t"),
-        job_key(""),
-        int(time.time() * 1000),
+        inflight_of(team),
+        usage_stream(shard_of(team.pk)),
+        key_rate_key(team.pk, key.pk),
+        team_rate_key(team.pk),
+        job_key(team.pk, ""),
+        now_ms,
         rid,
         reserve,
         price,
@@ -363,6 +371,10 @@ def settle(tenant, rid: str, *, reserve: int, price: int) -> int:
         7,
         30,
         5,
+        *key_fields(key.pk),
+        now_ms,  # admitted
+        "0",  # no tpm limits
+        "0",
     )
 
 
@@ -406,7 +418,7 @@ def test_reaping_a_dead_lease_twice_releases_and_charges_it_once(live, gw_team):
     account = redis_account(team)
     assert account["resv"] == before.get("resv", 0)
     assert account["pend"] == before.get("pend", 0) + 40
-    assert client.zcard(parallel_key(team.pk)) == 0 and client.hlen(INFLIGHT) == 0
+    assert client.zcard(parallel_key(team.pk)) == 0 and client.hlen(inflight_of(team)) == 0
     settlement.settle_usage()
     record = UsageRecord.objects.get(request_id="req_dead_twice")
     assert (record.status, record.price_micros, record.input_tokens, record.output_tokens) == (
@@ -442,23 +454,22 @@ def test_a_live_instance_keeps_its_leases_however_old_and_a_new_incarnation_ends
     # given: a call an hour old, held by an instance that is heartbeating
     client = redis_client()
     instance = leases.instance_id("seat-x", "one")
-    keys, args = leases.heartbeat_call(instance, claim=True)
-    client.eval(leases.HEARTBEAT, len(keys), *keys, *args)
+    leases.heartbeat(client, instance, claim=True)
     dead_lease(gw_team, "req_old_but_live", reserve=100, price=10, instance=instance)
-    client.zadd(GATEWAY_BEATS, {instance: int(time.time() * 1000)})  # beating again
-    lease = orjson.loads(client.hget(INFLIGHT, "req_old_but_live"))
-    client.hset(INFLIGHT, "req_old_but_live", orjson.dumps({**lease, "ts": 1_000}))
+    leases.heartbeat(client, instance)  # beating again
+    inflight = inflight_of(gw_team.team)
+    lease = orjson.loads(client.hget(inflight, "req_old_but_live"))
+    client.hset(inflight, "req_old_but_live", orjson.dumps({**lease, "ts": 1_000}))
     # when: both reapers look at it
     assert leases.sweep(client, ttl_ms=ttl_ms()) == 0
     assert settlement.reap_abandoned() == 0  # the age-based backstop leaves leases alone
     # then: it is still held
-    assert client.hexists(INFLIGHT, "req_old_but_live")
+    assert client.hexists(inflight, "req_old_but_live")
     # when: its seat starts again under a new incarnation
-    keys, args = leases.heartbeat_call(leases.instance_id("seat-x", "two"), claim=True)
-    client.eval(leases.HEARTBEAT, len(keys), *keys, *args)
+    leases.heartbeat(client, leases.instance_id("seat-x", "two"), claim=True)
     # then: the earlier incarnation's call is released at once, whatever its heartbeat says
     assert leases.sweep(client, ttl_ms=ttl_ms()) == 1
-    assert not client.hexists(INFLIGHT, "req_old_but_live")
+    assert not client.hexists(inflight, "req_old_but_live")
 
 
 def test_a_call_settled_and_reaped_at_the_same_time_is_released_and_charged_once(live, gw_team):
@@ -483,7 +494,7 @@ def test_a_call_settled_and_reaped_at_the_same_time_is_released_and_charged_once
     account = redis_account(team)
     assert account["resv"] == before.get("resv", 0)
     assert account["pend"] == 0
-    assert client.hlen(INFLIGHT) == 0 and client.zcard(parallel_key(team.pk)) == 0
+    assert client.hlen(inflight_of(team)) == 0 and client.zcard(parallel_key(team.pk)) == 0
     for rid in rids:
         record = UsageRecord.objects.get(request_id=rid)
         # whichever came first: the reaper's charge for the streamed part, or the settlement's

@@ -12,16 +12,18 @@ from billing.models import LedgerEntry, UsageRecord
 from core.redis import client as redis_client
 from livestate import scripts
 from livestate.keys import (
-    DEAD_LETTERS,
-    INFLIGHT,
     SETTLER_GROUP,
-    USAGE_STREAM,
+    SHARD_RANGE,
     acct_key,
+    dead_letters,
+    inflight_key,
     job_key,
-    key_acct_key,
+    key_fields,
     key_rate_key,
     parallel_key,
+    shard_of,
     team_rate_key,
+    usage_stream,
 )
 from modelgroups import services as catalog
 from tests.helpers.gateway import redis_account
@@ -30,6 +32,15 @@ from tests.helpers.tenants import GatewayTenant
 from tests.helpers.waiting import eventually
 
 CHAT = {"model": "chat", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 30}
+
+
+def stream_of(tenant) -> str:
+    """The usage stream of the tenant's team's shard."""
+    return usage_stream(shard_of(tenant.team.pk))
+
+
+def all_records() -> list:
+    return [m for shard in SHARD_RANGE for m in redis_client().xrange(usage_stream(shard))]
 
 
 async def _fire(url: str, headers: dict, body: dict, n: int) -> list[httpx.Response]:
@@ -291,7 +302,7 @@ def test_a_client_that_leaves_mid_stream_pays_for_what_was_generated(live, mock_
 
 def _wait_for_record(rid: str, timeout: float = 5.0) -> dict:
     def record() -> dict | None:
-        for _, fields in redis_client().xrange(USAGE_STREAM):
+        for _, fields in all_records():
             rec = orjson.loads(fields[b"rec"])
             if rec["rid"] == rid:
                 return rec
@@ -305,7 +316,7 @@ def test_the_usage_record_exists_before_the_client_has_the_response(live, gw_tea
     # sent, so a gateway crash after the client got its answer cannot lose the record.
     response = fire(live, gw_team)[0]
     rid = response.headers["x-request-id"]
-    ids = [orjson.loads(f[b"rec"])["rid"] for _, f in redis_client().xrange(USAGE_STREAM)]
+    ids = [orjson.loads(f[b"rec"])["rid"] for _, f in all_records()]
     assert rid in ids
     with httpx.stream(
         "POST",
@@ -315,7 +326,7 @@ def test_the_usage_record_exists_before_the_client_has_the_response(live, gw_tea
     ) as r:
         r.read()
         stream_rid = r.headers["x-request-id"]
-    ids = [orjson.loads(f[b"rec"])["rid"] for _, f in redis_client().xrange(USAGE_STREAM)]
+    ids = [orjson.loads(f[b"rec"])["rid"] for _, f in all_records()]
     assert stream_rid in ids
 
 
@@ -324,7 +335,7 @@ def test_a_record_delivered_twice_posts_once(live, gw_team):
     fire(live, gw_team)
     client = redis_client()
     settlement.ensure_group(client)
-    messages = client.xreadgroup(SETTLER_GROUP, "w1", {USAGE_STREAM: ">"})[0][1]
+    messages = client.xreadgroup(SETTLER_GROUP, "w1", {stream_of(gw_team): ">"})[0][1]
     # when: the same messages are settled twice (a redelivery)
     settlement.settle_messages(client, messages)
     settlement.settle_messages(client, messages)
@@ -342,7 +353,7 @@ def test_records_taken_by_a_crashed_settler_are_claimed_and_posted(live, gw_team
     fire(live, gw_team, n=2)
     client = redis_client()
     settlement.ensure_group(client)
-    taken = client.xreadgroup(SETTLER_GROUP, "dead-worker", {USAGE_STREAM: ">"})[0][1]
+    taken = client.xreadgroup(SETTLER_GROUP, "dead-worker", {stream_of(gw_team): ">"})[0][1]
     assert len(taken) == 2
     # when: another settler runs after the idle timeout
     monkeypatch.setattr(settlement, "CLAIM_IDLE_MS", 0)
@@ -350,7 +361,7 @@ def test_records_taken_by_a_crashed_settler_are_claimed_and_posted(live, gw_team
     # then
     assert settled == 2
     assert posted_calls(gw_team.team) == 2
-    assert client.xpending(USAGE_STREAM, SETTLER_GROUP)["pending"] == 0
+    assert client.xpending(stream_of(gw_team), SETTLER_GROUP)["pending"] == 0
 
 
 def test_a_call_upstream_rejects_as_invalid_is_passed_on_and_not_charged(live, gw_team):
@@ -369,11 +380,11 @@ def test_settled_records_are_trimmed_but_unacknowledged_ones_stay(live, gw_team)
     fire(live, gw_team, n=3)
     settlement.ensure_group(client)
     # a settler takes one record and dies; the other two are settled by a healthy one
-    client.xreadgroup(SETTLER_GROUP, "dead-worker", {USAGE_STREAM: ">"}, count=1)
+    client.xreadgroup(SETTLER_GROUP, "dead-worker", {stream_of(gw_team): ">"}, count=1)
     settlement.settle_usage()
     # then: the stream keeps the unacknowledged record (and nothing older), and nothing is lost
-    remaining = client.xrange(USAGE_STREAM)
-    pending = client.xpending(USAGE_STREAM, SETTLER_GROUP)
+    remaining = client.xrange(stream_of(gw_team))
+    pending = client.xpending(stream_of(gw_team), SETTLER_GROUP)
     assert pending["pending"] == 1
     assert remaining[0][0] == pending["min"]
     assert posted_calls(gw_team.team) == 2
@@ -395,16 +406,13 @@ def test_a_reservation_left_by_a_dead_gateway_is_released_once(live, gw_team):
     )
     verdict = client.eval(
         scripts.ADMIT,
-        9,
+        6,
         acct_key(team),
-        key_acct_key(key),
         parallel_key(team),
-        INFLIGHT,
-        key_rate_key(key, "r"),
-        key_rate_key(key, "t"),
-        team_rate_key(team, "r"),
-        team_rate_key(team, "t"),
-        job_key(""),
+        inflight_key(shard_of(team)),
+        key_rate_key(team, key),
+        team_rate_key(team),
+        job_key(team, ""),
         1_000,
         "req_dead",
         10,
@@ -421,6 +429,7 @@ def test_a_reservation_left_by_a_dead_gateway_is_released_once(live, gw_team):
         inflight,
         "",  # no job
         team,
+        *key_fields(key),
     )
     assert verdict[0] == b"ok"
     assert redis_account(gw_team.team)["resv"] == 5_000
@@ -430,7 +439,7 @@ def test_a_reservation_left_by_a_dead_gateway_is_released_once(live, gw_team):
     settlement.settle_usage()
     # then: released once, recorded as an error call, nothing charged
     assert redis_account(gw_team.team)["resv"] == 0
-    assert client.hlen(INFLIGHT) == 0
+    assert client.hlen(inflight_key(shard_of(team))) == 0
     record = UsageRecord.objects.get(request_id="req_dead")
     assert record.status == "error" and record.price_micros == 0
 
@@ -457,12 +466,12 @@ def test_a_malformed_record_goes_to_dead_letters_without_blocking_the_others(liv
             "est": False,
         }
     )
-    client.xadd(USAGE_STREAM, {"rec": bad, "charged": 0})
+    client.xadd(stream_of(gw_team), {"rec": bad, "charged": 0})
     fire(live, gw_team)
     # when
     settlement.settle_usage()
     # then: both good calls settled, the bad one parked with its error, nothing pending
     assert posted_calls(gw_team.team) == 2
-    dead = client.xrange(DEAD_LETTERS)
+    dead = client.xrange(dead_letters(shard_of(gw_team.team.pk)))
     assert len(dead) == 1 and b"error" in dead[0][1]
-    assert client.xpending(USAGE_STREAM, SETTLER_GROUP)["pending"] == 0
+    assert client.xpending(stream_of(gw_team), SETTLER_GROUP)["pending"] == 0

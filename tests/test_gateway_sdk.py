@@ -10,7 +10,7 @@ from django.utils import timezone
 from billing.models import LedgerEntry, UsageRecord
 from billing.settlement import settle_usage
 from core.redis import client as redis_client
-from livestate.keys import USAGE_STREAM, acct_key
+from livestate.keys import acct_key, shard_of, usage_stream
 from modelgroups import services as catalog
 from orgs.services import organization_create
 from teams.models import VirtualKey
@@ -32,7 +32,7 @@ def money_state(tenant) -> dict:
     redis = redis_client()
     return {
         "redis_account": redis.hgetall(acct_key(tenant.team.pk)),
-        "usage_stream": redis.xlen(USAGE_STREAM),
+        "usage_stream": redis.xlen(usage_stream(shard_of(tenant.team.pk))),
         "balance": tenant.team.account.balance_micros,
         "ledger": list(tenant.team.account.entries.values_list("pk", flat=True)),
     }

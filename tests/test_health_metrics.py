@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from billing import metrics as usage_metrics
 from billing import settlement
 from core.redis import client as redis_client
-from livestate.keys import USAGE_STREAM
+from livestate.keys import shard_of, usage_stream
 from modelgroups import services as catalog
 from ops import heartbeats
 from proxy.metrics import GATEWAY_OVERHEAD
@@ -168,7 +168,8 @@ def test_settled_calls_are_counted_per_team_and_model_once(live, gw_team, settin
             json={"model": model, "messages": [{"role": "user", "content": "hi"}]},
         )
     client = redis_client()
-    queued = client.xrange(USAGE_STREAM)
+    stream = usage_stream(shard_of(gw_team.team.pk))
+    queued = client.xrange(stream)
     text = scrape()
     assert sample(text, "tollgate_usage_stream_undelivered") == 3
     assert sample(text, "tollgate_settlement_oldest_unsettled_age_seconds") > 0
@@ -176,7 +177,7 @@ def test_settled_calls_are_counted_per_team_and_model_once(live, gw_team, settin
     # when they are settled, then delivered and settled again (a duplicate)
     settlement.settle_usage()
     for _, fields in queued:
-        client.xadd(USAGE_STREAM, fields)
+        client.xadd(stream, fields)
     settlement.settle_usage()
 
     # then each counts once

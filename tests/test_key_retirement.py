@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from billing import reconcile, settlement
 from core.redis import client as redis_client
-from livestate.keys import KEY_SNAPSHOTS, RETIRED_KEYS, key_acct_key
+from livestate.keys import KEY_SNAPSHOTS, SHARD_RANGE, acct_key, key_fields, retired_keys_key
 from mirrors import gateway as gateway_state
 from orgs.models import AuditEvent
 from teams.models import VirtualKey
@@ -47,7 +47,8 @@ def in_redis(key_hash: str) -> bool:
 
 
 def has_key_account(key) -> bool:
-    return redis_client().exists(key_acct_key(key.pk)) == 1
+    fields = redis_client().hmget(acct_key(key.team_id), key_fields(key.pk))
+    return any(value is not None for value in fields)
 
 
 def test_a_revoked_key_past_its_grace_is_gone_everywhere_and_stays_gone(live, gw_team):
@@ -114,14 +115,15 @@ def test_an_unsettled_charge_keeps_the_key_account_until_settled(live, gw_team):
     keys_retire_due(now=key.revoked_at + grace())
     # then
     assert not has_key_account(key)
-    assert redis_client().zcard(RETIRED_KEYS) == 0
+    assert sum(redis_client().zcard(retired_keys_key(s)) for s in SHARD_RANGE) == 0
 
 
 def test_the_full_republish_drops_a_key_account_its_retirement_could_not_reach(live, gw_team):
     # given: a key retired while its after-commit unpublish was lost (Redis down, say)
     key = key_revoke(actor="test", key=gw_team.key)
     VirtualKey.objects.filter(pk=key.pk).update(retired_at=timezone.now())
-    redis_client().hset(key_acct_key(key.pk), mapping={"spent": 52, "resv": 0})
+    spent, resv = key_fields(key.pk)
+    redis_client().hset(acct_key(key.team_id), mapping={spent: 52, resv: 0})
     # when
     gateway_state.publish_all()
     # then

@@ -9,16 +9,17 @@ from billing import reconcile, settlement
 from billing.models import UsageRecord
 from core.redis import client as redis_client
 from livestate.keys import (
-    DEAD_LETTERS,
-    INFLIGHT,
     SETTLER_GROUP,
-    USAGE_STREAM,
     acct_key,
-    key_acct_key,
+    dead_letters,
+    inflight_key,
+    key_fields,
+    shard_of,
+    usage_stream,
 )
 from orgs.models import AuditEvent
 from teams.services import key_create
-from tests.helpers.gateway import redis_account
+from tests.helpers.gateway import redis_account, redis_key_account
 from tests.helpers.tenants import GatewayTenant
 
 CHAT = {"model": "chat", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 30}
@@ -35,8 +36,7 @@ def call(live, secret, headers=None) -> httpx.Response:
 
 
 def key_account(key) -> dict:
-    raw = redis_client().hgetall(key_acct_key(key.pk))
-    return {k.decode(): int(v) for k, v in raw.items()}
+    return redis_key_account(key)
 
 
 def repairs_audited(team) -> list[dict]:
@@ -88,7 +88,7 @@ def test_drift_is_repaired_and_audited_with_the_amounts(live, tenant):
     client = redis_client()
     acct = acct_key(tenant.team.pk)
     client.hset(acct, mapping={"bal": true_balance + 500, "pend": 77, "resv": 1234})
-    client.hset(key_acct_key(tenant.key.pk), "resv", 99)
+    client.hset(acct, key_fields(tenant.key.pk)[1], 99)
     # when
     repairs = reconcile.reconcile_gateway_state()
     # then
@@ -130,13 +130,14 @@ def test_unsettled_usage_in_flight_calls_open_jobs_and_dead_letters_are_kept(
     charged = redis_account(tenant.team)["pend"]
     assert charged > 0
     client = redis_client()
+    shard = shard_of(tenant.team.pk)
     client.hset(
-        INFLIGHT,
+        inflight_key(shard),
         "req_inflight",
         orjson.dumps({"team": tenant.team.pk, "key": tenant.key.pk, "reserve": 4_000, "ts": 1}),
     )
     client.xadd(
-        DEAD_LETTERS,
+        dead_letters(shard),
         {"rec": orjson.dumps({"rid": "req_dead", "team": tenant.team.pk}), "charged": 300},
     )
     client.hset(acct_key(tenant.team.pk), mapping={"pend": 0, "resv": 0})
@@ -147,7 +148,7 @@ def test_unsettled_usage_in_flight_calls_open_jobs_and_dead_letters_are_kept(
     assert redis_account(tenant.team)["resv"] == 4_000
     assert key_account(tenant.key)["resv"] == 4_000
     # and settling afterwards releases exactly what it charged
-    client.hdel(INFLIGHT, "req_inflight")
+    client.hdel(inflight_key(shard), "req_inflight")
     settlement.settle_usage()
     reconcile.reconcile_gateway_state()
     assert redis_account(tenant.team)["pend"] == 300  # the dead letter, until someone resolves it
@@ -177,7 +178,7 @@ def test_a_missing_settler_group_counts_the_whole_stream_as_unsettled(live, tena
     assert call(live, tenant.secret).status_code == 200
     charged = redis_account(tenant.team)["pend"]
     client = redis_client()
-    client.xgroup_destroy(USAGE_STREAM, SETTLER_GROUP)
+    client.xgroup_destroy(usage_stream(shard_of(tenant.team.pk)), SETTLER_GROUP)
     client.hset(acct_key(tenant.team.pk), "pend", 0)
     reconcile.reconcile_gateway_state()
     assert redis_account(tenant.team)["pend"] == charged

@@ -1,13 +1,17 @@
 """One definition of the settlement backlog (billing.settlement.backlog), shared by /metrics and
-the dashboard: pending + undelivered records, the oldest one's age, and dead letters."""
+the dashboard: pending + undelivered records, the oldest one's age, and dead letters, summed
+over every shard's stream."""
 
 from billing import settlement
 from core.redis import client as redis_client
-from livestate.keys import DEAD_LETTERS, SETTLER_GROUP, USAGE_STREAM
+from livestate.keys import SETTLER_GROUP, dead_letters, usage_stream
+
+USAGE_STREAM, DEAD_LETTERS = usage_stream(0), dead_letters(0)
+OTHER_SHARD = usage_stream(1)
 
 
-def add_record(client, ms: int) -> bytes:
-    return client.xadd(USAGE_STREAM, {"rec": b"{}", "charged": b"0"}, id=f"{ms}-0")
+def add_record(client, ms: int, stream: str = USAGE_STREAM) -> bytes:
+    return client.xadd(stream, {"rec": b"{}", "charged": b"0"}, id=f"{ms}-0")
 
 
 def test_an_empty_redis_has_no_backlog():
@@ -20,7 +24,7 @@ def test_before_any_settler_ran_every_record_is_undelivered():
     # given
     client = redis_client()
     add_record(client, 10_000)
-    add_record(client, 20_000)
+    add_record(client, 20_000, OTHER_SHARD)
     # when
     backlog = settlement.backlog(client, now=25.0)
     # then

@@ -11,7 +11,7 @@ from django.db.models import Sum
 from billing import settlement
 from billing.models import CreditAccount, LedgerEntry, UsageRecord
 from core.redis import client as redis_client
-from livestate.keys import DEAD_LETTERS, SETTLER_GROUP, USAGE_STREAM
+from livestate.keys import SETTLER_GROUP, dead_letters, shard_of, usage_stream
 from tests.helpers.tenants import GatewayTenant
 from tests.helpers.threads import race
 
@@ -21,6 +21,11 @@ OPENING = 100_000_000
 @pytest.fixture
 def hot(gw_org):
     return GatewayTenant("hot team", gw_org, [], OPENING)
+
+
+def stream_of(tenant) -> str:
+    """The usage stream of the team's shard, where the gateway writes its records."""
+    return usage_stream(shard_of(tenant.team.pk))
 
 
 def hand_off(tenant, n: int) -> dict[str, int]:
@@ -48,7 +53,7 @@ def hand_off(tenant, n: int) -> dict[str, int]:
             "lat": 5,
             "est": False,
         }
-        pipe.xadd(USAGE_STREAM, {"rec": orjson.dumps(record), "charged": charged[rid]})
+        pipe.xadd(stream_of(tenant), {"rec": orjson.dumps(record), "charged": charged[rid]})
     pipe.execute()
     return charged
 
@@ -69,8 +74,8 @@ def assert_posted_once_and_exact(tenant, charged: dict[str, int]) -> None:
     entries = LedgerEntry.objects.filter(account=account).aggregate(s=Sum("amount_micros"))["s"]
     assert account.balance_micros == entries == OPENING - sum(charged.values())
     client = redis_client()
-    assert client.xpending(USAGE_STREAM, SETTLER_GROUP)["pending"] == 0
-    assert client.xlen(DEAD_LETTERS) == 0
+    assert client.xpending(stream_of(tenant), SETTLER_GROUP)["pending"] == 0
+    assert client.xlen(dead_letters(shard_of(tenant.team.pk))) == 0
 
 
 def test_two_settlers_on_the_same_records_post_each_call_once(hot):
@@ -78,7 +83,7 @@ def test_two_settlers_on_the_same_records_post_each_call_once(hot):
     charged = hand_off(hot, 600)
     client = redis_client()
     settlement.ensure_group(client)
-    messages = client.xreadgroup(SETTLER_GROUP, "w1", {USAGE_STREAM: ">"}, count=1000)[0][1]
+    messages = client.xreadgroup(SETTLER_GROUP, "w1", {stream_of(hot): ">"}, count=1000)[0][1]
     # when: both settle the very same messages concurrently, on their own connections
     settled = race(lambda i: settlement.settle_messages(redis_client(), messages), 2)
     # then
@@ -93,7 +98,7 @@ def test_two_settlers_draining_one_busy_team_with_redeliveries_post_once_and_exa
     charged = hand_off(hot, 4_000)
     client = redis_client()
     settlement.ensure_group(client)
-    client.xreadgroup(SETTLER_GROUP, "dead-worker", {USAGE_STREAM: ">"}, count=500)
+    client.xreadgroup(SETTLER_GROUP, "dead-worker", {stream_of(hot): ">"}, count=500)
     # and records pending for anyone are claimed at once: the two settlers claim the dead
     # one's and each other's in-flight records too, so the same records are settled twice
     monkeypatch.setattr(settlement, "CLAIM_IDLE_MS", 0)
@@ -102,7 +107,9 @@ def test_two_settlers_draining_one_busy_team_with_redeliveries_post_once_and_exa
         batches = 0
         while True:
             group = next(
-                g for g in client.xinfo_groups(USAGE_STREAM) if g["name"] == SETTLER_GROUP.encode()
+                g
+                for g in client.xinfo_groups(stream_of(hot))
+                if g["name"] == SETTLER_GROUP.encode()
             )
             if not group["pending"] and not group["lag"]:
                 return batches

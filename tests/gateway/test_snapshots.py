@@ -2,7 +2,16 @@
 
 import orjson
 
-from livestate.keys import acct_key, key_acct_key, key_rate_key, parallel_key, team_rate_key
+from livestate.keys import (
+    SHARDS,
+    acct_key,
+    inflight_key,
+    key_fields,
+    key_rate_key,
+    parallel_key,
+    team_rate_key,
+    usage_stream,
+)
 from livestate.snapshots import KeySnapshot, TeamPricing, TeamSnapshot
 from tests.helpers.gateway_state import key_snapshot, team_snapshot
 
@@ -42,15 +51,19 @@ def test_a_team_snapshot_survives_the_round_trip_with_its_wire_names():
 
 
 def test_the_hot_path_values_are_derived_once_from_the_snapshot():
-    key = key_snapshot(id=11, rpm=60, tpm=None, budget=0)
-    assert key.account_key == key_acct_key(11)
-    assert (key.rpm_key, key.tpm_key) == (key_rate_key(11, "r"), key_rate_key(11, "t"))
+    key = key_snapshot(id=11, team=5, rpm=60, tpm=None, budget=0)
+    assert (key.spent_field, key.reserved_field) == key_fields(11)
+    assert key.rate_key == key_rate_key(5, 11)
     # -1 is "no limit" for the scripts; 0 is a limit of zero
     assert (key.rpm_limit, key.tpm_limit, key.budget_limit) == (60, -1, 0)
     team = team_snapshot(id=5, par=4, budget=None, budget_mode="hard")
     assert team.account_key == acct_key(5)
     assert team.parallel_key == parallel_key(5)
-    assert team.rpm_key == team_rate_key(5, "r")
+    assert team.rate_key == team_rate_key(5)
+    assert (team.inflight_key, team.usage_key) == (
+        inflight_key(5 % SHARDS),
+        usage_stream(5 % SHARDS),
+    )
     assert (team.par_limit, team.budget_limit, team.hard) == (4, -1, True)
     assert team_snapshot(budget_mode="soft").hard is False
 

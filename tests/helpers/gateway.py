@@ -20,12 +20,24 @@ def assert_error(r, status: int, type_: str, code: str | None) -> dict:
 
 
 def redis_account(team) -> dict:
-    """The gateway's copy of the team's credit account, as integers."""
+    """The gateway's copy of the team's credit account, as integers (without its keys')."""
     from core.redis import client
     from livestate.keys import acct_key
 
     raw = client().hgetall(acct_key(team.pk))
-    return {k.decode(): int(v) for k, v in raw.items()}
+    return {k.decode(): int(v) for k, v in raw.items() if not k.startswith(b"k")}
+
+
+def redis_key_account(key) -> dict:
+    """The gateway's copy of a key's account ({spent, resv}, the fields present), as integers:
+    fields of its team's account hash."""
+    from core.redis import client
+    from livestate.keys import acct_key, key_fields
+
+    spent, resv = client().hmget(acct_key(key.team_id), key_fields(key.pk))
+    return {
+        name: int(value) for name, value in (("spent", spent), ("resv", resv)) if value is not None
+    }
 
 
 def until_refused(send, *, within: float = 1.0, since: float | None = None, error=None):

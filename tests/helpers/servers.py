@@ -283,3 +283,101 @@ class Receiver:
     def close(self):
         self.server.shutdown()
         self.server.server_close()
+
+
+class RedisClusterServer:
+    """A throwaway Redis Cluster of three masters (no replicas) on free loopback ports, made by
+    `redis-cli --cluster create`: nothing saved, gone when stopped."""
+
+    MASTERS = 3
+
+    def __init__(self):
+        self.dir = tempfile.TemporaryDirectory(prefix="tollgate-test-cluster-")
+        self.processes: list[subprocess.Popen] = []
+        self.ports: list[int] = []
+
+    @classmethod
+    def available(cls) -> bool:
+        return all(shutil.which(b) for b in ("redis-server", "redis-cli"))
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in self.ports)
+
+    def start(self) -> "RedisClusterServer":
+        import redis
+
+        for i in range(self.MASTERS):
+            port = free_port()
+            node_dir = f"{self.dir.name}/{i}"
+            os.makedirs(node_dir)
+            argv = [
+                shutil.which("redis-server"),
+                "--port", str(port),
+                "--bind", "127.0.0.1",
+                "--cluster-enabled", "yes",
+                # The bus port defaults to port + 10000, past 65535 for a high free port.
+                "--cluster-port", str(free_port()),
+                "--cluster-config-file", f"{node_dir}/nodes.conf",
+                "--cluster-node-timeout", "5000",
+                "--save", "",
+                "--appendonly", "no",
+                "--dir", node_dir,
+                "--loglevel", "warning",
+            ]  # fmt: skip
+            self.processes.append(
+                subprocess.Popen(  # noqa: S603 - our own argv, no shell
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+            self.ports.append(port)
+        for port in self.ports:
+            self._wait(lambda p=port: redis.Redis(port=p, socket_timeout=1).ping())
+        create = [shutil.which("redis-cli"), "--cluster", "create"]
+        create += [f"127.0.0.1:{p}" for p in self.ports]
+        create += ["--cluster-replicas", "0", "--cluster-yes"]
+        subprocess.run(  # noqa: S603 - our own argv, no shell
+            create,
+            check=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=30,
+        )
+
+        def ready() -> bool:
+            for port in self.ports:
+                info = redis.Redis(port=port, socket_timeout=1).cluster("info")
+                if info.get("cluster_state") != "ok":
+                    return False
+            return True
+
+        self._wait(ready)
+        return self
+
+    def _wait(self, probe, timeout: float = 20) -> None:
+        import redis
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(redis.RedisError):
+                if probe() is not False:
+                    return
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("the test Redis Cluster did not come up")
+
+    def stop(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+        self.processes = []

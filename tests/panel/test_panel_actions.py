@@ -9,7 +9,7 @@ from django.urls import reverse
 from billing.models import LedgerEntry
 from core.redis import client as redis_client
 from core.secrets import decrypt, hashes_match
-from livestate.keys import DEAD_LETTERS, SETTLER_GROUP, USAGE_STREAM
+from livestate.keys import SETTLER_GROUP, dead_letters, usage_stream
 from modelgroups.models import Model, ModelGroup, Upstream
 from orgs.models import AuditEvent, Organization
 from teams.models import Team, VirtualKey
@@ -444,10 +444,10 @@ def test_the_dashboard_shows_usage_waiting_to_settle_and_dead_letters(as_admin, 
     # given two records the gateway handed off, one taken by a settler and not acknowledged,
     # and one record parked as a dead letter
     settlement.ensure_group(client)
-    client.xadd(USAGE_STREAM, {"rec": "{}"})
-    client.xadd(USAGE_STREAM, {"rec": "{}"})
-    client.xreadgroup(SETTLER_GROUP, "crashed", {USAGE_STREAM: ">"}, count=1)
-    client.xadd(DEAD_LETTERS, {"error": "poison"})
+    client.xadd(usage_stream(0), {"rec": "{}"})
+    client.xadd(usage_stream(1), {"rec": "{}"})
+    client.xreadgroup(SETTLER_GROUP, "crashed", {usage_stream(0): ">"}, count=1)
+    client.xadd(dead_letters(2), {"error": "poison"})
     # when
     health = as_admin.get(reverse("panel:dashboard")).context["settlement"]
     # then
