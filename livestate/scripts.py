@@ -19,6 +19,8 @@ the only code that spells their order, and take named arguments instead.
 
 from typing import NamedTuple
 
+from redis.exceptions import NoScriptError
+
 from livestate.keys import (
     SETTLER_GROUP,
     acct_key,
@@ -127,11 +129,8 @@ end
 
 # KEYS: 1 account hash, 2 parallel zset, 3 inflight hash, 4 key rate hash, 5 team rate hash,
 #       6 job hash (any name of the shard when there is no job)
-# ARGV: 1 now_ms, 2 request id, 3 est tokens, 4 reserve,
-#       5 key rpm limit, 6 key tpm limit, 7 team rpm limit, 8 team tpm limit, 9 team parallel,
-#       10 overdraft, 11 team budget, 12 budget hard (1/0), 13 key budget, 14 inflight record,
-#       15 job id ('' = none), 16 team id, 17 key spent field, 18 key reserved field
-#       (limits: -1 = none)
+# ARGV: 1 now_ms, 2 request id, 3 est tokens, 4 reserve, 5 inflight record, 6 job id ('' = none),
+#       7-11 the key's constants, 12-18 the team's (_KEY_ARGS, _TEAM_ARGS; limits: -1 = none)
 # Returns {status, detail, retry_after_s, limit, remaining}
 ADMIT = (
     _RATE_HELPERS
@@ -139,14 +138,14 @@ ADMIT = (
     + """
 local est = tonumber(ARGV[3])
 local reserve = tonumber(ARGV[4])
-if ARGV[15] ~= '' then
+if ARGV[6] ~= '' then
   local j = redis.call('HMGET', KEYS[6], 'team', 'status')
   -- Another team's job is answered exactly like one that does not exist.
-  if j[1] ~= ARGV[16] then return {'job_not_found', 'job', 0, 0, 0} end
+  if j[1] ~= ARGV[18] then return {'job_not_found', 'job', 0, 0, 0} end
   if j[2] ~= 'open' then return {'job_closed', j[2], 0, 0, 0} end
 end
-local krpm, ktpm, trpm, ttpm = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]),
-  tonumber(ARGV[8])
+local krpm, ktpm, trpm, ttpm = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[12]),
+  tonumber(ARGV[13])
 local kw, tw
 local rpm_remaining = -1
 local function refuse(limit, used, detail)
@@ -166,7 +165,7 @@ if trpm >= 0 or ttpm >= 0 then
   if trpm >= 0 and rpm_remaining < 0 then rpm_remaining = math.floor(trpm - tw.rused - 1) end
 end
 
-local par = tonumber(ARGV[9])
+local par = tonumber(ARGV[14])
 -- Slots of vanished holders are swept only when they could matter: at the limit.
 if par >= 0 and redis.call('ZCARD', KEYS[2]) >= par then
   redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - __STALE_MS__)
@@ -175,15 +174,15 @@ if par >= 0 and redis.call('ZCARD', KEYS[2]) >= par then
   end
 end
 
-local refused, soft_over, a = credit_check(KEYS[1], ARGV[17], ARGV[18], reserve,
-  tonumber(ARGV[10]), tonumber(ARGV[11]), ARGV[12] == '1', tonumber(ARGV[13]))
+local refused, soft_over, a = credit_check(KEYS[1], ARGV[10], ARGV[11], reserve,
+  tonumber(ARGV[15]), tonumber(ARGV[16]), ARGV[17] == '1', tonumber(ARGV[9]))
 if refused then return refused end
 
 if kw then count(KEYS[4], kw, krpm >= 0 and 1 or 0, ktpm >= 0 and est or 0) end
 if tw then count(KEYS[5], tw, trpm >= 0 and 1 or 0, ttpm >= 0 and est or 0) end
 if par >= 0 then redis.call('ZADD', KEYS[2], now, ARGV[2]) end
-reserve_in(KEYS[1], ARGV[18], a, reserve)
-redis.call('HSET', KEYS[3], ARGV[2], ARGV[14])
+reserve_in(KEYS[1], ARGV[11], a, reserve)
+redis.call('HSET', KEYS[3], ARGV[2], ARGV[5])
 return {'ok', soft_over, 0, 0, rpm_remaining}
 """
 )
@@ -191,10 +190,9 @@ return {'ok', soft_over, 0, 0, rpm_remaining}
 # KEYS: 1 account hash, 2 parallel zset, 3 inflight hash, 4 usage stream, 5 key rate hash,
 #       6 team rate hash, 7 job hash (any name of the shard when there is no job)
 # ARGV: 1 now_ms, 2 request id, 3 reserve, 4 price, 5 token correction (actual - estimate),
-#       6 overdraft, 7 team budget, 8 budget hard (1/0), 9 key budget, 10 usage record (JSON),
-#       11 in a job (1/0), 12 the call failed upstream (1/0), 13 input tokens,
-#       14 output tokens, 15 cost, 16 key spent field, 17 key reserved field,
-#       18 admitted at (ms), 19 key tpm limited (1/0), 20 team tpm limited (1/0)
+#       6 usage record (JSON), 7 in a job (1/0), 8 the call failed upstream (1/0),
+#       9 input tokens, 10 output tokens, 11 cost, 12 admitted at (ms),
+#       13-17 the key's constants, 18-24 the team's (_KEY_ARGS, _TEAM_ARGS)
 # Returns the amount charged (<= price).
 SETTLE = (
     _CREDIT_HELPERS
@@ -205,26 +203,26 @@ local reserve = tonumber(ARGV[3])
 local released = 0
 if redis.call('HDEL', KEYS[3], ARGV[2]) == 1 then released = reserve end
 local charge = release_and_charge(KEYS[1], ARGV[16], ARGV[17], released, tonumber(ARGV[4]),
-  tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8] == '1', tonumber(ARGV[9]))
-if ARGV[11] == '1' and redis.call('EXISTS', KEYS[7]) == 1 then
+  tonumber(ARGV[21]), tonumber(ARGV[22]), ARGV[23] == '1', tonumber(ARGV[15]))
+if ARGV[7] == '1' and redis.call('EXISTS', KEYS[7]) == 1 then
   redis.call('HINCRBY', KEYS[7], 'calls', 1)
-  if ARGV[12] == '1' then redis.call('HINCRBY', KEYS[7], 'failed', 1) end
-  redis.call('HINCRBY', KEYS[7], 'in', ARGV[13])
-  redis.call('HINCRBY', KEYS[7], 'out', ARGV[14])
-  redis.call('HINCRBY', KEYS[7], 'cost', ARGV[15])
+  if ARGV[8] == '1' then redis.call('HINCRBY', KEYS[7], 'failed', 1) end
+  redis.call('HINCRBY', KEYS[7], 'in', ARGV[9])
+  redis.call('HINCRBY', KEYS[7], 'out', ARGV[10])
+  redis.call('HINCRBY', KEYS[7], 'cost', ARGV[11])
   redis.call('HINCRBY', KEYS[7], 'price', charge)
 end
 -- The token estimate admission counted, corrected in the minute it was counted in (while
 -- that minute is still in the window).
 if ARGV[5] ~= '0' then
-  local admitted = math.floor(tonumber(ARGV[18]) / 60000)
+  local admitted = math.floor(tonumber(ARGV[12]) / 60000)
   if admitted >= math.floor(tonumber(ARGV[1]) / 60000) - 1 then
-    if ARGV[19] == '1' then redis.call('HINCRBY', KEYS[5], 't' .. admitted, ARGV[5]) end
-    if ARGV[20] == '1' then redis.call('HINCRBY', KEYS[6], 't' .. admitted, ARGV[5]) end
+    if ARGV[14] ~= '-1' then redis.call('HINCRBY', KEYS[5], 't' .. admitted, ARGV[5]) end
+    if ARGV[19] ~= '-1' then redis.call('HINCRBY', KEYS[6], 't' .. admitted, ARGV[5]) end
   end
 end
 redis.call('ZREM', KEYS[2], ARGV[2])
-redis.call('XADD', KEYS[4], '*', 'rec', ARGV[10], 'charged', charge)
+redis.call('XADD', KEYS[4], '*', 'rec', ARGV[6], 'charged', charge)
 return charge
 """
 )
@@ -707,17 +705,25 @@ def job_close_call(
 
 
 class GatewayScripts:
-    """ADMIT, SETTLE, JOB_OPEN and JOB_CLOSE registered on the gateway's async client, called
-    with named arguments. Per call this builds two short lists from fields the snapshots
-    computed once; nothing else is allocated."""
+    """ADMIT, SETTLE, JOB_OPEN and JOB_CLOSE on the gateway's async client, called with named
+    arguments. ADMIT and SETTLE, once per call each, take their constant arguments and keys
+    encoded once in the snapshots (`script_args`, `admit_keys`, `settle_keys`), and go straight
+    to EVALSHA: per call only the call's own values are encoded."""
 
-    __slots__ = ("_admit", "_job_close", "_job_open", "_settle")
+    __slots__ = ("_admit", "_job_close", "_job_open", "_redis", "_settle")
 
     def __init__(self, redis):
+        self._redis = redis
         self._admit = redis.register_script(ADMIT)
         self._settle = redis.register_script(SETTLE)
         self._job_open = redis.register_script(JOB_OPEN)
         self._job_close = redis.register_script(JOB_CLOSE)
+
+    async def _evalsha(self, script, keys: tuple, args: tuple):
+        try:
+            return await self._redis.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        except NoScriptError:  # a restarted or flushed Redis: load it and run it once
+            return await script(keys=keys, args=args)
 
     async def admit(
         self,
@@ -732,35 +738,20 @@ class GatewayScripts:
         job_id: str | None,
     ) -> Refusal | None:
         """Admit one call (rate limits, parallel slot, reservation): None, or why not."""
-        verdict = await self._admit(
-            keys=[
-                team.account_key,
-                team.parallel_key,
-                team.inflight_key,
-                key.rate_key,
-                team.rate_key,
-                job_key(team.id, job_id) if job_id else team.no_job_key,
-            ],
-            args=[
+        job = job_key(team.id, job_id) if job_id else team.no_job_key
+        verdict = await self._evalsha(
+            self._admit,
+            (*team.admit_keys, key.rate_key, team.rate_key, job),
+            (
                 now_ms,
                 rid,
                 est_tokens,
                 reserve,
-                key.rpm_limit,
-                key.tpm_limit,
-                team.rpm_limit,
-                team.tpm_limit,
-                team.par_limit,
-                team.overdraft,
-                team.budget_limit,
-                _flag(team.hard),
-                key.budget_limit,
                 inflight,
                 job_id or "",
-                team.id,
-                key.spent_field,
-                key.reserved_field,
-            ],
+                *key.script_args,
+                *team.script_args,
+            ),
         )
         return None if verdict[0] == b"ok" else Refusal.of(verdict)
 
@@ -783,38 +774,26 @@ class GatewayScripts:
         cost: int,
     ) -> int:
         """Release the call's reservation, charge its price (capped) and append its record."""
-        return await self._settle(
-            keys=[
-                team.account_key,
-                team.parallel_key,
-                team.inflight_key,
-                team.usage_key,
-                key.rate_key,
-                team.rate_key,
-                job_key(team.id, job_id) if job_id else team.no_job_key,
-            ],
-            args=[
+        job = job_key(team.id, job_id) if job_id else team.no_job_key
+        return await self._evalsha(
+            self._settle,
+            (*team.settle_keys, key.rate_key, team.rate_key, job),
+            (
                 now_ms,
                 rid,
                 reserve,
                 price,
                 token_correction,
-                team.overdraft,
-                team.budget_limit,
-                _flag(team.hard),
-                key.budget_limit,
                 record,
-                _flag(bool(job_id)),
-                _flag(failed),
+                b"1" if job_id else b"0",
+                b"1" if failed else b"0",
                 in_tokens,
                 out_tokens,
                 cost,
-                key.spent_field,
-                key.reserved_field,
                 admitted_ms,
-                _flag(key.tpm_limit >= 0),
-                _flag(team.tpm_limit >= 0),
-            ],
+                *key.script_args,
+                *team.script_args,
+            ),
         )
 
     async def job_open(

@@ -78,11 +78,19 @@ def _derived():
     return field(init=False, repr=False, compare=False)
 
 
+def _wire(*values) -> tuple[bytes, ...]:
+    """Script arguments encoded once, as the Redis client would on every call."""
+    return tuple(v if isinstance(v, bytes) else str(v).encode() for v in values)
+
+
 @dataclass(frozen=True, slots=True)
 class _Limited(_Published):
     """What keys and teams both derive: their rate-counter hash and limits."""
 
     rate_key: str = _derived()
+    # What ADMIT and SETTLE take from this snapshot, in their order (livestate/scripts.py),
+    # encoded once: the scripts' constant arguments.
+    script_args: tuple[bytes, ...] = _derived()
     rpm_limit: int = _derived()  # -1 for none, like the other limits
     tpm_limit: int = _derived()
     budget_limit: int = _derived()
@@ -155,6 +163,11 @@ class KeySnapshot(_Limited):
         spent, reserved = key_fields(self.id)
         _set(self, "spent_field", spent)
         _set(self, "reserved_field", reserved)
+        _set(
+            self,
+            "script_args",
+            _wire(self.rpm_limit, self.tpm_limit, self.budget_limit, spent, reserved),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +198,8 @@ class TeamSnapshot(_Limited):
     usage_key: str = _derived()
     open_jobs_key: str = _derived()
     no_job_key: str = _derived()  # what ADMIT and SETTLE declare for a call outside a job
+    admit_keys: tuple[bytes, ...] = _derived()  # ADMIT's first KEYS, encoded once
+    settle_keys: tuple[bytes, ...] = _derived()  # SETTLE's
     par_limit: int = _derived()
     hard: bool = _derived()
     redact: re.Pattern | None = _derived()  # noqa: RUF009 - a Field, not a shared value
@@ -202,8 +217,24 @@ class TeamSnapshot(_Limited):
         _set(self, "usage_key", usage_stream(shard))
         _set(self, "open_jobs_key", open_jobs_key(shard))
         _set(self, "no_job_key", job_key(self.id, ""))
+        head = _wire(self.account_key, self.parallel_key, self.inflight_key)
+        _set(self, "admit_keys", head)
+        _set(self, "settle_keys", (*head, self.usage_key.encode()))
         _set(self, "par_limit", limit(self.par))
         _set(self, "hard", self.budget_mode == "hard")
+        _set(
+            self,
+            "script_args",
+            _wire(
+                self.rpm_limit,
+                self.tpm_limit,
+                self.par_limit,
+                self.overdraft,
+                self.budget_limit,
+                "1" if self.hard else "0",
+                self.id,
+            ),
+        )
         patterns = self.log_patterns
         _set(
             self,

@@ -280,21 +280,21 @@ def admit(team, key, rid: str, lease: dict, *, reserve: int) -> None:
         job_key(team.pk, ""),
         int(time.time() * 1000),
         rid,
-        10,
+        10,  # estimated tokens
         reserve,
+        orjson.dumps(lease),
+        "",  # no job
+        -1,  # the key's rpm, tpm and budget: none
         -1,
         -1,
-        -1,
+        *key_fields(key.pk),
+        -1,  # the team's rpm and tpm: none
         -1,
         100,  # parallel slots
-        0,
-        -1,
+        0,  # overdraft
+        -1,  # budget: none
         "1",
-        -1,
-        orjson.dumps(lease),
-        "",
         team.pk,
-        *key_fields(key.pk),
     )
     assert verdict[0] == b"ok"
 
@@ -360,21 +360,25 @@ def settle(tenant, rid: str, *, reserve: int, price: int) -> int:
         rid,
         reserve,
         price,
-        0,
-        0,
-        -1,
-        "1",
-        -1,
+        0,  # token correction
         orjson.dumps(record),
-        "0",
-        "0",
+        "0",  # not in a job
+        "0",  # not failed
         7,
         30,
         5,
-        *key_fields(key.pk),
         now_ms,  # admitted
-        "0",  # no tpm limits
-        "0",
+        -1,  # the key's rpm, tpm and budget: none
+        -1,
+        -1,
+        *key_fields(key.pk),
+        -1,  # the team's rpm, tpm and parallel: none
+        -1,
+        -1,
+        0,  # overdraft
+        -1,  # budget: none
+        "1",
+        team.pk,
     )
 
 

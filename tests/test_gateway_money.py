@@ -413,23 +413,23 @@ def test_a_reservation_left_by_a_dead_gateway_is_released_once(live, gw_team):
         key_rate_key(team, key),
         team_rate_key(team),
         job_key(team, ""),
-        1_000,
+        1_000,  # now
         "req_dead",
-        10,
-        5_000,
-        -1,
-        -1,
-        -1,
-        -1,
-        -1,
-        0,
-        -1,
-        "1",
-        -1,
+        10,  # estimated tokens
+        5_000,  # reserve
         inflight,
         "",  # no job
-        team,
+        -1,  # the key's rpm, tpm and budget: none
+        -1,
+        -1,
         *key_fields(key),
+        -1,  # the team's rpm, tpm and parallel: none
+        -1,
+        -1,
+        0,  # overdraft
+        -1,  # budget: none
+        "1",
+        team,
     )
     assert verdict[0] == b"ok"
     assert redis_account(gw_team.team)["resv"] == 5_000
