@@ -4,7 +4,10 @@ slot (the team's shard), and a call costs at most 20 Redis commands with every l
 
 import asyncio
 import hashlib
+import os
 import re
+import subprocess
+import sys
 import threading
 from collections import Counter
 
@@ -12,11 +15,13 @@ import httpx
 import orjson
 import pytest
 import redis
+from django.conf import settings
 from django.db.models import Sum
 from redis.cluster import key_slot
 
 from billing import reconcile, settlement
 from billing.models import LedgerEntry, UsageRecord
+from core.redis import ClusterConfig, cluster_config
 from core.redis import client as redis_client
 from livestate import leases, scripts
 from livestate.keys import PREFIX, SHARD_RANGE, acct_key, inflight_key, key_fields, shard_of
@@ -405,3 +410,46 @@ def test_a_call_with_every_limit_costs_at_most_20_redis_commands(live, mock_cata
     }
     assert sum(per_command.values()) <= 20 * calls, per_command
     assert per_command["evalsha"] == 2 * calls
+
+
+# --- pointing Tollgate at a cluster ------------------------------------------------------------
+
+
+def test_a_cluster_url_names_its_nodes_and_credentials():
+    assert cluster_config("redis://127.0.0.1:6379/0") is None
+    assert cluster_config("redis+cluster://a:7000,b:7001") == ClusterConfig(
+        [("a", 7000), ("b", 7001)], None, None
+    )
+    assert cluster_config("redis+cluster://u:p%40ss@a:7000/0") == ClusterConfig(
+        [("a", 7000)], "u", "p@ss"
+    )
+    assert cluster_config("redis://:secret@x:6379/0", "a:7000, b:7001") == ClusterConfig(
+        [("a", 7000), ("b", 7001)], None, "secret"
+    )
+
+
+def _settings_with(**env) -> subprocess.CompletedProcess:
+    script = "from saas import settings as s; print(s.CELERY_BROKER_URL, s.CACHES['default'])"
+    return subprocess.run(  # noqa: S603 - our own interpreter and arguments
+        [sys.executable, "-c", script],
+        env={"PATH": os.environ.get("PATH", ""), "ENV_FILE": os.devnull, "DEBUG": "true", **env},
+        cwd=settings.BASE_DIR,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_a_cluster_needs_a_plain_redis_for_celery_and_keeps_django_off_it():
+    # Celery's kombu has no cluster transport: without CELERY_BROKER_URL, no start
+    refused = _settings_with(REDIS_URL="redis+cluster://127.0.0.1:7000")
+    assert refused.returncode != 0 and "CELERY_BROKER_URL" in refused.stderr
+    refused = _settings_with(REDIS_CLUSTER_NODES="127.0.0.1:7000")
+    assert refused.returncode != 0 and "CELERY_BROKER_URL" in refused.stderr
+    # with one, the broker is that Redis and Django's cache each process's memory
+    started = _settings_with(
+        REDIS_URL="redis+cluster://127.0.0.1:7000", CELERY_BROKER_URL="redis://127.0.0.1:6380/0"
+    )
+    assert started.returncode == 0, started.stderr
+    assert started.stdout.startswith("redis://127.0.0.1:6380/0 ")
+    assert "LocMemCache" in started.stdout
