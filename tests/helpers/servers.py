@@ -110,7 +110,23 @@ class LiveServer:
     def stop_gateway(self) -> None:
         gateway, self.gateway, self._app = self.gateway, None, None
         if gateway is not None:
-            self.on_loop(gateway.shutdown())
+            try:
+                self.on_loop(gateway.shutdown())
+            except TimeoutError:
+                raise AssertionError(
+                    "the gateway's shutdown did not finish in 30 s\n" + self.where_stuck()
+                ) from None
+
+    def where_stuck(self) -> str:
+        """The server thread's stack and its loop's pending tasks, to tell a blocked loop from
+        a task that never finishes."""
+        import traceback
+
+        frame = sys._current_frames().get(self.thread.ident)
+        lines = ["server thread:", *traceback.format_stack(frame)] if frame else []
+        for task in asyncio.all_tasks(self.loop):
+            lines += [f"task {task.get_name()}:", *map(str, task.get_stack(limit=8))]
+        return "\n".join(lines)
 
 
 def server_command(port: int) -> list[str]:
