@@ -81,6 +81,21 @@ def settle_usage(*, batch_size: int = 1000, max_batches: int = 20) -> int:
     consumer = _consumer()
     total = 0
     touched = set()
+    # On one Redis, one XREADGROUP reads every shard's stream; in a cluster a command may only
+    # name keys of one slot, so each shard is read on its own.
+    groups = [[s] for s in SHARD_RANGE] if _is_cluster(client) else [list(SHARD_RANGE)]
+    # Records this settler took and did not acknowledge (its last run was cut short, e.g. by a
+    # Redis outage between its read and its acknowledgement): again now, not after
+    # CLAIM_IDLE_MS; posting is idempotent, so one it did post costs nothing.
+    for shards in groups:
+        own = client.xreadgroup(
+            SETTLER_GROUP, consumer, {usage_stream(s): "0" for s in shards}, count=batch_size
+        )
+        for stream, messages in own or []:
+            if messages:
+                shard = {usage_stream(s): s for s in shards}[_text(stream)]
+                total += _settle_isolating_failures(client, messages, shard)
+                touched.add(shard)
     for shard in SHARD_RANGE:
         # Records a crashed settler took but never acknowledged.
         _, claimed, *_ = client.xautoclaim(
@@ -93,9 +108,6 @@ def settle_usage(*, batch_size: int = 1000, max_batches: int = 20) -> int:
         if claimed:
             total += _settle_isolating_failures(client, claimed, shard)
             touched.add(shard)
-    # On one Redis, one XREADGROUP reads every shard's stream; in a cluster a command may only
-    # name keys of one slot, so each shard is read on its own.
-    groups = [[s] for s in SHARD_RANGE] if _is_cluster(client) else [list(SHARD_RANGE)]
     for shards in groups:
         streams = {usage_stream(s): ">" for s in shards}
         shard_of_stream = {usage_stream(s): s for s in shards}

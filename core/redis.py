@@ -17,6 +17,20 @@ from urllib.parse import unquote, urlsplit
 
 import redis
 from django.conf import settings
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError, TimeoutError
+from redis.retry import Retry
+
+# A pooled connection that Redis closed (a restart) fails on first use: the command is sent
+# again on a new connection instead of failing the caller. Costs nothing when nothing fails,
+# unlike a health check per checkout (a PING per command).
+RETRY_ATTEMPTS = 2  # 0.1 s then 0.2 s: one is enough for a closed connection
+RETRY_ON = [ConnectionError, TimeoutError]
+
+
+def retry_backoff() -> ExponentialBackoff:
+    return ExponentialBackoff(cap=0.5, base=0.05)
+
 
 CLUSTER_SCHEME = "redis+cluster://"
 
@@ -73,6 +87,8 @@ def make_client(
             url,
             socket_timeout=socket_timeout,
             socket_connect_timeout=connect_timeout,
+            retry=Retry(retry_backoff(), RETRY_ATTEMPTS),
+            retry_on_error=RETRY_ON,
         )
     from redis.cluster import ClusterNode
 

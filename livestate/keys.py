@@ -66,6 +66,9 @@ CHANGES_MAXLEN = 100_000
 
 # The lease reaper's lock (livestate/leases.py): one process sweeps at a time.
 LEASE_REAPER_LOCK = "tg:gw:reaper"
+# Which life of Redis this is (proxy/recovery.py): a random token the first gateway to find it
+# missing writes; when it vanishes or changes, Redis lost its data (flushed, restarted empty).
+EPOCH = "tg:epoch"
 SETTLER_GROUP = "settlers"
 # The gateway's response cache (proxy/cache.py); Django's own cache uses another prefix.
 RESPONSE_CACHE_PREFIX = "tg:cache:"

@@ -41,6 +41,12 @@ PARALLEL_STALE_MS = 15 * 60 * 1000
 # A rate counter hash lives this long after the first call of a minute: the current and the
 # previous minute are all the sliding window reads.
 RATE_TTL_MS = 120_000
+# SETTLE treats an account rebuilt less than this before a call's admission as rebuilt after it:
+# the rebuild's clock is Redis's, the admission's the gateway's, which may be behind or ahead by
+# this much. A SETTLE retried in that second after a rebuild is recorded twice (the ledger posts
+# it once; only the key's live spend counts it twice until the next rebuild); a lost record
+# would be worse.
+REBUILT_SKEW_MS = 1_000
 
 _RATE_HELPERS = """
 local now = tonumber(ARGV[1])
@@ -193,7 +199,8 @@ return {'ok', soft_over, 0, 0, rpm_remaining}
 #       6 usage record (JSON), 7 in a job (1/0), 8 the call failed upstream (1/0),
 #       9 input tokens, 10 output tokens, 11 cost, 12 admitted at (ms),
 #       13-17 the key's constants, 18-24 the team's (_KEY_ARGS, _TEAM_ARGS)
-# Returns the amount charged (<= price).
+# Returns the amount charged (<= price); -1: recorded already (a retried SETTLE) or reaped;
+# -2: Redis lost the team's account since admission (nothing written: keep and replay it).
 SETTLE = (
     _CREDIT_HELPERS
     + """
@@ -201,7 +208,16 @@ local reserve = tonumber(ARGV[3])
 -- Release the reservation only if it is still held: the reaper may have released it for a call
 -- that outlived REAP_AFTER_MS, and a reservation must never be released twice.
 local released = 0
-if redis.call('HDEL', KEYS[3], ARGV[2]) == 1 then released = reserve end
+if redis.call('HDEL', KEYS[3], ARGV[2]) == 1 then
+  released = reserve
+else
+  -- Not in flight: this SETTLE ran before (a retry whose first reply was lost) or the call was
+  -- reaped, so it records nothing again; unless Redis lost its data after the admission (the
+  -- account is missing, or was rebuilt since): then the record is all there is.
+  local a = redis.call('HMGET', KEYS[1], 'ver', 'rebuilt')
+  if not a[1] then return -2 end
+  if tonumber(a[2] or '0') < tonumber(ARGV[12]) - __SKEW_MS__ then return -1 end
+end
 local charge = release_and_charge(KEYS[1], ARGV[16], ARGV[17], released, tonumber(ARGV[4]),
   tonumber(ARGV[21]), tonumber(ARGV[22]), ARGV[23] == '1', tonumber(ARGV[15]))
 if ARGV[7] == '1' and redis.call('EXISTS', KEYS[7]) == 1 then
@@ -224,8 +240,21 @@ end
 redis.call('ZREM', KEYS[2], ARGV[2])
 redis.call('XADD', KEYS[4], '*', 'rec', ARGV[6], 'charged', charge)
 return charge
-"""
+""".replace("__SKEW_MS__", str(REBUILT_SKEW_MS))
 )
+
+# A usage record the gateway kept (proxy/recovery.py), appended again after Redis lost its data.
+# Its charge counts as pending until the settler acknowledges it: added to `pend` here when the
+# account exists, else counted by ACCOUNT_REBUILD from the stream. Posted once by request id, so
+# a record the ledger already has costs nothing (ACK_SETTLED releases what this added).
+# KEYS: 1 account hash, 2 the shard's usage stream.  ARGV: 1 usage record (JSON), 2 charged.
+USAGE_REPLAY = """
+if redis.call('HEXISTS', KEYS[1], 'ver') == 1 and tonumber(ARGV[2]) > 0 then
+  redis.call('HINCRBY', KEYS[1], 'pend', ARGV[2])
+end
+redis.call('XADD', KEYS[2], '*', 'rec', ARGV[1], 'charged', ARGV[2])
+return 1
+"""
 
 # Open a job: reserve its flat price (per_job pricing) and record it.
 # KEYS: 1 account hash, 2 job hash, 3 open-jobs zset, 4 usage stream
@@ -307,7 +336,7 @@ redis.call('XADD', KEYS[2], '*', 'rec', ARGV[2], 'charged', 0)
 return 1
 """
 # Calls older than this are taken as abandoned. Longer than any upstream read timeout; a call
-# that still finishes later is charged normally (capped at what its account allows).
+# that still finishes later records nothing more (SETTLE finds it reaped).
 REAP_AFTER_MS = 60 * 60 * 1000
 
 # KEYS: 1 account hash.  ARGV: 1 balance, 2 period spend, 3 version.
@@ -392,20 +421,26 @@ end
 # Build a team's account in Redis from Postgres: the settled balance and period spend, and each
 # key's spend (settled in Postgres plus charged but not yet settled), in one atomic step. Until
 # then admission fails closed for the team ('not_ready').
+# The team's `pend` is its unsettled records' charges (released by the settler's ACK_SETTLED), so
+# a rebuilt account admits nothing those records already spent; `rebuilt` (ms, Redis's clock)
+# tells SETTLE that calls admitted before it lost their in-flight entries.
 # KEYS: 1 account hash, 2 the shard's usage stream.
-# ARGV: 1 balance, 2 period spend, 3 version, 4 settler group, 5 stream limit,
+# ARGV: 1 balance, 2 period spend, 3 version, 4 settler group, 5 stream limit, 6 team id,
 #       then (key id, settled spend) pairs.
 # Returns 1 if it built the account, 0 if it was there already.
 ACCOUNT_REBUILD = (
     _UNSETTLED
     + """
 if redis.call('HEXISTS', KEYS[1], 'ver') == 1 then return 0 end
-local charged = {}
+local charged, pend = {}, 0
 for _, u in ipairs(unsettled(KEYS[2], ARGV[4], tonumber(ARGV[5])) or {}) do
   charged[u[2]] = (charged[u[2]] or 0) + u[3]
+  if u[1] == ARGV[6] then pend = pend + u[3] end
 end
-redis.call('HSET', KEYS[1], 'bal', ARGV[1], 'pspend', ARGV[2], 'ver', ARGV[3])
-for i = 6, #ARGV, 2 do
+local t = redis.call('TIME')
+redis.call('HSET', KEYS[1], 'bal', ARGV[1], 'pspend', ARGV[2], 'ver', ARGV[3], 'pend', pend,
+  'rebuilt', t[1] * 1000 + math.floor(t[2] / 1000))
+for i = 7, #ARGV, 2 do
   local spent = tonumber(ARGV[i + 1]) + (charged[ARGV[i]] or 0)
   redis.call('HSET', KEYS[1], 'k' .. ARGV[i] .. ':s', spent)
 end
@@ -560,6 +595,7 @@ ALL = {
     "RECONCILE_LIVE": RECONCILE_LIVE,
     "KEY_ACCOUNTS_DROP": KEY_ACCOUNTS_DROP,
     "ACK_SETTLED": ACK_SETTLED,
+    "USAGE_REPLAY": USAGE_REPLAY,
 }
 
 
@@ -585,6 +621,7 @@ def account_rebuild(
         version,
         SETTLER_GROUP,
         RECONCILE_STREAM_LIMIT,
+        team_id,
         *pairs,
     )
 
@@ -710,12 +747,13 @@ class GatewayScripts:
     encoded once in the snapshots (`script_args`, `admit_keys`, `settle_keys`), and go straight
     to EVALSHA: per call only the call's own values are encoded."""
 
-    __slots__ = ("_admit", "_job_close", "_job_open", "_redis", "_settle")
+    __slots__ = ("_admit", "_job_close", "_job_open", "_redis", "_replay", "_settle")
 
     def __init__(self, redis):
         self._redis = redis
         self._admit = redis.register_script(ADMIT)
         self._settle = redis.register_script(SETTLE)
+        self._replay = redis.register_script(USAGE_REPLAY)
         self._job_open = redis.register_script(JOB_OPEN)
         self._job_close = redis.register_script(JOB_CLOSE)
 
@@ -795,6 +833,10 @@ class GatewayScripts:
                 *team.script_args,
             ),
         )
+
+    async def replay(self, *, team: TeamSnapshot, record: bytes, charged: int) -> None:
+        """Append a kept usage record again after Redis lost its data (see USAGE_REPLAY)."""
+        await self._replay(keys=[team.account_key, team.usage_key], args=[record, charged])
 
     async def job_open(
         self,

@@ -37,6 +37,19 @@ def audit_record(*, actor: str, action: str, obj, organization_id=None, changes=
     )
 
 
+def audit_system_event(
+    *, actor: str, action: str, object_type: str, object_id: str, changes: dict
+) -> AuditEvent:
+    """Record something the system did that no row stands for (e.g. the gateway's replay)."""
+    return AuditEvent.objects.create(
+        actor=actor,
+        action=action,
+        object_type=object_type,
+        object_id=object_id[:64],
+        changes=changes,
+    )
+
+
 def audit_deletion(*, actor: str, action: str, obj, organization_id=None, field: str = "name"):
     """Record a deletion, with the field that names what is gone; call inside its transaction."""
     return audit_record(

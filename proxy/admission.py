@@ -66,10 +66,29 @@ def reservation(call: Call, hit) -> tuple[int, int]:
 
 
 async def admit(
-    scripts: GatewayScripts, call: Call, reserve: int, est_tokens: int, instance: Instance
+    scripts: GatewayScripts,
+    call: Call,
+    reserve: int,
+    est_tokens: int,
+    instance: Instance,
+    recovery=None,
 ) -> None:
     """Reserve the call's slot and credit atomically, or raise the refusal. The in-flight
-    record is the call's lease, held by this gateway instance (livestate/leases.py)."""
+    record is the call's lease, held by this gateway instance (livestate/leases.py). An account
+    Redis lost (not_ready) is rebuilt from Postgres on demand (`recovery`), then asked again."""
+    refused, lease = await _admit(scripts, call, reserve, est_tokens, instance)
+    if refused is not None and refused.status == "not_ready" and recovery is not None:
+        await recovery.rebuild(call.team.id)
+        refused, lease = await _admit(scripts, call, reserve, est_tokens, instance)
+    if refused is not None:
+        raise refusal(refused, call.job_id)
+    if call.stream:
+        call.lease = instance.lease(call, lease, reserve)
+
+
+async def _admit(
+    scripts: GatewayScripts, call: Call, reserve: int, est_tokens: int, instance: Instance
+):
     call.started = started = time.time()
     now_ms = int(started * 1000)
     team, key = call.team, call.key
@@ -91,10 +110,7 @@ async def admit(
         inflight=orjson.dumps(lease),
         job_id=call.job_id,
     )
-    if refused is not None:
-        raise refusal(refused, call.job_id)
-    if call.stream:
-        call.lease = instance.lease(call, lease, reserve)
+    return refused, lease
 
 
 def refusal(refused: Refusal, job_id: str | None = None) -> GatewayError:

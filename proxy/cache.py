@@ -17,6 +17,7 @@ from django.conf import settings
 from livestate.keys import response_cache_keys
 from proxy.call import Call
 from proxy.responses import SSE_HEADERS, send_json
+from proxy.settlement import SettlementUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -163,7 +164,11 @@ class ResponseCache:
         send = call.send
         if not call.stream:
             body = entry["body"].encode()
-            await settle.finish(route, entry["in"], entry["out"], "ok", response=body)
+            try:
+                await settle.finish(route, entry["in"], entry["out"], "ok", response=body)
+            except SettlementUnavailable:
+                settle.waive()  # a 503 instead of the answer: nothing to charge
+                raise
             return await send_json(send, 200, body, call.rid, headers)
         if "frames" in entry:
             frames = [f.encode() for f in entry["frames"]]
@@ -190,5 +195,9 @@ class ResponseCache:
         )
         body = b"".join(frames)
         await send({"type": "http.response.body", "body": body, "more_body": True})
-        await settle.finish(route, entry["in"], entry["out"], "ok", response=body)
+        try:
+            await settle.finish(route, entry["in"], entry["out"], "ok", response=body)
+        except SettlementUnavailable as exc:
+            # Kept and written later; the stream ends with the error, never a clean [DONE].
+            return await send({"type": "http.response.body", "body": b"data: " + exc.body()})
         await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})

@@ -10,10 +10,12 @@ invariant.
 
 One module per stage, each taking the request's `Call`: auth, routing, admission, cache,
 upstream (the attempt loop and the unary reply), streaming, settlement, responses; jobs have
-their own handler.
+their own handler, and recovery what Redis faults leave to do (deferred settlements, the replay
+after a data loss, on-demand account rebuilds). A Redis error on a call is a 503, never a 500.
 """
 
 import asyncio
+import contextlib
 import logging
 import os
 
@@ -21,8 +23,10 @@ import aiohttp
 from django.conf import settings
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.retry import Retry
+from redis.exceptions import RedisError
 
-from core.redis import cluster_config
+from core.redis import RETRY_ATTEMPTS, RETRY_ON, cluster_config, retry_backoff
 from livestate.keys import CATALOG
 from livestate.scripts import GatewayScripts
 from proxy import admission, control, metrics, routing, streaming, upstream
@@ -33,9 +37,10 @@ from proxy.call import Call
 from proxy.errors import GatewayError
 from proxy.jobs import JobHandler
 from proxy.leases import Instance
+from proxy.recovery import Recovery
 from proxy.replica import Replica
 from proxy.responses import ClientGone, json_object, read_body, send_error, send_json
-from proxy.settlement import Settlement
+from proxy.settlement import Settlement, SettlementUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -73,9 +78,24 @@ def redis_client():
         max_connections=settings.GATEWAY_REDIS_CONNECTIONS,
         timeout=5,
         socket_timeout=5,
+        # A PING only on a connection idle this long, never per command; a connection Redis
+        # closed (a restart) fails once and the command goes again on a new one.
         health_check_interval=30,
+        retry=Retry(retry_backoff(), RETRY_ATTEMPTS),
+        retry_on_error=RETRY_ON,
     )
     return Redis(connection_pool=pool)
+
+
+def state_unavailable(rid: str) -> GatewayError:
+    """Redis (admission, settlement, live state) does not answer: retryable, never a 500."""
+    return GatewayError(
+        503,
+        f"The gateway's state store is unavailable; retry in a few seconds (request id {rid}).",
+        "service_unavailable",
+        "state_unavailable",
+        headers=[(b"retry-after", b"2")],
+    )
 
 
 class Gateway:
@@ -93,6 +113,14 @@ class Gateway:
                 return
             self.redis = redis_client()
             self.scripts = GatewayScripts(self.redis)
+            self.recovery = Recovery(
+                self.redis,
+                self.scripts,
+                interval=settings.GATEWAY_REFRESH_SECONDS,
+                copy_seconds=settings.GATEWAY_USAGE_COPY_SECONDS,
+                copy_max_bytes=settings.GATEWAY_USAGE_COPY_MAX_BYTES,
+                rebuild_interval=settings.GATEWAY_REBUILD_INTERVAL_SECONDS,
+            )
             if not await self.redis.exists(CATALOG):
                 # Empty Redis (first start, or flushed): rebuild it from Postgres once.
                 await asyncio.to_thread(control.publish_all)
@@ -110,6 +138,7 @@ class Gateway:
             )
             replica = Replica(self.redis, settings.GATEWAY_REFRESH_SECONDS, breaker)
             await replica.start()
+            await self.recovery.start()
             self.upstream = upstream.Upstream(self.session, breaker)
             self.cache = ResponseCache(self.redis, replica)
             self.jobs = JobHandler(self.redis, self.scripts, self.max_body)
@@ -121,6 +150,7 @@ class Gateway:
             self.instance = None
         if self.replica is not None:
             await self.replica.stop()
+            await self.recovery.stop()
         if self.session is not None:
             await self.session.close()
         if self.redis is not None:
@@ -140,6 +170,12 @@ class Gateway:
             await send_error(send, exc, rid)
         except ClientGone:
             return
+        except RedisError as exc:
+            logger.warning("Redis unavailable on %s (%s): %s", scope.get("path"), rid, exc)
+            try:
+                await send_error(send, state_unavailable(rid), rid)
+            except Exception:  # the response had started: nothing more can be said
+                logger.warning("Redis failed mid-response on %s (%s)", scope.get("path"), rid)
         except Exception:
             logger.exception("gateway error on %s (%s)", scope.get("path"), rid)
             await send_error(
@@ -218,8 +254,14 @@ class Gateway:
         admission.require_job(call)
         hit = await self.cache.lookup(call)
         reserve, est_tokens = admission.reservation(call, hit)
-        await admission.admit(self.scripts, call, reserve, est_tokens, self.instance)
-        settle = Settlement(self.scripts, call, reserve, est_tokens)
+        settle = Settlement(self.scripts, call, reserve, est_tokens, self.recovery)
+        try:
+            await admission.admit(
+                self.scripts, call, reserve, est_tokens, self.instance, self.recovery
+            )
+        except RedisError:
+            await settle.abandon()
+            raise
         if any(r.forward_key for r in call.routes):
             # A LiteLLM upstream that knows the caller's key (litellm_sync): forward it.
             call.caller_auth = "Bearer " + presented_secret(call.scope).decode()
@@ -236,9 +278,11 @@ class Gateway:
             else:
                 await upstream.reply(call, answer, settle, self.cache)
         finally:
-            if not settle.done:
-                # Cancelled or crashed mid-flight: release the reservation, record nothing billed.
-                await asyncio.shield(settle.finish(None, 0, 0, "error"))
+            if not settle.finished:
+                # Cancelled or crashed mid-flight: release the reservation, record nothing billed
+                # (one try: what Redis does not take now is kept and written later).
+                with contextlib.suppress(SettlementUnavailable):  # logged, kept by the recovery
+                    await asyncio.shield(settle.finish(None, 0, 0, "error", retry_seconds=0))
 
 
 gateway = Gateway()

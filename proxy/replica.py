@@ -14,6 +14,7 @@ import aiohttp
 import orjson
 from django.conf import settings
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from core.redaction import Redactor
 from core.secrets import decrypt
@@ -179,14 +180,20 @@ class Replica:
         self._last_id = last[0][0] if last else b"0-0"
 
     async def _follow(self) -> None:
+        failing = False
         while True:
             try:
                 await asyncio.sleep(self.refresh_seconds)
                 await self.apply_changes()
+                failing = False
             except asyncio.CancelledError:
                 raise
+            except RedisError:
+                # Redis down: keep serving from memory and try again next tick (said once).
+                if not failing:
+                    logger.warning("gateway replica refresh failed: Redis unavailable")
+                failing = True
             except Exception:
-                # Redis hiccup: keep serving from memory and try again next tick.
                 logger.exception("gateway replica refresh failed")
 
     async def apply_changes(self) -> None:

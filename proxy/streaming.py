@@ -3,7 +3,8 @@
 The gateway always asks the upstream for usage (stream_options.include_usage) and strips the
 usage chunk again when the client did not ask for it. The end of the stream ([DONE]) waits
 for the settlement; a stream that ends without it (client gone, upstream cut) is charged for
-what was generated until then.
+what was generated until then. A settlement Redis would not take ends the stream with an error
+event instead of [DONE] (the record is kept and written later: proxy/recovery.py).
 """
 
 import asyncio
@@ -19,7 +20,7 @@ from proxy.breaker import Breaker
 from proxy.call import Call
 from proxy.errors import GatewayError
 from proxy.responses import SSE_HEADERS
-from proxy.settlement import Settlement
+from proxy.settlement import Settlement, SettlementUnavailable
 from proxy.tokens import estimate_text_tokens
 from proxy.upstream import Answer
 
@@ -60,13 +61,16 @@ async def relay(
     client_gone = gone.done() and not gone.cancelled()
     if stream.failed:
         breaker.failed(route.id)  # the upstream broke off mid-stream
-    if not settle.done:
+    if not settle.finished:
         # No [DONE] (client gone, upstream cut, or a server that omits it): charge what
         # was generated up to this point.
-        await stream.settle(status="error" if stream.failed else "ok", failed=stream.failed)
+        try:
+            await stream.settle(status="error" if stream.failed else "ok", failed=stream.failed)
+        except SettlementUnavailable as exc:
+            stream.unrecorded = exc
     if not client_gone:
         await stream.close()
-        if stream.done and not stream.failed and stream.cacheable:
+        if stream.done and not stream.failed and stream.unrecorded is None and stream.cacheable:
             lookup = call.lookup
             await responses.put(lookup, lookup.stream_key, stream.cache_entry())
 
@@ -88,6 +92,7 @@ class StreamRelay:
         "settlement",
         "started",
         "template",
+        "unrecorded",
         "usage",
         "wants_usage",
     )
@@ -102,6 +107,8 @@ class StreamRelay:
         self.started = False
         self.failed = False
         self.done = False  # [DONE] seen
+        # The settlement could not be written (kept for later): the stream ends with this error.
+        self.unrecorded: SettlementUnavailable | None = None
         self.template: dict | None = None  # the first chunk's id, created…: for a replay
         # What was sent, kept only when it is logged or cached, and only up to a bound.
         lookup = call.lookup
@@ -150,7 +157,11 @@ class StreamRelay:
                         await self._flush(frames)
                         frames = []
                         self.done = True
-                        await self.settle()
+                        try:
+                            await self.settle()
+                        except SettlementUnavailable as exc:
+                            self.unrecorded = exc  # close() sends it, and no [DONE]
+                            return
                         frames.append(b"data: [DONE]\n\n")
                         continue
                     out = self.frame(frame)
@@ -227,7 +238,16 @@ class StreamRelay:
 
     async def close(self) -> None:
         await self._start()
-        if self.failed:
+        if self.unrecorded is not None:
+            # OpenAI's stream error shape; no [DONE]: this stream did not end cleanly.
+            await self.send(
+                {
+                    "type": "http.response.body",
+                    "body": b"data: " + self.unrecorded.body() + b"\n\n",
+                    "more_body": True,
+                }
+            )
+        elif self.failed:
             error = GatewayError(
                 502, "The upstream stream broke off.", "upstream_error", "upstream_stream_error"
             )

@@ -202,7 +202,11 @@ async def reply(call: Call, answer: Answer, settle, cache) -> None:
     if isinstance(payload, dict) and "model" in payload:
         payload["model"] = route.name
     body = orjson.dumps(payload)
-    await settle.finish_reported(route, usage, lambda: estimate_output(payload), response=body)
+    try:
+        await settle.finish_reported(route, usage, lambda: estimate_output(payload), response=body)
+    except GatewayError:
+        settle.waive()  # the caller gets a 503 instead of the answer: nothing to charge
+        raise
     headers = [(b"x-tollgate-model", route.name.encode())]
     lookup = call.lookup
     if lookup is not None:

@@ -239,6 +239,20 @@ if GATEWAY_LEASE_TTL_SECONDS < 2 * GATEWAY_HEARTBEAT_SECONDS:
         "GATEWAY_LEASE_TTL_SECONDS must be at least twice GATEWAY_HEARTBEAT_SECONDS: a live "
         "gateway's calls would be reaped between two of its heartbeats."
     )
+# Redis faults (proxy/recovery.py, proxy/settlement.py). A settlement that cannot be written
+# is retried with backoff for up to this long while the client's answer waits for it; then the
+# client gets an error (503, or an error event ending the stream) and the gateway keeps the
+# record and writes it when Redis answers again.
+GATEWAY_SETTLE_RETRY_SECONDS = env.float("GATEWAY_SETTLE_RETRY_SECONDS", default=5.0)
+# Each gateway keeps every usage record it wrote for this long (far longer than the settler's
+# usual second of lag) and appends them again when Redis comes back without its data.
+GATEWAY_USAGE_COPY_SECONDS = env.float("GATEWAY_USAGE_COPY_SECONDS", default=60.0)
+# ...and within this many bytes per process (records carry logged bodies for teams that log
+# them): past it the oldest copies go first. About 100k plain records (~500 B each).
+GATEWAY_USAGE_COPY_MAX_BYTES = env.int("GATEWAY_USAGE_COPY_MAX_BYTES", default=64 * 1024 * 1024)
+# A team refused as `account_not_ready` (Redis lost its account) is rebuilt from Postgres on
+# demand, at most once per this interval per gateway process.
+GATEWAY_REBUILD_INTERVAL_SECONDS = env.float("GATEWAY_REBUILD_INTERVAL_SECONDS", default=0.5)
 
 # Upstream health probes (modelgroups.probe): every enabled model, once per interval.
 HEALTH_PROBE_INTERVAL_SECONDS = env.int("HEALTH_PROBE_INTERVAL_SECONDS", default=60)

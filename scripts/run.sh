@@ -17,8 +17,9 @@ trap cleanup INT TERM EXIT
 .venv/bin/uvicorn saas.asgi:application --host 127.0.0.1 --port "$PORT" \
   --loop uvloop --http saas.server:HttpToolsProtocolWithDeadlines --no-access-log --log-level warning &
 pids+=($!)
-.venv/bin/celery -A saas worker --loglevel WARNING --concurrency 2 --without-heartbeat \
-  --without-mingle --without-gossip &
+# Supervised: a worker that dies (kombu can crash on a broker restart) is started again.
+scripts/supervise.sh .venv/bin/celery -A saas worker --loglevel WARNING --concurrency 2 \
+  --without-heartbeat --without-mingle --without-gossip &
 pids+=($!)
 .venv/bin/celery -A saas beat --loglevel WARNING \
   --schedule "${TMPDIR:-/tmp}/tollgate-celerybeat-schedule" &

@@ -378,9 +378,21 @@ def test_the_compose_stack_starts_in_order_with_health_checks_and_pinned_images(
         assert services[name]["depends_on"]["migrate"]["condition"] == (
             "service_completed_successfully"
         )
-    redis = services["redis"]["command"]
-    assert redis[redis.index("--appendonly") + 1] == "yes"
-    assert redis[redis.index("--appendfsync") + 1] == "everysec"
+    assert_redis_persists_every_reply(services["redis"]["command"])
+
+
+def assert_redis_persists_every_reply(command: list[str]) -> None:
+    """An append-only file fsynced before each reply: an acknowledged SETTLE is on disk."""
+    assert command[command.index("--appendonly") + 1] == "yes"
+    assert command[command.index("--appendfsync") + 1] == "always"
+    assert command[command.index("--maxmemory-policy") + 1] == "noeviction"
+
+
+def test_the_kubernetes_redis_keeps_every_acknowledged_write_on_disk():
+    redis = k8s_objects()[("StatefulSet", "redis")]
+    container = redis["spec"]["template"]["spec"]["containers"][0]
+    assert_redis_persists_every_reply(container["command"])
+    assert redis["spec"]["volumeClaimTemplates"], "its data must outlive the pod"
 
 
 def test_every_compose_command_and_health_check_exists_in_the_image():

@@ -208,13 +208,17 @@ class ServerProcess:
 
 
 class RedisServer:
-    """A throwaway redis-server on a free loopback port: nothing saved, gone when stopped."""
+    """A throwaway redis-server on a free loopback port: nothing saved, gone when stopped.
+    With persistent=True it keeps an append-only file fsynced before every reply (as
+    production should), so kill() and restart() on the same port bring its data back."""
 
-    def __init__(self):
+    def __init__(self, persistent: bool = False):
         self.binary = shutil.which("redis-server")
         self.process: subprocess.Popen | None = None
         self.dir = tempfile.TemporaryDirectory(prefix="tollgate-test-redis-")
         self.url = ""
+        self.port = 0
+        self.persistence = {"appendonly": "yes", "appendfsync": "always"} if persistent else {}
 
     @classmethod
     def available(cls) -> bool:
@@ -224,7 +228,7 @@ class RedisServer:
         import redis
 
         for _ in range(5):  # a free port can be taken by someone else before we bind it
-            port = free_port()
+            port = self.port or free_port()
             options = {
                 "port": str(port),
                 "bind": "127.0.0.1",
@@ -233,6 +237,7 @@ class RedisServer:
                 "daemonize": "no",
                 "dir": self.dir.name,
                 "loglevel": "warning",
+                **self.persistence,
             }
             argv = [self.binary]
             for name, value in options.items():
@@ -247,13 +252,24 @@ class RedisServer:
             client = redis.Redis.from_url(self.url, socket_timeout=1)
             deadline = time.monotonic() + 10
             while self.process.poll() is None and time.monotonic() < deadline:
-                with contextlib.suppress(redis.ConnectionError):
+                with contextlib.suppress(redis.ConnectionError):  # also while loading the AOF
                     client.ping()
                     client.close()
+                    self.port = port
                     return self
                 time.sleep(0.02)
             self.stop()
         raise RuntimeError("could not start a redis-server for the tests")
+
+    def kill(self) -> None:
+        """kill -9: no shutdown, no last write; what it acknowledged is on disk or nowhere."""
+        self.process.kill()
+        self.process.wait(5)
+        self.process = None
+
+    def restart(self) -> "RedisServer":
+        """Start again on the same port and directory (reading its append-only file)."""
+        return self.start()
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
