@@ -252,7 +252,7 @@ USAGE_REPLAY = """
 if redis.call('HEXISTS', KEYS[1], 'ver') == 1 and tonumber(ARGV[2]) > 0 then
   redis.call('HINCRBY', KEYS[1], 'pend', ARGV[2])
 end
-redis.call('XADD', KEYS[2], '*', 'rec', ARGV[1], 'charged', ARGV[2])
+redis.call('XADD', KEYS[2], '*', 'rec', ARGV[1], 'charged', ARGV[2], 'replayed', '1')
 return 1
 """
 
@@ -388,7 +388,8 @@ local function unsettled(stream, group, limit)
       for i = 1, #entry[2], 2 do f[entry[2][i]] = entry[2][i + 1] end
       if f['rec'] then
         local rec = cjson.decode(f['rec'])
-        out[#out + 1] = {tostring(rec.team), tostring(rec.key), tonumber(f['charged'] or '0')}
+        out[#out + 1] = {tostring(rec.team), tostring(rec.key), tonumber(f['charged'] or '0'),
+          f['replayed'] == '1'}
       end
     end
   end
@@ -434,7 +435,8 @@ ACCOUNT_REBUILD = (
 if redis.call('HEXISTS', KEYS[1], 'ver') == 1 then return 0 end
 local charged, pend = {}, 0
 for _, u in ipairs(unsettled(KEYS[2], ARGV[4], tonumber(ARGV[5])) or {}) do
-  charged[u[2]] = (charged[u[2]] or 0) + u[3]
+  -- A replayed record may be in Postgres already (its key's settled spend): not counted twice.
+  if not u[4] then charged[u[2]] = (charged[u[2]] or 0) + u[3] end
   if u[1] == ARGV[6] then pend = pend + u[3] end
 end
 local t = redis.call('TIME')
@@ -595,7 +597,6 @@ ALL = {
     "RECONCILE_LIVE": RECONCILE_LIVE,
     "KEY_ACCOUNTS_DROP": KEY_ACCOUNTS_DROP,
     "ACK_SETTLED": ACK_SETTLED,
-    "USAGE_REPLAY": USAGE_REPLAY,
 }
 
 
