@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
 
 import httpx
@@ -24,7 +25,15 @@ from billing.models import LedgerEntry, UsageRecord
 from core.redis import ClusterConfig, cluster_config
 from core.redis import client as redis_client
 from livestate import leases, scripts
-from livestate.keys import PREFIX, SHARD_RANGE, acct_key, inflight_key, key_fields, shard_of
+from livestate.keys import (
+    PREFIX,
+    SHARD_RANGE,
+    acct_key,
+    inflight_key,
+    key_fields,
+    shard_of,
+    usage_stream,
+)
 from teams.services import key_create, key_revoke, keys_retire_due
 from tests.helpers.gateway import redis_account, redis_key_account
 from tests.helpers.ledger import posted_calls
@@ -339,6 +348,15 @@ def test_every_script_touches_only_the_keys_it_declares_all_in_one_slot(live, mo
     leases.heartbeat(client, "watched-seat#1", claim=True)
     leases.sweep(client, ttl_ms=1)
     reconcile.reconcile_gateway_state()
+    replayed = {
+        "rid": "req_replayed_watch", "ts": time.time(), "org": gw_org.pk, "team": tenant.team.pk,
+        "key": tenant.key.pk, "model": "", "group": "", "in": 0, "out": 0, "cost": 0,
+        "price": 0, "status": "ok", "lat": 0, "est": True,
+    }  # fmt: skip
+    client.register_script(scripts.USAGE_REPLAY)(
+        keys=[acct_key(tenant.team.pk), usage_stream(shard_of(tenant.team.pk))],
+        args=[orjson.dumps(replayed), 0],
+    )
     settlement.settle_usage()
     key = key_revoke(actor="test", key=tenant.key)
     from datetime import timedelta
