@@ -836,9 +836,12 @@ class GatewayScripts:
             ),
         )
 
-    async def replay(self, *, team: TeamSnapshot, record: bytes, charged: int) -> None:
-        """Append a kept usage record again after Redis lost its data (see USAGE_REPLAY)."""
-        await self._replay(keys=[team.account_key, team.usage_key], args=[record, charged])
+    async def replay(
+        self, *, account_key: str, usage_key: str, record: bytes, charged: int
+    ) -> None:
+        """Append a kept usage record again after Redis lost its data (see USAGE_REPLAY), to
+        its team's account (TeamSnapshot.account_key) and shard stream (.usage_key)."""
+        await self._replay(keys=[account_key, usage_key], args=[record, charged])
 
     async def job_open(
         self,
