@@ -21,7 +21,7 @@ import os
 
 import aiohttp
 from django.conf import settings
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.exceptions import RedisError
@@ -38,6 +38,7 @@ from proxy.errors import GatewayError
 from proxy.jobs import JobHandler
 from proxy.leases import Instance
 from proxy.recovery import Recovery
+from proxy.redis_pool import WaitingPool
 from proxy.replica import Replica
 from proxy.responses import ClientGone, json_object, read_body, send_error, send_json
 from proxy.settlement import Settlement, SettlementUnavailable
@@ -72,8 +73,8 @@ def redis_client():
             socket_timeout=5,
         )
     # A bounded pool that waits for a free connection: a burst of requests queues for a moment
-    # instead of failing with "too many connections".
-    pool = BlockingConnectionPool.from_url(
+    # instead of failing with "too many connections" (proxy/redis_pool.py: without a lock).
+    pool = WaitingPool.from_url(
         settings.REDIS_URL,
         max_connections=settings.GATEWAY_REDIS_CONNECTIONS,
         timeout=5,
