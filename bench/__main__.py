@@ -8,8 +8,9 @@ the gateway, its Redis's INFO). A real Celery worker then settles the gateway's 
 measured per call. Prints a markdown table with PASS/FAIL against the targets and writes
 bench/results/latest.json.
 
-`python -m bench --soak 100000`: drive that many requests at the gateway alone while sampling
-its RSS, and judge the growth (bench/results/soak-latest.json).
+`python -m bench --soak 100000`: drive that many requests at the gateway, with a Celery worker
+and its beat settling as deployed, while sampling the gateway's RSS, and judge the growth
+(bench/results/soak-latest.json).
 """
 
 import argparse
@@ -444,6 +445,9 @@ class Bench:
             report.derive(results)
             return results
         assert system.chat is not None and system.child is not None
+        # As deployed: usage settles every second while the gateway serves (the gateway keeps
+        # each usage record until the settlers acknowledged it).
+        start_settler(self.procs, self.gateway_opts, beat_dir=self.workdir)
         log(f"soak: warm-up {a.warmup:g} s at c={a.soak_concurrency}")
         warm = self.load(system.chat, a.soak_concurrency, a.warmup, server=system.child)
         rate = warm.rps or 100.0

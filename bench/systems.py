@@ -222,12 +222,16 @@ def start_gateway(procs: Procs, opts: GatewayOptions, tenant: dict) -> System:
     return _check(system)
 
 
-def start_settler(procs: Procs, opts: GatewayOptions) -> Child:
-    """A real Celery worker, one process (solo pool), on the bench's database and Redis. No beat:
-    the bench sends settle_usage itself (settle_now), so the worker is idle until then."""
+def start_settler(procs: Procs, opts: GatewayOptions, *, beat_dir: Path | None = None) -> Child:
+    """A real Celery worker, one process (solo pool), on the bench's database and Redis. Without
+    `beat_dir` no beat: the bench sends settle_usage itself (settle_now), so the worker is idle
+    until then. With it, the worker runs the beat schedule too (settle_usage every second, the
+    lease sweep, reconcile...), as deployed: the soak's gateway then runs beside its settler."""
     argv = [sys.executable, "-m", "celery", "-A", "saas", "worker", "--pool", "solo"]
     argv += ["--loglevel", "WARNING", "--without-heartbeat", "--without-mingle"]
     argv += ["--without-gossip"]
+    if beat_dir is not None:
+        argv += ["--beat", "--schedule", str(beat_dir / "celerybeat-schedule")]
     return procs.start("settler", argv, env=_gateway_env(opts), cwd=REPO)
 
 
