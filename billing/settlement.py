@@ -320,7 +320,7 @@ INSERT_USAGE_RECORDS = """
 INSERT INTO billing_usagerecord (request_id, organization_id, team_id, key_id, model,
     model_group, input_tokens, output_tokens, cost_micros, price_micros, status, latency_ms,
     cache_hit, job_id, ledger_entry_id, created_at)
-SELECT * FROM unnest(%s::varchar[], %s::bigint[], %s::bigint[], %s::bigint[], %s::varchar[],
+SELECT x.* FROM unnest(%s::varchar[], %s::bigint[], %s::bigint[], %s::bigint[], %s::varchar[],
     %s::varchar[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[], %s::varchar[],
     %s::integer[], %s::boolean[], %s::bigint[], %s::bigint[], %s::timestamptz[])
     AS x(request_id, organization_id, team_id, key_id, model, model_group, input_tokens,
@@ -328,12 +328,17 @@ SELECT * FROM unnest(%s::varchar[], %s::bigint[], %s::bigint[], %s::bigint[], %s
          ledger_entry_id, created_at)
 -- Another record of the same call, with a timestamp of its own: the lease sweep's or the
 -- reaper's next to the gateway's late one. The first recorded wins. Within a day of it, so
--- only the one or two months around it are probed.
-WHERE NOT EXISTS (
-    SELECT 1 FROM billing_usagerecord u
+-- only the one or two months around it are probed. A LATERAL probe with LIMIT 1, not NOT
+-- EXISTS: the planner turns a NOT EXISTS over a batch of 1,000 into a hash anti join that
+-- reads the whole month (197 ms a batch at 463k rows, growing with the month); this is one
+-- index lookup per record on (request_id, created_at), whatever the month holds.
+LEFT JOIN LATERAL (
+    SELECT 1 AS found FROM billing_usagerecord u
     WHERE u.request_id = x.request_id
       AND u.created_at BETWEEN x.created_at - interval '1 day' AND x.created_at + interval '1 day'
-)
+    LIMIT 1
+) AS earlier ON true
+WHERE earlier.found IS NULL
 ON CONFLICT (request_id, created_at) DO NOTHING
 RETURNING request_id
 """

@@ -145,3 +145,39 @@ def test_retention_drops_old_months_whole_and_keeps_the_rest(tenant_a, settings)
     rollups.usage_raw_prune(now=later)
     assert "billing_usagerecord_p2026_11" not in month_names()
     assert {r.pk for r in current} <= set(UsageRecord.objects.values_list("pk", flat=True))
+
+
+def _batch(tenant, n: int, when: datetime) -> list[list]:
+    from billing.settlement import INSERT_USAGE_RECORDS
+
+    columns = [
+        [f"req_{uuid.uuid4().hex}" for _ in range(n)],
+        *([value] * n for value in (tenant.org.pk, tenant.team.pk, None, "m1", "", 1, 1, 1, 1)),
+        *([value] * n for value in ("ok", 1, False, None, None, when)),
+    ]
+    assert INSERT_USAGE_RECORDS.count("%s") == len(columns)
+    return columns
+
+
+def test_a_batch_probes_the_month_by_index_not_by_reading_it_whole(tenant_a):
+    # given: a month already holding 20,000 calls, its statistics up to date
+    from billing.settlement import INSERT_USAGE_RECORDS
+
+    when = datetime.now(tz=UTC)
+    partitions.ensure_ahead(now=when)
+    with connection.cursor() as cursor:
+        cursor.execute(INSERT_USAGE_RECORDS, _batch(tenant_a, 20_000, when))
+        cursor.execute("ANALYZE billing_usagerecord")
+        # when: the next batch of 1,000 is planned and run (rolled back)
+        cursor.execute("SAVEPOINT probe")
+        cursor.execute(
+            "EXPLAIN (ANALYZE, TIMING OFF) " + INSERT_USAGE_RECORDS, _batch(tenant_a, 1000, when)
+        )
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+        cursor.execute("ROLLBACK TO SAVEPOINT probe")
+    # then: one index lookup per record, never the month's 20,000 rows read into a hash
+    # (a NOT EXISTS became a hash anti join over the whole month: settlement slowed with it)
+    assert "Hash Anti Join" not in plan, plan
+    month = partitions.partition_name(partitions.month_start(when))
+    assert f"Index Only Scan using {month}_request_id_created_at_key" in plan, plan
+    assert f"Seq Scan on {month}" not in plan, plan
