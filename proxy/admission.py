@@ -1,8 +1,9 @@
 """Admission: the call's worst-case reservation, one atomic ADMIT, and refusals as errors.
 
-The reservation is the highest price over every route the call may fall back to, for the
-input estimated from the body size and the output the caller capped (else each model's
-maximum); a cached answer reserves exactly what it will be charged.
+The reservation is the highest price over every route the call may fall back to of the worst
+case the call's API names (proxy/apis: for chat, the input estimated from the body size and
+the output the caller capped, else each model's maximum, times the answers asked with `n`); a
+cached answer reserves exactly what it will be charged.
 """
 
 import time
@@ -14,7 +15,7 @@ from proxy import pricing
 from proxy.call import Call
 from proxy.errors import GatewayError
 from proxy.leases import Instance
-from proxy.tokens import reserve_input_tokens
+from proxy.usage import Usage
 
 
 def job_id_of(scope, request: dict | None) -> str | None:
@@ -48,21 +49,12 @@ def reservation(call: Call, hit) -> tuple[int, int]:
     team_pricing = call.team.pricing
     if hit is not None:
         route, entry = hit
-        price = pricing.price(team_pricing, route, entry["in"], entry["out"])
+        price = pricing.price(team_pricing, route, Usage(entry["in"], entry["out"]))
         return price * call.team.cache_hit_pct // 100, entry["in"] + entry["out"]
-    est_in = reserve_input_tokens(len(call.body))
-    if call.mode == "embedding":
-        out_cap = 0
-    else:
-        asked = call.request.get("max_completion_tokens") or call.request.get("max_tokens")
-        out_cap = (
-            asked if isinstance(asked, int) and asked > 0 else max(r.max_out for r in call.routes)
-        )
+    demand = call.api.demand(call)
     # Worst case over the routes the call may fall back to.
-    reserve = max(
-        pricing.price(team_pricing, r, est_in, out_cap, round_up=True) for r in call.routes
-    )
-    return reserve, est_in + out_cap
+    reserve = max(pricing.worst_price(team_pricing, r, demand) for r in call.routes)
+    return reserve, demand.tokens
 
 
 async def admit(

@@ -18,6 +18,7 @@ from livestate.keys import response_cache_keys
 from proxy.call import Call
 from proxy.responses import SSE_HEADERS, send_json
 from proxy.settlement import SettlementUnavailable
+from proxy.usage import Usage
 
 logger = logging.getLogger(__name__)
 
@@ -126,6 +127,8 @@ class ResponseCache:
 
     async def lookup(self, call: Call):
         """Set call.lookup when the cache is on for this call; (route, entry) on a usable hit."""
+        if not call.api.cacheable:
+            return None
         ttl = call.team.cache_ttl
         if ttl is None and call.group is not None:
             ttl = call.group.cache_ttl
@@ -165,7 +168,7 @@ class ResponseCache:
         if not call.stream:
             body = entry["body"].encode()
             try:
-                await settle.finish(route, entry["in"], entry["out"], "ok", response=body)
+                await settle.finish(route, Usage(entry["in"], entry["out"]), "ok", response=body)
             except SettlementUnavailable:
                 settle.waive()  # a 503 instead of the answer: nothing to charge
                 raise
@@ -196,7 +199,7 @@ class ResponseCache:
         body = b"".join(frames)
         await send({"type": "http.response.body", "body": body, "more_body": True})
         try:
-            await settle.finish(route, entry["in"], entry["out"], "ok", response=body)
+            await settle.finish(route, Usage(entry["in"], entry["out"]), "ok", response=body)
         except SettlementUnavailable as exc:
             # Kept and written later; the stream ends with the error, never a clean [DONE].
             return await send({"type": "http.response.body", "body": b"data: " + exc.body()})

@@ -1,6 +1,7 @@
 """One completion request as every stage sees it, built once after authentication and routing."""
 
 from livestate.snapshots import KeySnapshot, TeamSnapshot
+from proxy.apis.base import Api
 from proxy.replica import Group, Route
 
 
@@ -8,6 +9,7 @@ class Call:
     """The request's context, passed to each stage instead of a dozen parameters."""
 
     __slots__ = (
+        "api",
         "body",
         "caller_auth",
         "group",
@@ -26,7 +28,6 @@ class Call:
         "started",
         "stream",
         "team",
-        "upstream_path",
         "wants_usage",
     )
 
@@ -41,17 +42,16 @@ class Call:
         team: TeamSnapshot,
         request: dict,
         body: bytes,
-        mode: str,
+        api: Api,
         path: str,
-        upstream_path: str,
         routes: list[Route],
         group: Group | None,
     ):
         self.rid, self.scope, self.receive, self.send = rid, scope, receive, send
         self.key, self.team, self.request, self.body = key, team, request, body
-        self.mode, self.path, self.upstream_path = mode, path, upstream_path
+        self.api, self.mode, self.path = api, api.mode, path
         self.routes, self.group = routes, group
-        self.stream = bool(request.get("stream")) and mode != "embedding"
+        self.stream = api.streams(request)
         options = request.get("stream_options")
         self.wants_usage = isinstance(options, dict) and bool(options.get("include_usage"))
         self.job_id: str | None = None  # set by admission.require_job

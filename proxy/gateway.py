@@ -30,6 +30,7 @@ from core.redis import RETRY_ATTEMPTS, RETRY_ON, cluster_config, retry_backoff
 from livestate.keys import CATALOG
 from livestate.scripts import GatewayScripts
 from proxy import admission, control, metrics, routing, streaming, upstream
+from proxy.apis import errors_for
 from proxy.auth import authenticate, presented_secret
 from proxy.breaker import Breaker
 from proxy.cache import ResponseCache
@@ -168,26 +169,24 @@ class Gateway:
         try:
             await self._handle(scope, receive, send, rid)
         except GatewayError as exc:
-            await send_error(send, exc, rid)
+            await send_error(send, exc, rid, errors_for(scope["path"]).error_body(exc))
         except ClientGone:
             return
         except RedisError as exc:
             logger.warning("Redis unavailable on %s (%s): %s", scope.get("path"), rid, exc)
+            error = state_unavailable(rid)
             try:
-                await send_error(send, state_unavailable(rid), rid)
+                await send_error(send, error, rid, errors_for(scope["path"]).error_body(error))
             except Exception:  # the response had started: nothing more can be said
                 logger.warning("Redis failed mid-response on %s (%s)", scope.get("path"), rid)
         except Exception:
             logger.exception("gateway error on %s (%s)", scope.get("path"), rid)
-            await send_error(
-                send,
-                GatewayError(
-                    500,
-                    f"Internal error in the gateway; quote request id {rid} to support.",
-                    "server_error",
-                ),
-                rid,
+            error = GatewayError(
+                500,
+                f"Internal error in the gateway; quote request id {rid} to support.",
+                "server_error",
             )
+            await send_error(send, error, rid, errors_for(scope["path"]).error_body(error))
         finally:
             metrics.request_finished(clock)
 
@@ -219,20 +218,20 @@ class Gateway:
             key, team = await authenticate(self.replica, scope)
             rest = path[len("/v1/jobs/") :]
             return await self.jobs.handle(scope, receive, send, rid, key, team, rest)
-        mode, upstream_path = routing.endpoint(path, method)
+        api = routing.endpoint(path, method)
         key, team = await authenticate(self.replica, scope)
         body = await read_body(receive, self.max_body)
         request = json_object(body)
         try:
-            routes, group = routing.resolve(self.replica, request, key, team, mode)
+            routes, group = routing.resolve(self.replica, request, key, team, api)
         except GatewayError as exc:
             if exc.status not in (403, 404):
                 raise
             # Maybe a group or grant created a moment ago: catch up once, then decide.
             await self.replica.apply_changes()
             key, team = await authenticate(self.replica, scope)
-            routes, group = routing.resolve(self.replica, request, key, team, mode)
-        routing.check_body(request, mode)
+            routes, group = routing.resolve(self.replica, request, key, team, api)
+        api.check(request)
         call = Call(
             rid=rid,
             scope=scope,
@@ -242,9 +241,8 @@ class Gateway:
             team=team,
             request=request,
             body=body,
-            mode=mode,
+            api=api,
             path=path,
-            upstream_path=upstream_path,
             routes=routes,
             group=group,
         )
@@ -269,8 +267,6 @@ class Gateway:
         try:
             if hit is not None:
                 return await self.cache.serve(call, hit, settle)
-            if call.stream:
-                streaming.ask_for_usage(call)
             answer = await self.upstream.first_answer(call, settle)
             if answer is None:
                 return  # an upstream refused the caller's request; they have its answer
@@ -283,7 +279,7 @@ class Gateway:
                 # Cancelled or crashed mid-flight: release the reservation, record nothing billed
                 # (one try: what Redis does not take now is kept and written later).
                 with contextlib.suppress(SettlementUnavailable):  # logged, kept by the recovery
-                    await asyncio.shield(settle.finish(None, 0, 0, "error", retry_seconds=0))
+                    await asyncio.shield(settle.finish(None, None, "error", retry_seconds=0))
 
 
 gateway = Gateway()

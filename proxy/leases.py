@@ -26,6 +26,7 @@ from proxy import pricing
 from proxy.call import Call
 from proxy.replica import Route
 from proxy.tokens import estimate_prompt_tokens
+from proxy.usage import Usage
 
 logger = logging.getLogger(__name__)
 
@@ -142,13 +143,14 @@ class Lease:
         if self.in_tokens is None:
             self.in_tokens = estimate_prompt_tokens(call.request)
         in_t = self.in_tokens
-        price = min(pricing.price(team.pricing, route, in_t, out_tokens), self.reserve)
+        used = Usage(in_t, out_tokens)
+        price = min(pricing.price(team.pricing, route, used), self.reserve)
         lease = leases.with_progress(
             self.inflight,
             in_tokens=in_t,
             out_tokens=out_tokens,
             price=price,
-            cost=pricing.call_cost(route, in_t, out_tokens),
+            cost=pricing.call_cost(route, used),
             model=route.name,
             group=asked,
             job=call.job_id,

@@ -27,6 +27,9 @@ from livestate.keys import (
 )
 from livestate.snapshots import KeySnapshot, TeamSnapshot
 from proxy.breaker import Breaker
+from proxy.pricing import Rates, rates_of
+from proxy.providers import provider
+from proxy.providers.openai import OPENAI, Provider
 
 logger = logging.getLogger(__name__)
 
@@ -46,12 +49,14 @@ class Route:
     litellm: bool  # a LiteLLM proxy: its error bodies are mapped (proxy/litellm_errors.py)
     forward_key: bool  # call it with the caller's own virtual key instead of `auth`
     timeout: aiohttp.ClientTimeout  # read timeout applies between bytes, so streams may run long
-    in_price: int
-    out_price: int
-    in_cost: int
-    out_cost: int
+    costs: Rates  # what the provider charges us (micro-USD)
+    prices: Rates  # what the team pays in model-price mode (micro-credits)
     max_out: int
     created: int
+    kind: str = "openai"  # the upstream's kind
+    provider: Provider = OPENAI  # which APIs it speaks, where and how (proxy/providers)
+    api_version: str = ""  # Azure's api-version, Anthropic's anthropic-version
+    auth_key: str | None = None  # the provider key itself, for providers not using Bearer
 
 
 @dataclass(slots=True)
@@ -110,12 +115,14 @@ def build_catalog(raw: dict) -> Catalog:
             timeout=aiohttp.ClientTimeout(
                 sock_connect=up["connect_timeout"], sock_read=up["read_timeout"]
             ),
-            in_price=m["in_price"],
-            out_price=m["out_price"],
-            in_cost=m["in_cost"],
-            out_cost=m["out_cost"],
+            costs=rates_of(m, "cost"),
+            prices=rates_of(m, "price"),
             max_out=m["max_out"],
             created=m.get("created", 0),
+            kind=up.get("kind") or "openai",
+            provider=provider(up.get("kind") or "openai"),
+            api_version=up.get("api_version") or "",
+            auth_key=secret or None,
         )
     catalog = Catalog(routes_by_name={r.name: r for r in routes.values()})
     for gid, g in raw.get("groups", {}).items():

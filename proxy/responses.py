@@ -24,8 +24,9 @@ async def send_json(send, status: int, body: bytes, rid: str, extra: list | None
     await send({"type": "http.response.body", "body": body})
 
 
-async def send_error(send, exc: GatewayError, rid: str) -> None:
-    await send_json(send, exc.status, exc.body(), rid, exc.headers)
+async def send_error(send, exc: GatewayError, rid: str, body: bytes | None = None) -> None:
+    """The error answer: OpenAI's shape unless the API's own `body` is given."""
+    await send_json(send, exc.status, exc.body() if body is None else body, rid, exc.headers)
 
 
 async def read_body(receive, max_body: int) -> bytes:

@@ -1,19 +1,13 @@
-"""Which endpoint, which models: the route table, body checks, model resolution and fallback
+"""Which endpoint, which models: the route table (proxy/apis), model resolution and fallback
 order, and GET /v1/models."""
 
 import orjson
 
 from livestate.snapshots import KeySnapshot, TeamSnapshot
+from proxy.apis import ENDPOINTS
+from proxy.apis.base import Api
 from proxy.errors import GatewayError
 from proxy.replica import Catalog, Group, Replica, Route
-
-# path -> (mode the model must have, path on the upstream)
-ENDPOINTS = {
-    "/v1/chat/completions": ("chat", "/chat/completions"),
-    "/v1/completions": ("completion", "/completions"),
-    "/v1/embeddings": ("embedding", "/embeddings"),
-}
-REQUIRED_FIELD = {"chat": "messages", "completion": "prompt", "embedding": "input"}
 
 
 def method_not_allowed(method: str, path: str) -> GatewayError:
@@ -22,36 +16,16 @@ def method_not_allowed(method: str, path: str) -> GatewayError:
     )
 
 
-def endpoint(path: str, method: str) -> tuple[str, str]:
-    """(mode, upstream path) of a completion endpoint, or the 404/405 for this request."""
+def endpoint(path: str, method: str) -> Api:
+    """The API served on this path, or the 404/405 for this request."""
     found = ENDPOINTS.get(path)
     if found is None:
         raise GatewayError(
             404, f"Unknown endpoint {method} {path}.", "invalid_request_error", "unknown_url"
         )
-    if method != "POST":
-        raise method_not_allowed("POST", path)
+    if method != found.method:
+        raise method_not_allowed(found.method, path)
     return found
-
-
-def check_body(request: dict, mode: str) -> None:
-    required = REQUIRED_FIELD[mode]
-    if request.get(required) in (None, "", []):
-        raise GatewayError(
-            400,
-            f"'{required}' is required.",
-            "invalid_request_error",
-            "missing_required_parameter",
-            required,
-        )
-    if mode == "chat" and not isinstance(request["messages"], list):
-        raise GatewayError(
-            400,
-            "'messages' must be an array of message objects.",
-            "invalid_request_error",
-            "invalid_type",
-            "messages",
-        )
 
 
 def allowed_groups(key: KeySnapshot, team: TeamSnapshot) -> frozenset[str]:
@@ -59,7 +33,7 @@ def allowed_groups(key: KeySnapshot, team: TeamSnapshot) -> frozenset[str]:
 
 
 def resolve(
-    replica: Replica, request: dict, key: KeySnapshot, team: TeamSnapshot, mode: str
+    replica: Replica, request: dict, key: KeySnapshot, team: TeamSnapshot, api: Api
 ) -> tuple[list[Route], Group | None]:
     """The routes to try in order, and the model group named (None for a model)."""
     name = request.get("model")
@@ -92,8 +66,18 @@ def resolve(
         if not any(g in groups and route.id in groups[g].model_ids for g in allowed):
             raise not_allowed(name, allowed)
         routes = [route]
-    routes = [r for r in routes if r.mode == mode]
-    if not routes:
+    mode = api.mode
+    served = [r for r in routes if r.mode == mode and api.exchange(r) is not None]
+    if not served:
+        if any(r.mode == mode for r in routes):
+            raise GatewayError(
+                400,
+                f"'{name}' has no model whose upstream can serve {api.name} requests; "
+                "use another endpoint or model.",
+                "invalid_request_error",
+                "model_api_mismatch",
+                "model",
+            )
         raise GatewayError(
             400,
             f"'{name}' has no {mode} model enabled; check the endpoint you called.",
@@ -101,6 +85,7 @@ def resolve(
             "model_mode_mismatch",
             "model",
         )
+    routes = served
     if len(routes) > 1:
         routes = replica.breaker.order(routes)  # models marked down go last
     return routes, group

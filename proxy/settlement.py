@@ -31,6 +31,9 @@ from proxy.recovery import Deferred, Recovery
 from proxy.replica import Route
 from proxy.tokens import estimate_prompt_tokens
 from proxy.upstream import redact
+from proxy.usage import Usage
+
+NO_USAGE = Usage()
 
 logger = logging.getLogger(__name__)
 
@@ -54,13 +57,6 @@ class SettlementUnavailable(GatewayError):
         )
 
 
-def reported_tokens(usage) -> tuple[int, int] | None:
-    """(input, output) tokens from an upstream's `usage`, or None when it gave none."""
-    if isinstance(usage, dict) and "prompt_tokens" in usage:
-        return int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
-    return None
-
-
 class Settlement:
     """Finishes one admitted call exactly once: price, release, record."""
 
@@ -74,7 +70,7 @@ class Settlement:
         "recovery",
         "reserve",
         "scripts",
-        "tokens",
+        "usage",
     )
 
     def __init__(
@@ -89,7 +85,7 @@ class Settlement:
         self.reserve, self.est_tokens = reserve, est_tokens
         self.asked = call.request.get("model", "")  # before the upstream id is substituted
         self.hit_price: int | None = None  # set when the answer comes from the cache
-        self.tokens = (0, 0)
+        self.usage = NO_USAGE  # what the call was charged for, once finished
         self.done = False  # SETTLE wrote the record
         self.deferred: Deferred | None = None  # handed to the recovery, written later
 
@@ -111,7 +107,7 @@ class Settlement:
     async def finish_reported(
         self,
         route: Route,
-        usage,
+        usage: Usage | None,
         estimate_output: Callable[[], int],
         *,
         status: str = "ok",
@@ -121,26 +117,17 @@ class Settlement:
         """Finish with the upstream's usage, or local estimates when it reported none."""
         if self.finished:
             return
-        reported = reported_tokens(usage)
-        if reported is not None:
-            in_t, out_t = reported
-        else:
-            in_t, out_t = estimate_prompt_tokens(self.call.request), estimate_output()
+        estimated = usage is None
+        if estimated:
+            usage = Usage(estimate_prompt_tokens(self.call.request), estimate_output())
         await self.finish(
-            route,
-            in_t,
-            out_t,
-            status,
-            estimated=reported is None,
-            failed=failed,
-            response=response,
+            route, usage, status, estimated=estimated, failed=failed, response=response
         )
 
     async def finish(
         self,
         route: Route | None,
-        in_t: int,
-        out_t: int,
+        usage: Usage | None,
         status: str,
         *,
         estimated: bool = False,
@@ -152,7 +139,8 @@ class Settlement:
         not take it: SettlementUnavailable is raised once the record is kept)."""
         if self.finished:
             return
-        self.tokens = (in_t, out_t)
+        self.usage = usage = usage or NO_USAGE
+        in_t, out_t = usage.input, usage.output
         call = self.call
         team, key, job_id = call.team, call.key, call.job_id
         price = cost = 0
@@ -160,8 +148,8 @@ class Settlement:
             if self.hit_price is not None:
                 price = self.hit_price  # no provider call, so no cost
             else:
-                price = pricing.price(team.pricing, route, in_t, out_t)
-                cost = pricing.call_cost(route, in_t, out_t)
+                price = pricing.price(team.pricing, route, usage)
+                cost = pricing.call_cost(route, usage)
         now = time.time()
         rec = {
             "rid": call.rid,
@@ -179,6 +167,9 @@ class Settlement:
             "lat": int((now - call.started) * 1000),
             "est": estimated,
         }
+        breakdown = usage.record_fields()  # cached, reasoning, audio tokens, images…
+        if breakdown:
+            rec.update(breakdown)
         if job_id:
             rec["job"] = job_id
         if self.hit_price is not None:
@@ -218,7 +209,7 @@ class Settlement:
         records nothing otherwise (its in-flight guard)."""
         if self.recovery is not None and len(self.recovery.deferred) < MAX_ABANDONED:
             with contextlib.suppress(SettlementUnavailable):
-                await self.finish(None, 0, 0, "error", retry_seconds=-1)
+                await self.finish(None, None, "error", retry_seconds=-1)
 
     async def _write(self, args: dict, deadline: float) -> None:
         team = self.call.team

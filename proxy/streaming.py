@@ -1,10 +1,11 @@
-"""Streamed calls: the upstream's SSE relayed chunk by chunk with the public model name.
+"""Streamed calls: the upstream's SSE relayed frame by frame through the call's codec
+(proxy/apis: the public model name swapped in, the usage read, a translation where the
+upstream speaks another API).
 
-The gateway always asks the upstream for usage (stream_options.include_usage) and strips the
-usage chunk again when the client did not ask for it. The end of the stream ([DONE]) waits
-for the settlement; a stream that ends without it (client gone, upstream cut) is charged for
-what was generated until then. A settlement Redis would not take ends the stream with an error
-event instead of [DONE] (the record is kept and written later: proxy/recovery.py).
+The end of the stream (the upstream's end frame: [DONE], Anthropic's message_stop…) waits for
+the settlement; a stream that ends without it (client gone, upstream cut) is charged for what
+was generated until then. A settlement Redis would not take ends the stream with an error
+event instead of a clean end (the record is kept and written later: proxy/recovery.py).
 """
 
 import asyncio
@@ -12,10 +13,10 @@ import logging
 import time
 
 import aiohttp
-import orjson
 from django.conf import settings
 
 from proxy import cache, metrics
+from proxy.apis.base import StreamCodec
 from proxy.breaker import Breaker
 from proxy.call import Call
 from proxy.errors import GatewayError
@@ -27,15 +28,6 @@ from proxy.upstream import Answer
 logger = logging.getLogger(__name__)
 
 
-def ask_for_usage(call: Call) -> None:
-    """Always ask for usage; the extra chunk is removed again when the client did not ask."""
-    options = call.request.get("stream_options")
-    call.request["stream_options"] = {
-        **(options if isinstance(options, dict) else {}),
-        "include_usage": True,
-    }
-
-
 async def relay(
     call: Call, answer: Answer, settle: Settlement, responses: cache.ResponseCache, breaker: Breaker
 ) -> None:
@@ -45,7 +37,7 @@ async def relay(
     aiohttp response does not wake a pending read); what was generated until then is
     charged."""
     route, resp = answer.route, answer.response
-    stream = StreamRelay(call, settle, route)
+    stream = StreamRelay(call, settle, route, answer.exchange.codec(call, route))
     relay_started = time.perf_counter()
     pump = asyncio.ensure_future(stream.pump(resp))
     gone = asyncio.ensure_future(_wait_disconnect(call.receive))
@@ -76,54 +68,49 @@ async def relay(
 
 
 class StreamRelay:
-    """The state of one relayed stream: what was sent, generated and reported."""
+    """The state of one relayed stream: what was sent; the codec (proxy/apis) knows what was
+    generated and reported."""
 
     __slots__ = (
         "cacheable",
         "call",
         "capture",
         "capture_room",
+        "codec",
         "done",
         "failed",
-        "out_bytes",
         "public",
         "route",
         "send",
         "settlement",
         "started",
-        "template",
         "unrecorded",
-        "usage",
-        "wants_usage",
     )
 
-    def __init__(self, call: Call, settlement: Settlement, route):
-        self.call, self.settlement, self.route = call, settlement, route
+    def __init__(self, call: Call, settlement: Settlement, route, codec: StreamCodec):
+        self.call, self.settlement, self.route, self.codec = call, settlement, route, codec
         self.send = call.send
         self.public = route.name
-        self.wants_usage = call.wants_usage
-        self.usage = None
-        self.out_bytes = 0
         self.started = False
         self.failed = False
-        self.done = False  # [DONE] seen
+        self.done = False  # the upstream's end of stream seen
         # The settlement could not be written (kept for later): the stream ends with this error.
         self.unrecorded: SettlementUnavailable | None = None
-        self.template: dict | None = None  # the first chunk's id, created…: for a replay
         # What was sent, kept only when it is logged or cached, and only up to a bound.
         lookup = call.lookup
         self.capture: list[bytes] | None = [] if (lookup or call.team.log) else None
         self.capture_room = max(settings.GATEWAY_CACHE_MAX_BYTES, settings.GATEWAY_LOG_MAX_BYTES)
-        self.cacheable = lookup is not None and lookup.may_write
+        self.cacheable = lookup is not None and lookup.may_write and call.api.cacheable
 
     def captured(self) -> bytes | None:
         return b"".join(self.capture) if self.capture is not None else None
 
     async def settle(self, *, status: str = "ok", failed: bool = False) -> None:
+        codec = self.codec
         await self.settlement.finish_reported(
             self.route,
-            self.usage,
-            lambda: estimate_text_tokens(self.out_bytes),
+            codec.usage,
+            lambda: estimate_text_tokens(codec.out_bytes),
             status=status,
             failed=failed,
             response=self.captured(),
@@ -131,27 +118,29 @@ class StreamRelay:
 
     def cache_entry(self) -> dict:
         frames = self.capture or []
-        if self.wants_usage:
+        codec = self.codec
+        if codec.wants_usage:
             frames = cache.strip_usage(frames)
-        in_t, out_t = self.settlement.tokens
+        used = self.settlement.usage
         return {
             "frames": [f.decode() for f in frames],
-            "template": self.template or {},
-            "usage": self.usage,
+            "template": codec.template or {},
+            "usage": codec.raw_usage,
             "model": self.public,
-            "in": in_t,
-            "out": out_t,
+            "in": used.input,
+            "out": used.output,
         }
 
     async def pump(self, resp) -> None:
         buffer = b""
+        codec = self.codec
         try:
             async for data in resp.content.iter_any():
                 buffer += data
                 frames = []
                 while (cut := buffer.find(b"\n\n")) >= 0:
                     frame, buffer = buffer[:cut], buffer[cut + 2 :]
-                    if frame.startswith(b"data:") and frame[5:].strip() == b"[DONE]":
+                    if codec.is_end(frame):
                         # Content already in hand goes out first; only the end of the stream
                         # waits for the settlement (so a crash after it loses nothing).
                         await self._flush(frames)
@@ -160,11 +149,11 @@ class StreamRelay:
                         try:
                             await self.settle()
                         except SettlementUnavailable as exc:
-                            self.unrecorded = exc  # close() sends it, and no [DONE]
+                            self.unrecorded = exc  # close() sends it, and no clean end
                             return
-                        frames.append(b"data: [DONE]\n\n")
+                        frames.append(codec.closing())
                         continue
-                    out = self.frame(frame)
+                    out = codec.frame(frame)
                     if out:
                         frames.append(out)
                 await self._flush(frames)
@@ -186,39 +175,8 @@ class StreamRelay:
             lease = self.call.lease
             if lease is not None and not self.settlement.done:
                 # What the client has now, for the reaper to charge if this process dies.
-                out_t = estimate_text_tokens(self.out_bytes)
+                out_t = estimate_text_tokens(self.codec.out_bytes)
                 lease.progress(self.route, out_t, self.settlement.asked)
-
-    def frame(self, frame: bytes) -> bytes | None:
-        """One upstream SSE frame as the client gets it (None: not sent at all)."""
-        if not frame.startswith(b"data:"):
-            return frame + b"\n\n"
-        payload = frame[5:].strip()
-        try:
-            chunk = orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            return frame + b"\n\n"
-        if not isinstance(chunk, dict):
-            return frame + b"\n\n"
-        if "model" in chunk:
-            chunk["model"] = self.public
-        if self.template is None:
-            self.template = {k: chunk.get(k) for k in ("id", "object", "created", "model")}
-        for choice in chunk.get("choices") or ():
-            delta = choice.get("delta") or {}
-            self.out_bytes += len(delta.get("content") or "") + len(choice.get("text") or "")
-        if chunk.get("usage"):
-            self.usage = chunk["usage"]
-            if not self.wants_usage:
-                del chunk["usage"]
-                if not any(
-                    (c.get("delta") or {}).get("content") or c.get("finish_reason")
-                    for c in chunk.get("choices") or ()
-                ):
-                    return None  # the usage-only chunk the client did not ask for
-        elif "usage" in chunk and not self.wants_usage:
-            del chunk["usage"]  # the `usage: null` placeholders that come with include_usage
-        return b"data: " + orjson.dumps(chunk) + b"\n\n"
 
     async def _start(self) -> None:
         if not self.started:
@@ -238,26 +196,20 @@ class StreamRelay:
 
     async def close(self) -> None:
         await self._start()
+        codec = self.codec
         if self.unrecorded is not None:
-            # OpenAI's stream error shape; no [DONE]: this stream did not end cleanly.
-            await self.send(
-                {
-                    "type": "http.response.body",
-                    "body": b"data: " + self.unrecorded.body() + b"\n\n",
-                    "more_body": True,
-                }
-            )
+            tail = codec.error_frame(self.unrecorded)  # no clean end: it did not end cleanly
         elif self.failed:
             error = GatewayError(
                 502, "The upstream stream broke off.", "upstream_error", "upstream_stream_error"
             )
-            await self.send(
-                {
-                    "type": "http.response.body",
-                    "body": b"data: " + error.body() + b"\n\ndata: [DONE]\n\n",
-                    "more_body": True,
-                }
-            )
+            tail = codec.broken(error)
+        elif not self.done:
+            tail = codec.unfinished()
+        else:
+            tail = b""
+        if tail:
+            await self.send({"type": "http.response.body", "body": tail, "more_body": True})
         await self.send({"type": "http.response.body", "body": b"", "more_body": False})
 
 

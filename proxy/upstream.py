@@ -14,12 +14,12 @@ import orjson
 
 from core.redaction import redact_tollgate_keys
 from proxy import litellm_errors, metrics
+from proxy.apis.base import Exchange
 from proxy.breaker import Breaker
 from proxy.call import Call
 from proxy.errors import GatewayError
 from proxy.replica import Route
-from proxy.responses import send_error, send_json
-from proxy.tokens import estimate_text_tokens
+from proxy.responses import send_json
 
 # Upstream answers that mean "try the next model": overload and server errors, and also our own
 # configuration failing (401/403: a bad provider key, 404: a wrong upstream model id), which is
@@ -57,10 +57,13 @@ class Attempt:
 class Answer:
     """What one route answered: a unary body (and its JSON), or an open 200 stream."""
 
-    __slots__ = ("headers", "payload", "raw", "response", "route", "status")
+    __slots__ = ("exchange", "headers", "payload", "raw", "response", "route", "status")
 
-    def __init__(self, route: Route, status: int, raw: bytes, headers, response=None):
-        self.route, self.status, self.raw, self.headers = route, status, raw, headers
+    def __init__(
+        self, route: Route, exchange: Exchange, status: int, raw: bytes, headers, response=None
+    ):
+        self.route, self.exchange, self.status, self.raw = route, exchange, status, raw
+        self.headers = headers
         self.response = response  # the aiohttp response of a stream, still to be relayed
         self.payload = None  # the parsed body of a unary answer
 
@@ -81,18 +84,6 @@ def exhausted(failures: list[Attempt]) -> GatewayError:
         "upstream_error",
         "upstream_error",
     )
-
-
-def estimate_output(payload) -> int:
-    if not isinstance(payload, dict):
-        return 0
-    total = 0
-    for choice in payload.get("choices") or ():
-        message = choice.get("message") or {}
-        total += len((message.get("content") or "").encode()) + len(
-            (choice.get("text") or "").encode()
-        )
-    return estimate_text_tokens(total)
 
 
 class Upstream:
@@ -125,44 +116,34 @@ class Upstream:
                 continue
             if not call.stream:
                 try:
-                    answer.payload = orjson.loads(answer.raw)
-                except orjson.JSONDecodeError:
+                    answer.payload = answer.exchange.decode(answer.raw)
+                except ValueError:
                     self._failed(failures, Attempt(route, "answered with invalid JSON"))
                     continue
             self.breaker.succeeded(route.id)
             return answer
         error = exhausted(failures)
-        await settle.finish(None, 0, 0, "error", failed=True, response=error.body())
+        await settle.finish(None, None, "error", failed=True, response=error.body())
         raise error
 
     async def _attempt(self, route: Route, call: Call) -> Answer:
-        request = self._post(route, call)
-        if not call.stream:
-            async with request as resp:
-                return Answer(route, resp.status, await resp.read(), resp.headers)
-        resp = await request
-        if resp.status == 200:
-            return Answer(route, 200, b"", resp.headers, resp)
-        raw = await resp.read()
-        resp.release()
-        return Answer(route, resp.status, raw, resp.headers)
-
-    def _post(self, route: Route, call: Call):
-        call.request["model"] = route.upstream_model
-        headers = {"Content-Type": "application/json", "X-Request-Id": call.rid}
-        auth = call.caller_auth if route.forward_key else route.auth
-        if auth:
-            headers["Authorization"] = auth
-        if route.litellm:
-            # LiteLLM keeps it as the spend log's litellm_call_id: reconciliation can tell
-            # calls made through us from calls made to LiteLLM directly.
-            headers["x-litellm-call-id"] = call.rid
-        return self.session.post(
-            route.url_base + call.upstream_path,
-            data=orjson.dumps(call.request),
-            headers=headers,
+        exchange = call.api.exchange(route)
+        provider = route.provider
+        request = self.session.post(
+            provider.url(route, exchange.upstream),
+            data=exchange.body(call, route),
+            headers=provider.headers(route, call),
             timeout=route.timeout,
         )
+        if not call.stream:
+            async with request as resp:
+                return Answer(route, exchange, resp.status, await resp.read(), resp.headers)
+        resp = await request
+        if resp.status == 200:
+            return Answer(route, exchange, 200, b"", resp.headers, resp)
+        raw = await resp.read()
+        resp.release()
+        return Answer(route, exchange, resp.status, raw, resp.headers)
 
     async def _refused(self, call: Call, settle, answer: Answer, failures: list) -> bool:
         """An upstream error answer: a reason to try the next model (recorded in failures,
@@ -173,8 +154,9 @@ class Upstream:
                 status, raw, answer.headers or {}, caller_key=route.forward_key
             )
             if isinstance(verdict, GatewayError):
-                await settle.finish(route, 0, 0, "rejected", response=verdict.body())
-                await send_error(call.send, verdict, call.rid)
+                body = call.api.error_body(verdict)
+                await settle.finish(route, None, "rejected", response=body)
+                await send_json(call.send, verdict.status, body, call.rid, verdict.headers)
                 return True
             if verdict is not None:
                 failures.append(Attempt(route, redact(verdict, route)))
@@ -184,8 +166,8 @@ class Upstream:
             self._failed(failures, Attempt(route, message))
             return False
         self.breaker.succeeded(route.id)  # it answered: the upstream is up
-        body = redact(raw.decode(errors="replace"), route).encode()
-        await settle.finish(route, 0, 0, "rejected", response=body)
+        body = answer.exchange.error(status, redact(raw.decode(errors="replace"), route).encode())
+        await settle.finish(route, None, "rejected", response=body)
         await send_json(call.send, status, body, call.rid)
         return True
 
@@ -196,14 +178,12 @@ class Upstream:
 
 
 async def reply(call: Call, answer: Answer, settle, cache) -> None:
-    """A unary answer with the public model name: settled, then sent, then cached."""
-    route, payload = answer.route, answer.payload
-    usage = payload.get("usage") if isinstance(payload, dict) else None
-    if isinstance(payload, dict) and "model" in payload:
-        payload["model"] = route.name
-    body = orjson.dumps(payload)
+    """A unary answer in the client's shape with the public model name: settled, then sent,
+    then cached."""
+    route, exchange = answer.route, answer.exchange
+    body, usage, estimate_output = exchange.unary(call, route, answer.payload)
     try:
-        await settle.finish_reported(route, usage, lambda: estimate_output(payload), response=body)
+        await settle.finish_reported(route, usage, estimate_output, response=body)
     except GatewayError:
         settle.waive()  # the caller gets a 503 instead of the answer: nothing to charge
         raise
@@ -212,7 +192,7 @@ async def reply(call: Call, answer: Answer, settle, cache) -> None:
     if lookup is not None:
         headers.append((b"x-cache", b"miss"))
     await send_json(call.send, 200, body, call.rid, headers)
-    if lookup is not None and lookup.may_write and isinstance(payload, dict):
-        in_t, out_t = settle.tokens
-        entry = {"body": body.decode(), "model": route.name, "in": in_t, "out": out_t}
+    if lookup is not None and lookup.may_write and isinstance(answer.payload, dict):
+        used = settle.usage
+        entry = {"body": body.decode(), "model": route.name, "in": used.input, "out": used.output}
         await cache.put(lookup, lookup.unary_key, entry)

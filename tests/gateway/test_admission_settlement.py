@@ -5,10 +5,12 @@ import pytest
 from livestate.scripts import Refusal
 from livestate.snapshots import TeamPricing
 from proxy import admission
+from proxy.apis.openai import estimate_output
 from proxy.errors import GatewayError
-from proxy.settlement import logged_bodies, reported_tokens
+from proxy.settlement import logged_bodies
 from proxy.tokens import reserve_input_tokens
-from proxy.upstream import Attempt, error_message, estimate_output, exhausted, redact
+from proxy.upstream import Attempt, error_message, exhausted, redact
+from proxy.usage import Usage, from_openai
 from tests.helpers.gateway_state import call_for, catalog_raw, model, replica_with, team_snapshot
 
 CATALOG = replica_with(
@@ -100,9 +102,9 @@ def test_refusals_decode_the_raw_script_answer():
 
 
 def test_usage_is_read_only_when_the_upstream_reported_it():
-    assert reported_tokens({"prompt_tokens": 3, "completion_tokens": None}) == (3, 0)
-    assert reported_tokens({"total_tokens": 3}) is None
-    assert reported_tokens(None) is None
+    assert from_openai({"prompt_tokens": 3, "completion_tokens": None}) == Usage(3, 0)
+    assert from_openai({"total_tokens": 3}) is None
+    assert from_openai(None) is None
     payload = {"choices": [{"message": {"content": "12345678"}}, {"text": "abcd"}]}
     assert estimate_output(payload) == 3
     assert estimate_output([]) == 0

@@ -6,9 +6,11 @@ from collections import Counter
 import pytest
 
 from proxy import routing
+from proxy.apis.openai import EMBEDDING
 from proxy.breaker import Breaker
 from proxy.errors import GatewayError
 from tests.helpers.gateway_state import (
+    APIS,
     catalog_raw,
     key_snapshot,
     model,
@@ -32,7 +34,7 @@ GROUPS = {
 def resolve(name, *, mode="chat", key=None, team=None, breaker=None):
     replica = replica_with(catalog_raw(MODELS, GROUPS), breaker)
     return routing.resolve(
-        replica, {"model": name}, key or key_snapshot(), team or team_snapshot(), mode
+        replica, {"model": name}, key or key_snapshot(), team or team_snapshot(), APIS[mode]
     )
 
 
@@ -129,12 +131,12 @@ def test_the_models_list_holds_the_groups_and_their_models_once():
 )
 def test_body_checks(request_body, mode, code):
     with pytest.raises(GatewayError) as caught:
-        routing.check_body(request_body, mode)
+        APIS[mode].check(request_body)
     assert caught.value.code == code
 
 
 def test_unknown_endpoints_and_methods():
-    assert routing.endpoint("/v1/embeddings", "POST") == ("embedding", "/embeddings")
+    assert routing.endpoint("/v1/embeddings", "POST") is EMBEDDING
     with pytest.raises(GatewayError) as caught:
         routing.endpoint("/v1/nope", "POST")
     assert caught.value.status == 404

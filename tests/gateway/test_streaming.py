@@ -3,21 +3,17 @@
 import orjson
 
 from proxy import cache
-from proxy.settlement import Settlement
-from proxy.streaming import StreamRelay
-from tests.helpers.gateway_state import call_for, catalog_raw, model, replica_with
+from proxy.apis.openai import OpenAIStream
+from proxy.usage import Usage
+from tests.helpers.gateway_state import catalog_raw, model, replica_with
 
 ROUTE = replica_with(catalog_raw({"m1": model("public-name")}, {})).catalog.routes_by_name[
     "public-name"
 ]
 
 
-def relay(*, wants_usage: bool) -> StreamRelay:
-    request = {"model": "public-name", "messages": [{"role": "user", "content": "hi"}]}
-    if wants_usage:
-        request["stream_options"] = {"include_usage": True}
-    call = call_for(request, [ROUTE])
-    return StreamRelay(call, Settlement(None, call, 0, 0), ROUTE)
+def relay(*, wants_usage: bool) -> OpenAIStream:
+    return OpenAIStream(ROUTE.name, wants_usage)
 
 
 def data(chunk: dict) -> bytes:
@@ -53,7 +49,8 @@ def test_each_chunk_carries_the_public_model_name_and_counts_the_content():
 def test_the_usage_chunk_is_dropped_when_the_client_did_not_ask_but_still_read():
     r = relay(wants_usage=False)
     assert r.frame(data(USAGE_ONLY)) is None
-    assert r.usage == {"prompt_tokens": 3, "completion_tokens": 2}
+    assert r.raw_usage == {"prompt_tokens": 3, "completion_tokens": 2}
+    assert r.usage == Usage(3, 2)
 
 
 def test_usage_on_a_content_chunk_is_removed_and_the_content_kept():
@@ -62,7 +59,7 @@ def test_usage_on_a_content_chunk_is_removed_and_the_content_kept():
     out = parsed(r.frame(data(chunk)))
     assert "usage" not in out
     assert out["choices"][0]["delta"]["content"] == "héllo"
-    assert r.usage["completion_tokens"] == 2
+    assert r.usage.output == 2
 
 
 def test_the_usage_chunk_is_passed_on_when_the_client_asked():

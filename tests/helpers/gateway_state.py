@@ -1,6 +1,7 @@
 """Plain builders for the gateway's unit tests: a catalog, snapshots and a Call, no I/O."""
 
 from livestate.snapshots import KeySnapshot, TeamPricing, TeamSnapshot
+from proxy.apis.openai import CHAT, COMPLETION, EMBEDDING
 from proxy.breaker import Breaker
 from proxy.call import Call
 from proxy.replica import Replica, build_catalog
@@ -98,6 +99,9 @@ def team_snapshot(**fields) -> TeamSnapshot:
     return TeamSnapshot(**{**values, **fields})
 
 
+APIS = {"chat": CHAT, "completion": COMPLETION, "embedding": EMBEDDING}
+
+
 def call_for(request: dict, routes, *, mode="chat", team=None, key=None, headers=()) -> Call:
     body = b"{}"
     return Call(
@@ -109,9 +113,8 @@ def call_for(request: dict, routes, *, mode="chat", team=None, key=None, headers
         team=team or team_snapshot(),
         request=request,
         body=body,
-        mode=mode,
+        api=APIS[mode],
         path="/v1/chat/completions",
-        upstream_path="/chat/completions",
         routes=routes,
         group=None,
     )

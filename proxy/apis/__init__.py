@@ -1,0 +1,15 @@
+"""The client-facing APIs by path (see proxy/apis/base.py for what each provides)."""
+
+from proxy.apis.base import Api
+from proxy.apis.openai import CHAT, COMPLETION, EMBEDDING
+
+ENDPOINTS: dict[str, Api] = {
+    "/v1/chat/completions": CHAT,
+    "/v1/completions": COMPLETION,
+    "/v1/embeddings": EMBEDDING,
+}
+
+
+def errors_for(path: str) -> Api:
+    """The API whose error shape answers a request on `path` (OpenAI's when none matches)."""
+    return ENDPOINTS.get(path, CHAT)

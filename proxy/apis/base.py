@@ -1,0 +1,132 @@
+"""What every client-facing API (an endpoint's request and answer shape) provides the stages.
+
+An `Api` is one endpoint's shape: the model mode it needs, its body checks, the worst case it
+reserves for, its error shape, and for each route an `Exchange`: how the call is put to that
+route's upstream and how the answer comes back. A route whose upstream speaks the API natively
+gets the API's passthrough exchange; one that speaks another API gets a translating exchange
+(proxy/apis/translate_*.py, registered per pair), or none, and is then not a route for this API.
+
+A stream goes through a `StreamCodec`, one per call: upstream SSE frames in, the client's
+frames out, the usage it reported and a count of what was generated on the way.
+"""
+
+from collections.abc import Callable
+
+import orjson
+
+from proxy.errors import GatewayError
+from proxy.pricing import Demand
+from proxy.usage import Usage
+
+
+class StreamCodec:
+    """One stream's relay state. Subclasses fill `frame`, `is_end` and the closings."""
+
+    __slots__ = ("out_bytes", "public", "template", "usage")
+
+    def __init__(self, public: str):
+        self.public = public  # the model name the client sees
+        self.out_bytes = 0  # generated text so far, for estimates and lease progress
+        self.usage: Usage | None = None  # what the upstream reported
+        self.template: dict | None = None  # ids of the stream, for a cache replay
+
+    def frame(self, frame: bytes) -> bytes | None:
+        """One upstream SSE frame (without its blank line) as the client gets it."""
+        raise NotImplementedError
+
+    def is_end(self, frame: bytes) -> bool:
+        """The upstream's end of stream: it waits for the settlement, then `closing` goes out."""
+        raise NotImplementedError
+
+    def closing(self) -> bytes:
+        """The client's clean end of stream, after the settlement."""
+        raise NotImplementedError
+
+    def error_frame(self, error: GatewayError) -> bytes:
+        """An error inside the stream, in the client's shape (the stream ends after it)."""
+        raise NotImplementedError
+
+    def broken(self, error: GatewayError) -> bytes:
+        """What ends a stream the upstream broke off."""
+        return self.error_frame(error)
+
+    def unfinished(self) -> bytes:
+        """What ends a stream the upstream ended without its end frame."""
+        return b""
+
+
+class Exchange:
+    """How a call of one API is put to one kind of upstream API, and how the answer returns.
+
+    `upstream` names the API the upstream is spoken to in (its path below the provider's base
+    URL is the provider's business: proxy/providers)."""
+
+    upstream = ""
+
+    def body(self, call, route) -> bytes:
+        """The upstream request body for this route."""
+        raise NotImplementedError
+
+    def decode(self, raw: bytes):
+        """A unary upstream answer; ValueError when it is not one (the call falls back)."""
+        return orjson.loads(raw)
+
+    def unary(self, call, route, payload) -> tuple[bytes, Usage | None, Callable[[], int]]:
+        """(client body, reported usage or None, estimate of the output tokens)."""
+        raise NotImplementedError
+
+    def codec(self, call, route) -> StreamCodec:
+        raise NotImplementedError
+
+    def error(self, status: int, raw: bytes) -> bytes:
+        """An upstream's refusal of the caller's request, passed on in the client's shape."""
+        return raw
+
+
+class Api:
+    """One endpoint's shape. `name` is what routes and translations are keyed by."""
+
+    name = ""
+    mode = ""  # the model mode it needs (modelgroups.Model.Mode)
+    method = "POST"
+    cacheable = False  # answers may be kept by the response cache (proxy/cache.py)
+
+    def error_body(self, error: GatewayError) -> bytes:
+        """The error shape of this API (OpenAI's unless overridden)."""
+        return error.body()
+
+    def check(self, request: dict) -> None:
+        """Refuse a body the upstream would refuse anyway, before anything is reserved."""
+
+    def streams(self, request: dict) -> bool:
+        return bool(request.get("stream"))
+
+    def demand(self, call) -> Demand:
+        """The worst case to reserve for."""
+        raise NotImplementedError
+
+    def exchange(self, route) -> Exchange | None:
+        """How to call this route, or None when it cannot serve this API."""
+        raise NotImplementedError
+
+
+def missing(field: str) -> GatewayError:
+    return GatewayError(
+        400, f"'{field}' is required.", "invalid_request_error", "missing_required_parameter", field
+    )
+
+
+def invalid(field: str, message: str, code: str = "invalid_type") -> GatewayError:
+    return GatewayError(400, message, "invalid_request_error", code, field)
+
+
+def positive_int(request: dict, field: str, *, limit: int | None = None) -> int | None:
+    """A request's optional positive integer field, or the 400 naming it."""
+    value = request.get(field)
+    if value is None:
+        return None
+    if type(value) is not int or value < 1:
+        raise invalid(field, f"'{field}' must be a positive integer.")
+    if limit is not None and value > limit:
+        raise invalid(field, f"'{field}' must be at most {limit}.", "invalid_value")
+    return value
