@@ -41,7 +41,7 @@ from proxy.leases import Instance
 from proxy.recovery import Recovery
 from proxy.redis_pool import WaitingPool
 from proxy.replica import Replica
-from proxy.responses import ClientGone, json_object, read_body, send_error, send_json
+from proxy.responses import ClientGone, read_body, send_error, send_json
 from proxy.settlement import Settlement, SettlementUnavailable
 
 logger = logging.getLogger(__name__)
@@ -220,8 +220,8 @@ class Gateway:
             return await self.jobs.handle(scope, receive, send, rid, key, team, rest)
         api = routing.endpoint(path, method)
         key, team = await authenticate(self.replica, scope)
-        body = await read_body(receive, self.max_body)
-        request = json_object(body)
+        body = await read_body(receive, api.max_body or self.max_body)
+        request = api.parse(scope, body)
         try:
             routes, group = routing.resolve(self.replica, request, key, team, api)
         except GatewayError as exc:

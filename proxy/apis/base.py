@@ -16,6 +16,7 @@ import orjson
 
 from proxy.errors import GatewayError
 from proxy.pricing import Demand
+from proxy.responses import json_object
 from proxy.usage import Usage
 
 
@@ -90,6 +91,11 @@ class Api:
     mode = ""  # the model mode it needs (modelgroups.Model.Mode)
     method = "POST"
     cacheable = False  # answers may be kept by the response cache (proxy/cache.py)
+    max_body: int | None = None  # request body bound in bytes; None: GATEWAY_MAX_BODY_BYTES
+
+    def parse(self, scope, body: bytes) -> dict:
+        """The request as a dict (a JSON object unless the API takes another body)."""
+        return json_object(body)
 
     def error_body(self, error: GatewayError) -> bytes:
         """The error shape of this API (OpenAI's unless overridden)."""
