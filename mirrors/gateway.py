@@ -98,6 +98,7 @@ def catalog_snapshot() -> dict:
                 "base_url": u.base_url.rstrip("/"),
                 "api_key_enc": u.api_key_encrypted,
                 "key_mode": u.key_mode,
+                "api_version": u.resolved_api_version,
                 "connect_timeout": u.connect_timeout_seconds,
                 "read_timeout": u.read_timeout_seconds,
                 "enabled": u.enabled,
@@ -114,6 +115,7 @@ def catalog_snapshot() -> dict:
                 "out_price": m.output_price_micros,
                 "in_cost": m.input_cost_micros,
                 "out_cost": m.output_cost_micros,
+                **_usage_kind_prices(m),
                 "max_out": m.max_output_tokens,
                 "enabled": m.enabled,
                 "created": int(m.created_at.timestamp()),
@@ -133,6 +135,39 @@ def catalog_snapshot() -> dict:
             for g in ModelGroup.objects.prefetch_related("members__model")
         },
     }
+
+
+# The wire names of a model's per-kind prices: per 1M tokens, per image, per audio second
+# and per 1M characters (modelgroups.models.Model).
+KIND_PRICES = {
+    "cr_cost": "cache_read_cost_micros",
+    "cr_price": "cache_read_price_micros",
+    "cw_cost": "cache_write_cost_micros",
+    "cw_price": "cache_write_price_micros",
+    "rs_cost": "reasoning_cost_micros",
+    "rs_price": "reasoning_price_micros",
+    "ai_cost": "audio_input_cost_micros",
+    "ai_price": "audio_input_price_micros",
+    "ao_cost": "audio_output_cost_micros",
+    "ao_price": "audio_output_price_micros",
+    "img_cost": "image_cost_micros",
+    "img_price": "image_price_micros",
+    "sec_cost": "audio_second_cost_micros",
+    "sec_price": "audio_second_price_micros",
+    "chr_cost": "character_cost_micros",
+    "chr_price": "character_price_micros",
+}
+
+
+def _usage_kind_prices(m) -> dict:
+    """A model's prices beyond input and output, defaults resolved here (a null token price is
+    its input or output side's), so the gateway never sees a null; `img_table` only when set."""
+    from modelgroups.models import resolved_price
+
+    prices = {wire: resolved_price(m, field) for wire, field in KIND_PRICES.items()}
+    if m.image_prices:
+        prices["img_table"] = {k: [v["cost"], v["price"]] for k, v in m.image_prices.items()}
+    return prices
 
 
 def health_snapshot(health) -> dict:

@@ -7,6 +7,7 @@ from rest_framework.response import Response
 from core.api import AdminView
 from core.errors import rule_checked
 from core.fields import MoneyField, PublicIdRelatedField
+from core.money import MoneyError, format_micros, parse_micros
 from modelgroups import rules, services
 from modelgroups.models import Model, ModelGroup, ModelHealth, Upstream
 from orgs.auth import IsPlatformAdmin, PlatformWritesOnly
@@ -24,6 +25,7 @@ class UpstreamOutput(serializers.ModelSerializer):
             "kind",
             "base_url",
             "key_mode",
+            "api_version",
             "has_api_key",
             "connect_timeout_seconds",
             "read_timeout_seconds",
@@ -62,6 +64,13 @@ class UpstreamInput(serializers.Serializer):
         required=False,
         help_text="How its models are probed: a one-token call to each (default), one GET "
         "/models for all, or off.",
+    )
+    api_version = serializers.CharField(
+        max_length=40,
+        required=False,
+        allow_blank=True,
+        help_text="azure_openai: the api-version query value (required), e.g. 2024-10-21. "
+        "anthropic: the anthropic-version header; blank = 2023-06-01.",
     )
     enabled = serializers.BooleanField(required=False)
 
@@ -125,6 +134,82 @@ class ModelHealthOutput(serializers.ModelSerializer):
 # What a model that was never probed shows.
 UNKNOWN_HEALTH = ModelHealthOutput(ModelHealth()).data
 
+_DECIMAL = {"type": "string", "format": "decimal", "example": "0.040000"}
+
+
+@extend_schema_field(
+    {
+        "type": "object",
+        "additionalProperties": {
+            "type": "object",
+            "properties": {"cost": _DECIMAL, "price": _DECIMAL},
+            "required": ["cost", "price"],
+        },
+        "maxProperties": rules.MAX_IMAGE_PRICES,
+        "example": {"1024x1024|hd": {"cost": "0.080000", "price": "0.100000"}},
+    }
+)
+class ImagePricesField(serializers.Field):
+    """Prices per image by size ("1024x1024") or size and quality ("1024x1024|hd"): decimal
+    strings on the wire (cost in USD, price in credits), micro-units in the database."""
+
+    default_error_messages = {"invalid": "{message}"}
+
+    def to_representation(self, value):
+        return {
+            k: {"cost": format_micros(v["cost"]), "price": format_micros(v["price"])}
+            for k, v in value.items()
+        }
+
+    def to_internal_value(self, data):
+        if not isinstance(data, dict):
+            self.fail(
+                "invalid",
+                message='Send an object such as {"1024x1024|hd": '
+                '{"cost": "0.08", "price": "0.10"}}.',
+            )
+        table = {}
+        for key, value in data.items():
+            if not isinstance(value, dict) or set(value) != {"cost", "price"}:
+                self.fail("invalid", message=f"{str(key)[:40]}: give exactly a cost and a price.")
+            parsed = {}
+            for part in ("cost", "price"):
+                amount = value[part]
+                if isinstance(amount, bool) or not isinstance(amount, str | int):
+                    self.fail(
+                        "invalid", message=f'{key} {part}: send a decimal string such as "0.04".'
+                    )
+                try:
+                    parsed[part] = parse_micros(amount)
+                except MoneyError as exc:
+                    self.fail("invalid", message=f"{key} {part}: {exc}")
+            table[key] = parsed
+        return rule_checked(rules.validate_image_prices, table, error=serializers.ValidationError)
+
+
+# The prices besides the input and output ones, with what each is per and its default.
+EXTRA_PRICE_HELP = {
+    "cache_read_cost_micros": "Provider cost, USD per 1M cached input tokens; null = input cost.",
+    "cache_read_price_micros": "Credits per 1M cached input tokens; null = input price.",
+    "cache_write_cost_micros": "USD per 1M cache-write input tokens; null = input cost.",
+    "cache_write_price_micros": "Credits per 1M cache-write input tokens; null = input price.",
+    "reasoning_cost_micros": "USD per 1M reasoning tokens; null = output cost.",
+    "reasoning_price_micros": "Credits per 1M reasoning tokens; null = output price.",
+    "audio_input_cost_micros": "USD per 1M audio input tokens; null = input cost.",
+    "audio_input_price_micros": "Credits per 1M audio input tokens; null = input price.",
+    "audio_output_cost_micros": "USD per 1M audio output tokens; null = output cost.",
+    "audio_output_price_micros": "Credits per 1M audio output tokens; null = output price.",
+    "image_cost_micros": "USD per image generated (sizes not in image_prices).",
+    "image_price_micros": "Credits per image generated; omit or null on create: cost times "
+    "the markup.",
+    "audio_second_cost_micros": "USD per second of audio transcribed.",
+    "audio_second_price_micros": "Credits per second of audio; omit or null on create: cost "
+    "times the markup.",
+    "character_cost_micros": "USD per 1M characters of speech input.",
+    "character_price_micros": "Credits per 1M characters of speech input; omit or null on "
+    "create: cost times the markup.",
+}
+
 
 class ModelOutput(serializers.ModelSerializer):
     id = serializers.CharField(source="public_id")
@@ -138,6 +223,77 @@ class ModelOutput(serializers.ModelSerializer):
         source="input_price_micros", help_text="Price, credits per 1M input tokens."
     )
     output_price_per_mtok = MoneyField(source="output_price_micros")
+    cache_read_cost_per_mtok = MoneyField(
+        source="cache_read_cost_micros",
+        allow_null=True,
+        help_text=EXTRA_PRICE_HELP["cache_read_cost_micros"],
+    )
+    cache_read_price_per_mtok = MoneyField(
+        source="cache_read_price_micros",
+        allow_null=True,
+        help_text=EXTRA_PRICE_HELP["cache_read_price_micros"],
+    )
+    cache_write_cost_per_mtok = MoneyField(
+        source="cache_write_cost_micros",
+        allow_null=True,
+        help_text=EXTRA_PRICE_HELP["cache_write_cost_micros"],
+    )
+    cache_write_price_per_mtok = MoneyField(
+        source="cache_write_price_micros",
+        allow_null=True,
+        help_text=EXTRA_PRICE_HELP["cache_write_price_micros"],
+    )
+    reasoning_cost_per_mtok = MoneyField(
+        source="reasoning_cost_micros",
+        allow_null=True,
+        help_text=EXTRA_PRICE_HELP["reasoning_cost_micros"],
+    )
+    reasoning_price_per_mtok = MoneyField(
+        source="reasoning_price_micros",
+        allow_null=True,
+        help_text=EXTRA_PRICE_HELP["reasoning_price_micros"],
+    )
+    audio_input_cost_per_mtok = MoneyField(
+        source="audio_input_cost_micros",
+        allow_null=True,
+        help_text=EXTRA_PRICE_HELP["audio_input_cost_micros"],
+    )
+    audio_input_price_per_mtok = MoneyField(
+        source="audio_input_price_micros",
+        allow_null=True,
+        help_text=EXTRA_PRICE_HELP["audio_input_price_micros"],
+    )
+    audio_output_cost_per_mtok = MoneyField(
+        source="audio_output_cost_micros",
+        allow_null=True,
+        help_text=EXTRA_PRICE_HELP["audio_output_cost_micros"],
+    )
+    audio_output_price_per_mtok = MoneyField(
+        source="audio_output_price_micros",
+        allow_null=True,
+        help_text=EXTRA_PRICE_HELP["audio_output_price_micros"],
+    )
+    image_cost = MoneyField(
+        source="image_cost_micros", help_text=EXTRA_PRICE_HELP["image_cost_micros"]
+    )
+    image_price = MoneyField(
+        source="image_price_micros", help_text=EXTRA_PRICE_HELP["image_price_micros"]
+    )
+    audio_cost_per_second = MoneyField(
+        source="audio_second_cost_micros", help_text=EXTRA_PRICE_HELP["audio_second_cost_micros"]
+    )
+    audio_price_per_second = MoneyField(
+        source="audio_second_price_micros", help_text=EXTRA_PRICE_HELP["audio_second_price_micros"]
+    )
+    character_cost_per_mchar = MoneyField(
+        source="character_cost_micros", help_text=EXTRA_PRICE_HELP["character_cost_micros"]
+    )
+    character_price_per_mchar = MoneyField(
+        source="character_price_micros", help_text=EXTRA_PRICE_HELP["character_price_micros"]
+    )
+    image_prices = ImagePricesField(
+        help_text="Per image by size or size|quality; a size not listed: image_cost/price."
+    )
 
     class Meta:
         model = Model
@@ -151,6 +307,8 @@ class ModelOutput(serializers.ModelSerializer):
             "output_cost_per_mtok",
             "input_price_per_mtok",
             "output_price_per_mtok",
+            *(rules.PRICE_FIELDS[f] for f in EXTRA_PRICE_HELP),
+            "image_prices",
             "context_window",
             "max_output_tokens",
             "enabled",
@@ -185,6 +343,98 @@ class ModelInput(serializers.Serializer):
     output_price_per_mtok = MoneyField(
         source="output_price_micros", required=False, allow_null=True
     )
+    cache_read_cost_per_mtok = MoneyField(
+        source="cache_read_cost_micros",
+        required=False,
+        allow_null=True,
+        help_text=EXTRA_PRICE_HELP["cache_read_cost_micros"],
+    )
+    cache_read_price_per_mtok = MoneyField(
+        source="cache_read_price_micros",
+        required=False,
+        allow_null=True,
+        help_text=EXTRA_PRICE_HELP["cache_read_price_micros"],
+    )
+    cache_write_cost_per_mtok = MoneyField(
+        source="cache_write_cost_micros",
+        required=False,
+        allow_null=True,
+        help_text=EXTRA_PRICE_HELP["cache_write_cost_micros"],
+    )
+    cache_write_price_per_mtok = MoneyField(
+        source="cache_write_price_micros",
+        required=False,
+        allow_null=True,
+        help_text=EXTRA_PRICE_HELP["cache_write_price_micros"],
+    )
+    reasoning_cost_per_mtok = MoneyField(
+        source="reasoning_cost_micros",
+        required=False,
+        allow_null=True,
+        help_text=EXTRA_PRICE_HELP["reasoning_cost_micros"],
+    )
+    reasoning_price_per_mtok = MoneyField(
+        source="reasoning_price_micros",
+        required=False,
+        allow_null=True,
+        help_text=EXTRA_PRICE_HELP["reasoning_price_micros"],
+    )
+    audio_input_cost_per_mtok = MoneyField(
+        source="audio_input_cost_micros",
+        required=False,
+        allow_null=True,
+        help_text=EXTRA_PRICE_HELP["audio_input_cost_micros"],
+    )
+    audio_input_price_per_mtok = MoneyField(
+        source="audio_input_price_micros",
+        required=False,
+        allow_null=True,
+        help_text=EXTRA_PRICE_HELP["audio_input_price_micros"],
+    )
+    audio_output_cost_per_mtok = MoneyField(
+        source="audio_output_cost_micros",
+        required=False,
+        allow_null=True,
+        help_text=EXTRA_PRICE_HELP["audio_output_cost_micros"],
+    )
+    audio_output_price_per_mtok = MoneyField(
+        source="audio_output_price_micros",
+        required=False,
+        allow_null=True,
+        help_text=EXTRA_PRICE_HELP["audio_output_price_micros"],
+    )
+    image_cost = MoneyField(
+        source="image_cost_micros", required=False, help_text=EXTRA_PRICE_HELP["image_cost_micros"]
+    )
+    image_price = MoneyField(
+        source="image_price_micros",
+        required=False,
+        allow_null=True,
+        help_text=EXTRA_PRICE_HELP["image_price_micros"],
+    )
+    audio_cost_per_second = MoneyField(
+        source="audio_second_cost_micros",
+        required=False,
+        help_text=EXTRA_PRICE_HELP["audio_second_cost_micros"],
+    )
+    audio_price_per_second = MoneyField(
+        source="audio_second_price_micros",
+        required=False,
+        allow_null=True,
+        help_text=EXTRA_PRICE_HELP["audio_second_price_micros"],
+    )
+    character_cost_per_mchar = MoneyField(
+        source="character_cost_micros",
+        required=False,
+        help_text=EXTRA_PRICE_HELP["character_cost_micros"],
+    )
+    character_price_per_mchar = MoneyField(
+        source="character_price_micros",
+        required=False,
+        allow_null=True,
+        help_text=EXTRA_PRICE_HELP["character_price_micros"],
+    )
+    image_prices = ImagePricesField(required=False)
     context_window = serializers.IntegerField(
         **rules.bounds("context_window"), required=False, allow_null=True
     )

@@ -7,12 +7,17 @@ from core.models import Stamped
 from core.redaction import Redactor
 from core.secrets import decrypt
 
+# The `anthropic-version` header of an anthropic upstream that names none.
+ANTHROPIC_DEFAULT_VERSION = "2023-06-01"
+
 
 class Upstream(Stamped):
     """Where calls go: any OpenAI-compatible base URL (OpenAI, vLLM, Ollama, LiteLLM, …)."""
 
     class Kind(models.TextChoices):
         OPENAI = "openai", "OpenAI-compatible"
+        ANTHROPIC = "anthropic", "Anthropic (native Messages API)"
+        AZURE_OPENAI = "azure_openai", "Azure OpenAI"
         LITELLM = "litellm", "LiteLLM proxy"
         MOCK = "mock", "Built-in mock (development and tests only)"
 
@@ -42,6 +47,9 @@ class Upstream(Stamped):
     health_check = models.CharField(
         max_length=8, choices=HealthCheck.choices, default=HealthCheck.CALL
     )
+    # azure_openai: the `api-version` query value (required); anthropic: the
+    # `anthropic-version` header (blank: ANTHROPIC_DEFAULT_VERSION); unused by the others.
+    api_version = models.CharField(max_length=40, blank=True)
     enabled = models.BooleanField(default=True)
 
     class Meta(Stamped.Meta):
@@ -60,6 +68,13 @@ class Upstream(Stamped):
         return self.name
 
     @property
+    def resolved_api_version(self) -> str:
+        """The version the gateway sends: Anthropic's default when none is set."""
+        if self.kind == self.Kind.ANTHROPIC and not self.api_version:
+            return ANTHROPIC_DEFAULT_VERSION
+        return self.api_version
+
+    @property
     def has_api_key(self) -> bool:
         return bool(self.api_key_encrypted)
 
@@ -69,6 +84,10 @@ class Model(Stamped):
         CHAT = "chat"
         COMPLETION = "completion"
         EMBEDDING = "embedding"
+        IMAGE = "image", "image generation"
+        TRANSCRIPTION = "transcription"
+        SPEECH = "speech"
+        MODERATION = "moderation"
 
     public_id = PublicIdField(prefix="mdl")
     name = models.CharField(max_length=200, unique=True)  # what customers put in `model`
@@ -81,6 +100,29 @@ class Model(Stamped):
     # Price in micro-credits per 1M tokens (what the customer pays).
     input_price_micros = models.BigIntegerField(default=0)
     output_price_micros = models.BigIntegerField(default=0)
+    # Per 1M tokens of one kind, cost (micro-USD) and price (micro-credits); null = the same as
+    # the input (cache read, cache write, audio input) or output (reasoning, audio output)
+    # side, resolved when the catalog is published (DEFAULTED_PRICES), so it follows them.
+    cache_read_cost_micros = models.BigIntegerField(null=True, blank=True)
+    cache_read_price_micros = models.BigIntegerField(null=True, blank=True)
+    cache_write_cost_micros = models.BigIntegerField(null=True, blank=True)
+    cache_write_price_micros = models.BigIntegerField(null=True, blank=True)
+    reasoning_cost_micros = models.BigIntegerField(null=True, blank=True)
+    reasoning_price_micros = models.BigIntegerField(null=True, blank=True)
+    audio_input_cost_micros = models.BigIntegerField(null=True, blank=True)
+    audio_input_price_micros = models.BigIntegerField(null=True, blank=True)
+    audio_output_cost_micros = models.BigIntegerField(null=True, blank=True)
+    audio_output_price_micros = models.BigIntegerField(null=True, blank=True)
+    # Per image generated (micro-USD / micro-credits), unless image_prices names its size:
+    # {"<W>x<H>|<quality>" or "<W>x<H>": {"cost": micros, "price": micros}} (rules.IMAGE_KEY).
+    image_cost_micros = models.BigIntegerField(default=0)
+    image_price_micros = models.BigIntegerField(default=0)
+    image_prices = models.JSONField(default=dict, blank=True)
+    # Per second of audio transcribed, and per 1M characters of speech input.
+    audio_second_cost_micros = models.BigIntegerField(default=0)
+    audio_second_price_micros = models.BigIntegerField(default=0)
+    character_cost_micros = models.BigIntegerField(default=0)
+    character_price_micros = models.BigIntegerField(default=0)
     context_window = models.PositiveIntegerField(null=True, blank=True)
     # Output cap used to reserve credits when a request sets no max_tokens.
     max_output_tokens = models.PositiveIntegerField(default=4096)
@@ -95,10 +137,54 @@ class Model(Stamped):
                 & Q(output_price_micros__gte=0),
                 name="model_prices_non_negative",
             ),
+            # Null (a nullable one's default) passes a CHECK: only set values are checked.
+            models.CheckConstraint(
+                condition=Q(cache_read_cost_micros__gte=0)
+                & Q(cache_read_price_micros__gte=0)
+                & Q(cache_write_cost_micros__gte=0)
+                & Q(cache_write_price_micros__gte=0)
+                & Q(reasoning_cost_micros__gte=0)
+                & Q(reasoning_price_micros__gte=0)
+                & Q(audio_input_cost_micros__gte=0)
+                & Q(audio_input_price_micros__gte=0)
+                & Q(audio_output_cost_micros__gte=0)
+                & Q(audio_output_price_micros__gte=0),
+                name="model_token_prices_non_negative",
+            ),
+            models.CheckConstraint(
+                condition=Q(image_cost_micros__gte=0)
+                & Q(image_price_micros__gte=0)
+                & Q(audio_second_cost_micros__gte=0)
+                & Q(audio_second_price_micros__gte=0)
+                & Q(character_cost_micros__gte=0)
+                & Q(character_price_micros__gte=0),
+                name="model_unit_prices_non_negative",
+            ),
         ]
 
     def __str__(self):
         return self.name
+
+
+# Each nullable per-1M-token price and the field whose value it takes when null.
+DEFAULTED_PRICES = {
+    "cache_read_cost_micros": "input_cost_micros",
+    "cache_read_price_micros": "input_price_micros",
+    "cache_write_cost_micros": "input_cost_micros",
+    "cache_write_price_micros": "input_price_micros",
+    "reasoning_cost_micros": "output_cost_micros",
+    "reasoning_price_micros": "output_price_micros",
+    "audio_input_cost_micros": "input_cost_micros",
+    "audio_input_price_micros": "input_price_micros",
+    "audio_output_cost_micros": "output_cost_micros",
+    "audio_output_price_micros": "output_price_micros",
+}
+
+
+def resolved_price(model: "Model", field: str) -> int:
+    """A price field's value, a null one resolved to the field it defaults to."""
+    value = getattr(model, field)
+    return getattr(model, DEFAULTED_PRICES[field]) if value is None else value
 
 
 class ModelHealth(models.Model):

@@ -43,7 +43,7 @@ class Target:
 
     key: int  # the model's pk, to match the result back
     method: str  # CALL or MODELS
-    mode: str  # chat, completion or embedding
+    mode: str  # chat, completion, embedding or moderation (the others are listed, not called)
     base_url: str
     upstream_model: str
     api_key: str
@@ -71,6 +71,8 @@ def _call_request(target: Target) -> tuple[str, dict]:
         return "/embeddings", {"model": target.upstream_model, "input": PROMPT}
     if target.mode == "completion":
         return "/completions", {"model": target.upstream_model, "prompt": PROMPT, "max_tokens": 1}
+    if target.mode == "moderation":  # free at OpenAI
+        return "/moderations", {"model": target.upstream_model, "input": PROMPT}
     return "/chat/completions", {
         "model": target.upstream_model,
         "messages": [{"role": "user", "content": PROMPT}],

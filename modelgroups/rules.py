@@ -5,9 +5,12 @@ The catalog services enforce them whatever the entry point; the API's serializer
 panel's forms take these bounds for their fields and call these functions for an early error.
 Errors are keyed by the API's field names."""
 
+import re
+
 from core.bounds import INT_MAX, bound_problem
 from core.errors import ValidationFailed
-from modelgroups.models import Upstream
+from core.money import MAX_MICROS
+from modelgroups.models import DEFAULTED_PRICES, Upstream
 
 # Inclusive bounds by field name (the same in the API, the panel and the model), and the kind
 # of number each is.
@@ -42,6 +45,83 @@ def validate_numbers(data: dict, *, field_name=None) -> None:
         if problem:
             name = field_name or field
             raise ValidationFailed(f"{name}: {problem}", fields={name: [problem]})
+
+
+# Every price of a model (micro-units) by model field, and the API's name for it.
+PRICE_FIELDS = {
+    "input_cost_micros": "input_cost_per_mtok",
+    "output_cost_micros": "output_cost_per_mtok",
+    "input_price_micros": "input_price_per_mtok",
+    "output_price_micros": "output_price_per_mtok",
+    **{f: f.replace("_micros", "_per_mtok") for f in DEFAULTED_PRICES},
+    "image_cost_micros": "image_cost",
+    "image_price_micros": "image_price",
+    "audio_second_cost_micros": "audio_cost_per_second",
+    "audio_second_price_micros": "audio_price_per_second",
+    "character_cost_micros": "character_cost_per_mchar",
+    "character_price_micros": "character_price_per_mchar",
+}
+# A price left out or null takes its cost times the operator's markup (services._fill_prices):
+# the price field and its cost field.
+MARKED_UP_PRICES = {
+    "input_price_micros": "input_cost_micros",
+    "output_price_micros": "output_cost_micros",
+    "image_price_micros": "image_cost_micros",
+    "audio_second_price_micros": "audio_second_cost_micros",
+    "character_price_micros": "character_cost_micros",
+}
+# An image_prices key: a size ("1024x1792", or "auto") and optionally a quality ("hd").
+IMAGE_KEY = re.compile(r"^(?:[1-9][0-9]{1,4}x[1-9][0-9]{1,4}|auto)(?:\|[a-z]{1,16})?$")
+MAX_IMAGE_PRICES = 32
+# Azure's api-version ("2024-10-21", "2025-01-01-preview") and anthropic-version values.
+API_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,39}$")
+
+
+def validate_prices(data: dict) -> None:
+    """The prices in `data` (model field names) are whole micro-units from 0 to MAX_MICROS;
+    None is the service's business (a default) or the column's (nullable or not)."""
+    for field, value in data.items():
+        if field not in PRICE_FIELDS or value is None:
+            continue
+        problem = bound_problem(value, 0, MAX_MICROS)
+        if problem:
+            name = PRICE_FIELDS[field]
+            raise ValidationFailed(f"{name}: {problem}", fields={name: [problem]})
+
+
+def validate_image_prices(table) -> None:
+    """Prices per image by size and quality: {"1024x1024|hd": {"cost": micros, "price":
+    micros}, "1792x1024": {...}}, at most MAX_IMAGE_PRICES entries."""
+    if not isinstance(table, dict):
+        _refuse_image_prices('Send an object such as {"1024x1024|hd": {"cost": .., "price": ..}}.')
+    if len(table) > MAX_IMAGE_PRICES:
+        _refuse_image_prices(f"At most {MAX_IMAGE_PRICES} sizes.")
+    for key, value in table.items():
+        if not isinstance(key, str) or not IMAGE_KEY.match(key):
+            _refuse_image_prices(
+                f"{str(key)[:40]!r} is not a size: use WIDTHxHEIGHT or auto, optionally "
+                'followed by |quality, e.g. "1024x1024" or "1024x1024|hd".'
+            )
+        if not isinstance(value, dict) or set(value) != {"cost", "price"}:
+            _refuse_image_prices(f"{key}: give exactly a cost and a price.")
+        for part in ("cost", "price"):
+            problem = bound_problem(value[part], 0, MAX_MICROS)
+            if problem:
+                _refuse_image_prices(f"{key} {part}: {problem}")
+
+
+def _refuse_image_prices(message: str):
+    raise ValidationFailed(f"image_prices: {message}", fields={"image_prices": [message]})
+
+
+def validate_api_version(kind: str, api_version: str) -> None:
+    """An Azure OpenAI upstream names its api-version; any version is one short token."""
+    if kind == Upstream.Kind.AZURE_OPENAI and not api_version:
+        message = 'Azure OpenAI needs its api-version, e.g. "2024-10-21".'
+        raise ValidationFailed(message, fields={"api_version": [message]})
+    if api_version and not API_VERSION.match(api_version):
+        message = 'Letters, digits, ".", "-" and "_" only, e.g. "2024-10-21" or "2023-06-01".'
+        raise ValidationFailed(f"api_version: {message}", fields={"api_version": [message]})
 
 
 def validate_key_mode(kind: str, key_mode: str) -> None:

@@ -9,7 +9,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 
-from core.errors import Conflict
+from core.errors import Conflict, ValidationFailed
 from core.secrets import decrypt, encrypt
 from mirrors.changes import catalog_changed, health_changed
 from modelgroups import probe, rules
@@ -30,7 +30,9 @@ def _conflict(exc: IntegrityError, what: str, name: str) -> Conflict:
 
 def upstream_create(*, actor: str, name: str, api_key: str = "", **fields) -> Upstream:
     """Register an upstream; its API key is encrypted before it touches the database."""
-    rules.validate_key_mode(fields.get("kind", Upstream.Kind.OPENAI), fields.get("key_mode", ""))
+    kind = fields.get("kind", Upstream.Kind.OPENAI)
+    rules.validate_key_mode(kind, fields.get("key_mode", ""))
+    rules.validate_api_version(kind, fields.get("api_version", ""))
     rules.validate_numbers(fields)
     try:
         with transaction.atomic(durable=True):
@@ -51,9 +53,9 @@ def upstream_create(*, actor: str, name: str, api_key: str = "", **fields) -> Up
 
 def upstream_update(*, actor: str, upstream: Upstream, data: dict) -> Upstream:
     """Change an upstream; an api_key of "" clears the stored key, None leaves it."""
-    rules.validate_key_mode(
-        data.get("kind", upstream.kind), data.get("key_mode", upstream.key_mode)
-    )
+    kind = data.get("kind", upstream.kind)
+    rules.validate_key_mode(kind, data.get("key_mode", upstream.key_mode))
+    rules.validate_api_version(kind, data.get("api_version", upstream.api_version))
     rules.validate_numbers(data)
     api_key = data.pop("api_key", None)
     if api_key is not None:
@@ -97,18 +99,27 @@ def default_price(cost_micros: int) -> int:
 
 
 def _fill_prices(fields: dict, model: Model | None = None) -> None:
-    """A price left out on create, or set to null, follows the cost times the markup."""
-    for side in ("input", "output"):
-        price, cost = f"{side}_price_micros", f"{side}_cost_micros"
+    """A price left out on create, or set to null, follows the cost times the markup (the
+    per-kind token prices stay null instead: they follow the input or output price)."""
+    for price, cost in rules.MARKED_UP_PRICES.items():
         if (model is None and fields.get(price) is None) or (
             price in fields and fields[price] is None
         ):
             fields[price] = default_price(fields.get(cost, getattr(model, cost, 0)))
 
 
+def _check_model_fields(fields: dict) -> None:
+    rules.validate_numbers(fields)
+    rules.validate_prices(fields)
+    if "image_prices" in fields:
+        if fields["image_prices"] is None:
+            fields["image_prices"] = {}
+        rules.validate_image_prices(fields["image_prices"])
+
+
 def model_create(*, actor: str, name: str, upstream: Upstream, **fields) -> Model:
     """Add a model; prices default to the provider cost times the operator's markup."""
-    rules.validate_numbers(fields)
+    _check_model_fields(fields)
     _fill_prices(fields)
     try:
         with transaction.atomic(durable=True):
@@ -124,7 +135,7 @@ def model_create(*, actor: str, name: str, upstream: Upstream, **fields) -> Mode
 
 def model_update(*, actor: str, model: Model, data: dict) -> Model:
     """Change a model's routing, prices or limits."""
-    rules.validate_numbers(data)
+    _check_model_fields(data)
     _fill_prices(data, model)
     try:
         with transaction.atomic(durable=True):
@@ -229,9 +240,17 @@ def model_group_delete(*, actor: str, group: ModelGroup) -> None:
 
 # --- health ---------------------------------------------------------------------------------
 
+# The probe speaks the OpenAI API (paths, bearer auth): these kinds' models are not probed yet,
+# so their health stays unknown (never "down", which would make the gateway skip them).
+UNPROBED_KINDS = (Upstream.Kind.ANTHROPIC, Upstream.Kind.AZURE_OPENAI)
+# A one-token call to these would generate an image or need an audio file: listed instead.
+LISTED_MODES = (Model.Mode.IMAGE, Model.Mode.TRANSCRIPTION, Model.Mode.SPEECH)
+
 
 def _probe_target(model: Model, method: str) -> probe.Target:
     upstream = model.upstream
+    if model.mode in LISTED_MODES:
+        method = Upstream.HealthCheck.MODELS
     return probe.Target(
         key=model.pk,
         method=method,
@@ -277,8 +296,10 @@ def model_health_probe_due() -> int:
     """Probe every enabled model whose turn has come and publish the verdicts; returns how
     many were probed. Rows are claimed first, so overlapping rounds never probe one twice."""
     now = timezone.now()
-    probed = Model.objects.filter(enabled=True, upstream__enabled=True).exclude(
-        upstream__health_check=Upstream.HealthCheck.OFF
+    probed = (
+        Model.objects.filter(enabled=True, upstream__enabled=True)
+        .exclude(upstream__health_check=Upstream.HealthCheck.OFF)
+        .exclude(upstream__kind__in=UNPROBED_KINDS)
     )
     new = probed.filter(health__isnull=True).values_list("pk", flat=True)
     ModelHealth.objects.bulk_create([ModelHealth(model_id=pk) for pk in new], ignore_conflicts=True)
@@ -286,7 +307,10 @@ def model_health_probe_due() -> int:
         # A model whose upstream is no longer probed has no known health: an old "down"
         # must not keep the gateway skipping it.
         unprobed = list(
-            ModelHealth.objects.filter(model__upstream__health_check=Upstream.HealthCheck.OFF)
+            ModelHealth.objects.filter(
+                Q(model__upstream__health_check=Upstream.HealthCheck.OFF)
+                | Q(model__upstream__kind__in=UNPROBED_KINDS)
+            )
             .exclude(status=ModelHealth.Status.UNKNOWN)
             .values_list("pk", flat=True)
         )
@@ -318,6 +342,11 @@ def model_health_probe_due() -> int:
 def model_health_check(*, model: Model) -> ModelHealth:
     """Probe one model now (the panel's "test connection"), even when its upstream's periodic
     probe is off or the model is disabled; record and publish the verdict."""
+    if model.upstream.kind in UNPROBED_KINDS:
+        raise ValidationFailed(
+            f"Models of {model.upstream.get_kind_display()} upstreams cannot be probed yet: "
+            "call the model through the gateway to test it."
+        )
     method = model.upstream.health_check
     if method == Upstream.HealthCheck.OFF:
         method = Upstream.HealthCheck.CALL  # asked for explicitly, so one call is fine
