@@ -175,11 +175,32 @@ class UsageQuery(serializers.Serializer):
         return attrs
 
 
+# What each count of separately priced usage is, for the usage and calls APIs.
+COUNT_HELP = {
+    "cache_read_tokens": "Input tokens read from the provider's prompt cache (in input_tokens).",
+    "cache_write_tokens": "Input tokens written to the provider's prompt cache (in input_tokens).",
+    "reasoning_tokens": "Reasoning tokens (in output_tokens).",
+    "audio_input_tokens": "Audio input tokens (in input_tokens).",
+    "audio_output_tokens": "Audio output tokens (in output_tokens).",
+    "image_count": "Images generated.",
+    "audio_ms": "Audio transcribed, milliseconds.",
+    "characters": "Characters of speech (text-to-speech) input.",
+}
+
+
 class UsageNumbers(serializers.Serializer):
     requests = serializers.IntegerField()
     errors = serializers.IntegerField()
-    input_tokens = serializers.IntegerField()
-    output_tokens = serializers.IntegerField()
+    input_tokens = serializers.IntegerField(help_text="All input tokens, each kind included.")
+    output_tokens = serializers.IntegerField(help_text="All output tokens, each kind included.")
+    cache_read_tokens = serializers.IntegerField(help_text=COUNT_HELP["cache_read_tokens"])
+    cache_write_tokens = serializers.IntegerField(help_text=COUNT_HELP["cache_write_tokens"])
+    reasoning_tokens = serializers.IntegerField(help_text=COUNT_HELP["reasoning_tokens"])
+    audio_input_tokens = serializers.IntegerField(help_text=COUNT_HELP["audio_input_tokens"])
+    audio_output_tokens = serializers.IntegerField(help_text=COUNT_HELP["audio_output_tokens"])
+    image_count = serializers.IntegerField(help_text=COUNT_HELP["image_count"])
+    audio_ms = serializers.IntegerField(help_text=COUNT_HELP["audio_ms"])
+    characters = serializers.IntegerField(help_text=COUNT_HELP["characters"])
     cost = MoneyField(source="cost_micros", help_text="Provider cost, USD.")
     price = MoneyField(source="price_micros", help_text="Charged, credits.")
 
@@ -244,6 +265,7 @@ class CallOutput(serializers.ModelSerializer):
 
     class Meta:
         model = UsageRecord
+        extra_kwargs = {name: {"help_text": text} for name, text in COUNT_HELP.items()}
         fields = [
             "request_id",
             "team",
@@ -253,6 +275,7 @@ class CallOutput(serializers.ModelSerializer):
             "model_group",
             "input_tokens",
             "output_tokens",
+            *COUNT_HELP,
             "cost",
             "price",
             "status",

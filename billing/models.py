@@ -71,6 +71,21 @@ class LedgerEntry(models.Model):
         return f"{self.kind} {self.amount_micros} ({self.idempotency_key})"
 
 
+# The counts of separately priced usage a call record carries, as the gateway's usage record
+# names them ("cr", ...) and as the columns of UsageRecord and the roll-ups do. "in" and "out"
+# (input_tokens, output_tokens) include the token kinds.
+USAGE_COUNTS = {
+    "cr": "cache_read_tokens",
+    "cw": "cache_write_tokens",
+    "rs": "reasoning_tokens",
+    "ai": "audio_input_tokens",
+    "ao": "audio_output_tokens",
+    "img": "image_count",
+    "ams": "audio_ms",
+    "chr": "characters",
+}
+
+
 class UsageRecord(models.Model):
     """One metered gateway call: the raw record behind the usage API and usage entries.
 
@@ -102,8 +117,18 @@ class UsageRecord(models.Model):
     )
     model = models.CharField(max_length=200)  # the model that served the call
     model_group = models.CharField(max_length=200, blank=True)
-    input_tokens = models.BigIntegerField(default=0)
-    output_tokens = models.BigIntegerField(default=0)
+    input_tokens = models.BigIntegerField(default=0)  # all of them, the kinds below included
+    output_tokens = models.BigIntegerField(default=0)  # all of them, the kinds below included
+    # What the call used of each separately priced kind (the gateway's "cr", "cw", ... keys).
+    # A database default too: a settler of the release before writes none of them.
+    cache_read_tokens = models.BigIntegerField(default=0, db_default=0)
+    cache_write_tokens = models.BigIntegerField(default=0, db_default=0)
+    reasoning_tokens = models.BigIntegerField(default=0, db_default=0)
+    audio_input_tokens = models.BigIntegerField(default=0, db_default=0)
+    audio_output_tokens = models.BigIntegerField(default=0, db_default=0)
+    image_count = models.BigIntegerField(default=0, db_default=0)  # images generated
+    audio_ms = models.BigIntegerField(default=0, db_default=0)  # audio transcribed, milliseconds
+    characters = models.BigIntegerField(default=0, db_default=0)  # speech input characters
     cost_micros = models.BigIntegerField(default=0)  # micro-USD paid to the provider
     price_micros = models.BigIntegerField(default=0)  # micro-credits charged to the team
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.OK)
@@ -219,6 +244,16 @@ class UsageRollup(models.Model):
     cache_hits = models.BigIntegerField()
     input_tokens = models.BigIntegerField()
     output_tokens = models.BigIntegerField()
+    # Sums of the records' columns of the same names (a database default for the roll-up
+    # worker of the release before).
+    cache_read_tokens = models.BigIntegerField(default=0, db_default=0)
+    cache_write_tokens = models.BigIntegerField(default=0, db_default=0)
+    reasoning_tokens = models.BigIntegerField(default=0, db_default=0)
+    audio_input_tokens = models.BigIntegerField(default=0, db_default=0)
+    audio_output_tokens = models.BigIntegerField(default=0, db_default=0)
+    image_count = models.BigIntegerField(default=0, db_default=0)
+    audio_ms = models.BigIntegerField(default=0, db_default=0)
+    characters = models.BigIntegerField(default=0, db_default=0)
     cost_micros = models.BigIntegerField()  # micro-USD paid to providers
     price_micros = models.BigIntegerField()  # micro-credits charged
 

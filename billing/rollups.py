@@ -39,7 +39,9 @@ WHERE h.team_id = c.team_id AND h.period_start = c.hour
 INSERT_HOURS = """
 INSERT INTO billing_usagehourly (
     period_start, organization_id, team_id, key_id, model, model_group, requests, errors,
-    cache_hits, input_tokens, output_tokens, cost_micros, price_micros)
+    cache_hits, input_tokens, output_tokens, cost_micros, price_micros, cache_read_tokens,
+    cache_write_tokens, reasoning_tokens, audio_input_tokens, audio_output_tokens, image_count,
+    audio_ms, characters)
 SELECT c.hour, u.organization_id, u.team_id, u.key_id, u.model, u.model_group,
     count(*),
     count(*) FILTER (WHERE u.status <> 'ok'),
@@ -47,7 +49,15 @@ SELECT c.hour, u.organization_id, u.team_id, u.key_id, u.model, u.model_group,
     coalesce(sum(u.input_tokens), 0),
     coalesce(sum(u.output_tokens), 0),
     coalesce(sum(u.cost_micros), 0),
-    coalesce(sum(u.price_micros), 0)
+    coalesce(sum(u.price_micros), 0),
+    coalesce(sum(u.cache_read_tokens), 0),
+    coalesce(sum(u.cache_write_tokens), 0),
+    coalesce(sum(u.reasoning_tokens), 0),
+    coalesce(sum(u.audio_input_tokens), 0),
+    coalesce(sum(u.audio_output_tokens), 0),
+    coalesce(sum(u.image_count), 0),
+    coalesce(sum(u.audio_ms), 0),
+    coalesce(sum(u.characters), 0)
 FROM unnest(%(teams)s::bigint[], %(hours)s::timestamptz[]) AS c(team_id, hour)
 -- LATERAL: one index range scan per team-hour, never a scan of the whole table.
 CROSS JOIN LATERAL (
@@ -66,10 +76,15 @@ WHERE d.team_id = c.team_id AND d.period_start = c.day
 INSERT_DAYS = """
 INSERT INTO billing_usagedaily (
     period_start, organization_id, team_id, key_id, model, model_group, requests, errors,
-    cache_hits, input_tokens, output_tokens, cost_micros, price_micros)
+    cache_hits, input_tokens, output_tokens, cost_micros, price_micros, cache_read_tokens,
+    cache_write_tokens, reasoning_tokens, audio_input_tokens, audio_output_tokens, image_count,
+    audio_ms, characters)
 SELECT c.day, h.organization_id, h.team_id, h.key_id, h.model, h.model_group,
     sum(h.requests), sum(h.errors), sum(h.cache_hits), sum(h.input_tokens),
-    sum(h.output_tokens), sum(h.cost_micros), sum(h.price_micros)
+    sum(h.output_tokens), sum(h.cost_micros), sum(h.price_micros),
+    sum(h.cache_read_tokens), sum(h.cache_write_tokens), sum(h.reasoning_tokens),
+    sum(h.audio_input_tokens), sum(h.audio_output_tokens), sum(h.image_count), sum(h.audio_ms),
+    sum(h.characters)
 FROM unnest(%(teams)s::bigint[], %(days)s::timestamptz[]) AS c(team_id, day)
 CROSS JOIN LATERAL (
     SELECT * FROM billing_usagehourly r

@@ -7,7 +7,7 @@ from django.db.models import Count, Q, Sum
 from django.db.models.functions import TruncDay
 from django.utils import timezone
 
-from billing.models import UsageRecord
+from billing.models import USAGE_COUNTS, UsageRecord
 from billing.periods import next_period_start, period_start
 
 
@@ -63,9 +63,15 @@ GROUP_EXPRESSIONS = {
 RAW_SUMS = """count(*) AS requests,
     count(*) FILTER (WHERE u.status <> 'ok') AS errors,
     sum(u.input_tokens) AS input_tokens, sum(u.output_tokens) AS output_tokens,
+    sum(u.cache_read_tokens) AS cache_read_tokens, sum(u.cache_write_tokens) AS cache_write_tokens,
+    sum(u.reasoning_tokens) AS reasoning_tokens, sum(u.audio_input_tokens) AS audio_input_tokens,
+    sum(u.audio_output_tokens) AS audio_output_tokens, sum(u.image_count) AS image_count,
+    sum(u.audio_ms) AS audio_ms, sum(u.characters) AS characters,
     sum(u.cost_micros) AS cost_micros, sum(u.price_micros) AS price_micros"""
 HOURLY_SUMS = """sum(h.requests), sum(h.errors), sum(h.input_tokens), sum(h.output_tokens),
-    sum(h.cost_micros), sum(h.price_micros)"""
+    sum(h.cache_read_tokens), sum(h.cache_write_tokens), sum(h.reasoning_tokens),
+    sum(h.audio_input_tokens), sum(h.audio_output_tokens), sum(h.image_count), sum(h.audio_ms),
+    sum(h.characters), sum(h.cost_micros), sum(h.price_micros)"""
 DAILY_SUMS = HOURLY_SUMS.replace("h.", "d.")
 PENDING_SCOPE = {
     "team_id": "WHERE p.team_id = %(scope)s",
@@ -122,12 +128,24 @@ parts AS (
 )
 SELECT {outer_group} AS g, sum(requests)::bigint, sum(errors)::bigint,
     coalesce(sum(input_tokens), 0)::bigint, coalesce(sum(output_tokens), 0)::bigint,
+    coalesce(sum(cache_read_tokens), 0)::bigint, coalesce(sum(cache_write_tokens), 0)::bigint,
+    coalesce(sum(reasoning_tokens), 0)::bigint, coalesce(sum(audio_input_tokens), 0)::bigint,
+    coalesce(sum(audio_output_tokens), 0)::bigint, coalesce(sum(image_count), 0)::bigint,
+    coalesce(sum(audio_ms), 0)::bigint, coalesce(sum(characters), 0)::bigint,
     coalesce(sum(cost_micros), 0)::bigint, coalesce(sum(price_micros), 0)::bigint
 FROM parts {outer_join}
 GROUP BY 1
 ORDER BY 1
 """
-NUMBERS = ("requests", "errors", "input_tokens", "output_tokens", "cost_micros", "price_micros")
+NUMBERS = (
+    "requests",
+    "errors",
+    "input_tokens",
+    "output_tokens",
+    *USAGE_COUNTS.values(),
+    "cost_micros",
+    "price_micros",
+)
 
 
 def _usage_sql(scope_column: str, group_by: str) -> str:
@@ -204,6 +222,7 @@ def _usage_summary_raw(*, scope: dict, start, end, group_by: str) -> dict:
         "errors": Count("id", filter=~Q(status=UsageRecord.Status.OK)),
         "input_tokens": Sum("input_tokens", default=0),
         "output_tokens": Sum("output_tokens", default=0),
+        **{column: Sum(column, default=0) for column in USAGE_COUNTS.values()},
         "cost_micros": Sum("cost_micros", default=0),
         "price_micros": Sum("price_micros", default=0),
     }

@@ -25,7 +25,7 @@ import redis
 from django.db import DataError, IntegrityError, connection, transaction
 
 from billing import metrics as usage_metrics
-from billing.models import CallLog, Job, LedgerEntry
+from billing.models import USAGE_COUNTS, CallLog, Job, LedgerEntry
 from billing.services import (
     UsageCharge,
     UsageTotal,
@@ -319,13 +319,18 @@ FROM billing_creditaccount WHERE team_id = ANY(%s)
 INSERT_USAGE_RECORDS = """
 INSERT INTO billing_usagerecord (request_id, organization_id, team_id, key_id, model,
     model_group, input_tokens, output_tokens, cost_micros, price_micros, status, latency_ms,
-    cache_hit, job_id, ledger_entry_id, created_at)
+    cache_hit, job_id, ledger_entry_id, created_at, cache_read_tokens, cache_write_tokens,
+    reasoning_tokens, audio_input_tokens, audio_output_tokens, image_count, audio_ms,
+    characters)
 SELECT x.* FROM unnest(%s::varchar[], %s::bigint[], %s::bigint[], %s::bigint[], %s::varchar[],
     %s::varchar[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[], %s::varchar[],
-    %s::integer[], %s::boolean[], %s::bigint[], %s::bigint[], %s::timestamptz[])
+    %s::integer[], %s::boolean[], %s::bigint[], %s::bigint[], %s::timestamptz[],
+    %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[],
+    %s::bigint[], %s::bigint[])
     AS x(request_id, organization_id, team_id, key_id, model, model_group, input_tokens,
          output_tokens, cost_micros, price_micros, status, latency_ms, cache_hit, job_id,
-         ledger_entry_id, created_at)
+         ledger_entry_id, created_at, cache_read_tokens, cache_write_tokens, reasoning_tokens,
+         audio_input_tokens, audio_output_tokens, image_count, audio_ms, characters)
 -- Another record of the same call, with a timestamp of its own: the lease sweep's or the
 -- reaper's next to the gateway's late one. The first recorded wins. Within a day of it, so
 -- only the one or two months around it are probed. A LATERAL probe with LIMIT 1, not NOT
@@ -348,7 +353,7 @@ def _insert_usage_records(calls: list[dict], keys: set, jobs: dict, entry_ids: d
     """Record the calls; returns those recorded now (not by an earlier delivery)."""
     if not calls:
         return []
-    columns: list[list] = [[] for _ in range(16)]
+    columns: list[list] = [[] for _ in range(16 + len(USAGE_COUNTS))]
     first = {}
     for r in calls:
         first.setdefault(r["rid"], r)  # two records of one call in one batch: the first counts
@@ -370,6 +375,8 @@ def _insert_usage_records(calls: list[dict], keys: set, jobs: dict, entry_ids: d
             jobs.get(r.get("job")),
             entry_ids[r["team"]] if r["charged"] > 0 else None,
             datetime.fromtimestamp(r["ts"], tz=UTC),
+            # Optional keys, left out by the gateway when 0 (and by its releases before them).
+            *(r.get(key, 0) for key in USAGE_COUNTS),
         )
         for column, value in zip(columns, row, strict=True):
             column.append(value)
@@ -397,11 +404,22 @@ def _usage_totals(new: list[dict], entry_ids: dict) -> dict[int, UsageTotal]:
                 "calls": len(rs),
                 "first_request_id": rs[0]["rid"],
                 "last_request_id": rs[-1]["rid"],
+                **_counted(rs),
                 **_uncollected(sum(r["price"] for r in rs), sum(r["charged"] for r in rs)),
             },
         )
         for team_id, rs in by_team.items()
     }
+
+
+# What a usage entry says it charged for: the calls' sums, by record key and metadata name.
+ENTRY_COUNTS = {"in": "input_tokens", "out": "output_tokens", **USAGE_COUNTS}
+
+
+def _counted(rs: list[dict]) -> dict:
+    """The sums of the calls' counts (tokens, images, audio, characters), those above 0."""
+    sums = {name: sum(r.get(key, 0) for r in rs) for key, name in ENTRY_COUNTS.items()}
+    return {name: total for name, total in sums.items() if total > 0}
 
 
 def _touch_keys(calls: list[dict], keys: set) -> None:

@@ -11,7 +11,7 @@ from django.shortcuts import render
 from django.utils import timezone
 
 from billing import selectors as billing
-from billing.models import UsageRecord
+from billing.models import USAGE_COUNTS, UsageRecord
 from core.money import display_micros, format_micros
 from panel import charts, selectors
 from panel.forms.usage import UsageFilterForm
@@ -30,6 +30,8 @@ CSV_COLUMNS = [
     "cost_usd",
     "price_credits",
     "latency_ms",
+    # Last, so the columns before keep their places for existing readers of the export.
+    *USAGE_COUNTS.values(),
 ]
 CSV_CHUNK = 2000
 
@@ -106,6 +108,7 @@ def _csv_rows(records) -> list[list]:
             format_micros(r.cost_micros),
             format_micros(r.price_micros),
             r.latency_ms if r.latency_ms is not None else "",
+            *(getattr(r, column) for column in USAGE_COUNTS.values()),
         ]
         for r in records
     ]
