@@ -3,8 +3,9 @@
 from django import forms
 
 from core.errors import rule_checked
+from core.money import MoneyError, display_micros, parse_micros
 from modelgroups import rules
-from modelgroups.models import Model, Upstream
+from modelgroups.models import DEFAULTED_PRICES, Model, Upstream
 from panel.forms.common import MoneyField, service_name
 
 
@@ -29,6 +30,13 @@ class UpstreamForm(forms.Form):
     )
     read_timeout_seconds = forms.FloatField(
         label="Read timeout (s)", **rules.bounds("read_timeout_seconds"), initial=120.0
+    )
+    api_version = forms.CharField(
+        label="API version",
+        max_length=40,
+        required=False,
+        help_text="Azure OpenAI: its api-version (required), e.g. 2024-10-21. Anthropic: the "
+        "anthropic-version header; empty: 2023-06-01. Unused by the other kinds.",
     )
     enabled = forms.BooleanField(required=False, initial=True)
 
@@ -74,15 +82,100 @@ class CatalogModelForm(forms.Form):
         help_text="Reserved per call that sets no max_tokens.",
     )
     enabled = forms.BooleanField(required=False, initial=True)
+    # "More prices" (a collapsed section): empty = the default, shown as the placeholder.
+    cache_read_cost = MoneyField(label="Cached input cost (USD per 1M tokens)")
+    cache_read_price = MoneyField(label="Cached input price (credits per 1M tokens)")
+    cache_write_cost = MoneyField(label="Cache write cost (USD per 1M tokens)")
+    cache_write_price = MoneyField(label="Cache write price (credits per 1M tokens)")
+    reasoning_cost = MoneyField(label="Reasoning cost (USD per 1M tokens)")
+    reasoning_price = MoneyField(label="Reasoning price (credits per 1M tokens)")
+    audio_input_cost = MoneyField(label="Audio input cost (USD per 1M tokens)")
+    audio_input_price = MoneyField(label="Audio input price (credits per 1M tokens)")
+    audio_output_cost = MoneyField(label="Audio output cost (USD per 1M tokens)")
+    audio_output_price = MoneyField(label="Audio output price (credits per 1M tokens)")
+    image_cost = MoneyField(label="Image cost (USD per image)")
+    image_price = MoneyField(label="Image price (credits per image)")
+    image_prices = forms.CharField(
+        label="Prices by image size",
+        required=False,
+        max_length=4000,
+        widget=forms.Textarea(attrs={"rows": 3, "placeholder": "1024x1024|hd 0.08 0.10"}),
+        help_text="One size a line: size or size|quality, its cost (USD) and its price "
+        "(credits) per image. Other sizes: the image cost and price above.",
+    )
+    audio_second_cost = MoneyField(label="Audio cost (USD per second)")
+    audio_second_price = MoneyField(label="Audio price (credits per second)")
+    character_cost = MoneyField(label="Speech input cost (USD per 1M characters)")
+    character_price = MoneyField(label="Speech input price (credits per 1M characters)")
+
+    MORE_PRICES = (
+        *(f.removesuffix("_micros") for f in DEFAULTED_PRICES),
+        "image_cost",
+        "image_price",
+        "image_prices",
+        "audio_second_cost",
+        "audio_second_price",
+        "character_cost",
+        "character_price",
+    )
+    # Blank costs that are 0 (the others follow the input or output side when blank).
+    ZERO_WHEN_BLANK = (
+        "input_cost",
+        "output_cost",
+        "image_cost",
+        "audio_second_cost",
+        "character_cost",
+    )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for name, follows in DEFAULTED_PRICES.items():
+            side = follows.removesuffix("_micros")
+            shown = self.initial.get(side)
+            text = side.replace("_", " ")
+            if shown is not None:
+                text += f": {display_micros(shown, places=0, grouping=False)}"
+            self.fields[name.removesuffix("_micros")].widget.attrs["placeholder"] = f"= {text}"
+        for name in ("image_price", "audio_second_price", "character_price"):
+            self.fields[name].widget.attrs["placeholder"] = "cost x markup"
+
+    def main_fields(self):
+        return [f for f in self if f.name not in self.MORE_PRICES]
+
+    def more_price_fields(self):
+        return [f for f in self if f.name in self.MORE_PRICES]
+
+    def more_prices_open(self) -> bool:
+        """Open when one of them is set or refused, so nothing set is hidden."""
+        return any(f.errors or _is_set(f.value()) for f in self.more_price_fields())
+
+    def clean_image_prices(self) -> dict:
+        """ "1024x1024|hd 0.08 0.10" lines into {"1024x1024|hd": {"cost": .., "price": ..}}."""
+        table = {}
+        for number, line in enumerate(self.cleaned_data["image_prices"].splitlines(), 1):
+            if not line.strip():
+                continue
+            parts = line.split()
+            if len(parts) != 3:
+                raise forms.ValidationError(
+                    f"Line {number}: a size, a cost and a price, e.g. 1024x1024|hd 0.08 0.10."
+                )
+            key, cost, price = parts
+            try:
+                table[key] = {"cost": parse_micros(cost), "price": parse_micros(price)}
+            except MoneyError as exc:
+                raise forms.ValidationError(f"Line {number}: {exc}") from exc
+        return rule_checked(rules.validate_image_prices, table, error=forms.ValidationError)
 
     def service_fields(self, names=None) -> dict:
         """Fields for model_create/model_update; a blank price stays None (the service fills
-        it from the cost), a blank cost is 0."""
+        it from the cost, or it follows the input or output side), a blank cost is 0 unless
+        it follows a side too."""
         data = {}
         for name, value in self.cleaned_data.items():
             if names is not None and name not in names:
                 continue
-            if name in ("input_cost", "output_cost") and value is None:
+            if name in self.ZERO_WHEN_BLANK and value is None:
                 value = 0
             data[service_name(type(self), name)] = value
         return data
@@ -101,7 +194,27 @@ class CatalogModelForm(forms.Form):
             "context_window": model.context_window,
             "max_output_tokens": model.max_output_tokens,
             "enabled": model.enabled,
+            **{
+                name: getattr(model, f"{name}_micros")
+                for name in CatalogModelForm.MORE_PRICES
+                if name != "image_prices"
+            },
+            "image_prices": "\n".join(
+                f"{key} {display_micros(v['cost'], places=0, grouping=False)} "
+                f"{display_micros(v['price'], places=0, grouping=False)}"
+                for key, v in model.image_prices.items()
+            ),
         }
+
+
+def _is_set(value) -> bool:
+    """A price field's value other than empty or zero (an amount or a table's text)."""
+    if isinstance(value, str):
+        try:
+            return parse_micros(value) != 0 if value.strip() else False
+        except MoneyError:
+            return True  # the table's text, or a typo to show
+    return bool(value)
 
 
 class ModelGroupForm(forms.Form):

@@ -164,6 +164,7 @@ def _upstream_initial(upstream) -> dict:
         "base_url": upstream.base_url,
         "connect_timeout_seconds": upstream.connect_timeout_seconds,
         "read_timeout_seconds": upstream.read_timeout_seconds,
+        "api_version": upstream.api_version,
         "enabled": upstream.enabled,
     }
 
