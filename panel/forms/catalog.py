@@ -83,16 +83,16 @@ class CatalogModelForm(forms.Form):
     )
     enabled = forms.BooleanField(required=False, initial=True)
     # "More prices" (a collapsed section): empty = the default, shown as the placeholder.
-    cache_read_cost = MoneyField(label="Cached input cost (USD per 1M tokens)")
-    cache_read_price = MoneyField(label="Cached input price (credits per 1M tokens)")
-    cache_write_cost = MoneyField(label="Cache write cost (USD per 1M tokens)")
-    cache_write_price = MoneyField(label="Cache write price (credits per 1M tokens)")
-    reasoning_cost = MoneyField(label="Reasoning cost (USD per 1M tokens)")
-    reasoning_price = MoneyField(label="Reasoning price (credits per 1M tokens)")
-    audio_input_cost = MoneyField(label="Audio input cost (USD per 1M tokens)")
-    audio_input_price = MoneyField(label="Audio input price (credits per 1M tokens)")
-    audio_output_cost = MoneyField(label="Audio output cost (USD per 1M tokens)")
-    audio_output_price = MoneyField(label="Audio output price (credits per 1M tokens)")
+    cache_read_cost = MoneyField(label="Cost of cached input (USD per 1M tokens)")
+    cache_read_price = MoneyField(label="Price of cached input (credits per 1M tokens)")
+    cache_write_cost = MoneyField(label="Cost of cache writes (USD per 1M tokens)")
+    cache_write_price = MoneyField(label="Price of cache writes (credits per 1M tokens)")
+    reasoning_cost = MoneyField(label="Cost of reasoning (USD per 1M tokens)")
+    reasoning_price = MoneyField(label="Price of reasoning (credits per 1M tokens)")
+    audio_input_cost = MoneyField(label="Cost of audio input (USD per 1M tokens)")
+    audio_input_price = MoneyField(label="Price of audio input (credits per 1M tokens)")
+    audio_output_cost = MoneyField(label="Cost of audio output (USD per 1M tokens)")
+    audio_output_price = MoneyField(label="Price of audio output (credits per 1M tokens)")
     image_cost = MoneyField(label="Image cost (USD per image)")
     image_price = MoneyField(label="Image price (credits per image)")
     image_prices = forms.CharField(
@@ -150,7 +150,8 @@ class CatalogModelForm(forms.Form):
         return any(f.errors or _is_set(f.value()) for f in self.more_price_fields())
 
     def clean_image_prices(self) -> dict:
-        """ "1024x1024|hd 0.08 0.10" lines into {"1024x1024|hd": {"cost": .., "price": ..}}."""
+        """Lines of size, cost and price ("1024x1024|hd 0.08 0.10") into the table the service
+        takes: {"1024x1024|hd": {"cost": 80000, "price": 100000}}."""
         table = {}
         for number, line in enumerate(self.cleaned_data["image_prices"].splitlines(), 1):
             if not line.strip():
