@@ -353,7 +353,7 @@ def _insert_usage_records(calls: list[dict], keys: set, jobs: dict, entry_ids: d
     """Record the calls; returns those recorded now (not by an earlier delivery)."""
     if not calls:
         return []
-    columns: list[list] = [[] for _ in range(16 + len(USAGE_COUNTS))]
+    columns: list[list] = [[] for _ in range(16)]
     first = {}
     for r in calls:
         first.setdefault(r["rid"], r)  # two records of one call in one batch: the first counts
@@ -375,11 +375,12 @@ def _insert_usage_records(calls: list[dict], keys: set, jobs: dict, entry_ids: d
             jobs.get(r.get("job")),
             entry_ids[r["team"]] if r["charged"] > 0 else None,
             datetime.fromtimestamp(r["ts"], tz=UTC),
-            # Optional keys, left out by the gateway when 0 (and by its releases before them).
-            *(r.get(key, 0) for key in USAGE_COUNTS),
         )
         for column, value in zip(columns, row, strict=True):
             column.append(value)
+    # The counts of each kind: optional keys, left out by the gateway when 0 (and by its
+    # releases before them). A column at a time, the cheaper loop.
+    columns += [[r.get(key, 0) for r in first.values()] for key in USAGE_COUNTS]
     with connection.cursor() as cursor:
         cursor.execute(INSERT_USAGE_RECORDS, columns)
         inserted = {rid for (rid,) in cursor.fetchall()}
