@@ -13,7 +13,7 @@ import orjson
 import pytest
 from django.urls import reverse
 
-from billing import rollups, settlement
+from billing import partitions, rollups, settlement
 from billing.models import USAGE_COUNTS, LedgerEntry, UsageDaily, UsageHourly, UsageRecord
 from core.redis import client as redis_client
 from livestate.keys import shard_of, usage_stream
@@ -147,3 +147,21 @@ def test_the_usage_export_has_a_column_for_each_count(team):
     assert row["request_id"] == rid
     for key, column in COLUMNS.items():
         assert row[column] == str(FIRST.get(key, 0)), column
+
+
+def test_a_record_moved_into_a_new_month_keeps_each_count(tenant_a):
+    # given: a far-future call (the default partition), each count distinct
+    counts = {column: i + 1 for i, column in enumerate(USAGE_COUNTS.values())}
+    record = UsageRecord.objects.create(
+        request_id="req_future",
+        organization=tenant_a.org,
+        team=tenant_a.team,
+        model="m",
+        created_at=datetime(2031, 7, 4, tzinfo=UTC),
+        **counts,
+    )
+    # when: its month is created (rows are moved with SELECT *: columns must line up)
+    partitions.ensure_ahead(now=datetime(2031, 7, 1, tzinfo=UTC))
+    # then
+    moved = UsageRecord.objects.get(pk=record.pk)
+    assert {column: getattr(moved, column) for column in counts} == counts
