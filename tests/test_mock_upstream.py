@@ -22,6 +22,12 @@ from devtools.mock_upstream import MockUpstream, app, count_tokens
 
 ROOT = Path(__file__).resolve().parent.parent
 CHAT = "/v1/chat/completions"
+NO_COMPLETION_DETAILS = {
+    "reasoning_tokens": 0,
+    "audio_tokens": 0,
+    "accepted_prediction_tokens": 0,
+    "rejected_prediction_tokens": 0,
+}
 
 
 @contextmanager
@@ -117,6 +123,8 @@ def test_chat_completion_has_openai_shape_and_usage_arithmetic(client):
         "prompt_tokens": (3 + 3) + (4 + 3),
         "completion_tokens": count_tokens(content),
         "total_tokens": 13 + count_tokens(content),
+        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "completion_tokens_details": NO_COMPLETION_DETAILS,
     }
 
 
@@ -255,7 +263,13 @@ def test_legacy_completions_answer_and_stream(client):
     assert data["object"] == "text_completion"
     assert data["choices"][0]["text"] == "Mock reply to: Say"
     assert data["choices"][0]["finish_reason"] == "length"
-    assert data["usage"] == {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}
+    assert data["usage"] == {
+        "prompt_tokens": 3,
+        "completion_tokens": 5,
+        "total_tokens": 8,
+        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "completion_tokens_details": NO_COMPLETION_DETAILS,
+    }
     assert "".join(c["choices"][0]["text"] for c in events[:-2] if c["choices"]) == (
         "Mock reply to: Say"
     )
