@@ -7,18 +7,16 @@ import socket
 import struct
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import orjson
 import pytest
-import uvicorn
 
 from devtools.mock_upstream import MockUpstream, app, count_tokens
+from tests.helpers.mock_server import serving
 
 ROOT = Path(__file__).resolve().parent.parent
 CHAT = "/v1/chat/completions"
@@ -28,34 +26,6 @@ NO_COMPLETION_DETAILS = {
     "accepted_prediction_tokens": 0,
     "rejected_prediction_tokens": 0,
 }
-
-
-@contextmanager
-def serving(asgi_app) -> Iterator[str]:
-    """Run `asgi_app` in uvicorn on a background thread; yield its base URL."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(
-        asgi_app,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-        log_config=None,
-        log_level="warning",
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "mock upstream did not start"
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
 
 
 @pytest.fixture(scope="module")
