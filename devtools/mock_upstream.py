@@ -113,8 +113,9 @@ The server-wide latency default is MOCK_LATENCY_MS (or --latency-ms). Keys are i
 by a model whose name contains `echo-auth`: it answers 401 quoting the key it was sent
 (authorization, x-api-key or api-key), as some providers do, to test that Tollgate redacts it;
 and a chat model whose name contains `echo-error` answers 400 quoting the last user message, as
-providers quote input they refuse. Request bodies are never logged or kept (a stored Responses
-response keeps its output and token counts, never the input).
+providers quote input they refuse. Request bodies are never logged or kept, except what a
+stored Responses response shows (instructions, tools, metadata) and the last user text it
+echoes, kept in memory for previous_response_id.
 """
 
 from __future__ import annotations

@@ -213,12 +213,6 @@ class Request:
     knobs: Knobs
     params: dict[str, str]
 
-    def header(self, name: bytes) -> str | None:
-        for key, value in self.scope["headers"]:
-            if key == name:
-                return value.decode(errors="replace")
-        return None
-
 
 @lru_cache(maxsize=4096)
 def _echo_pieces(echo: str) -> tuple[str, ...]:

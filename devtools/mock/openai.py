@@ -292,9 +292,10 @@ async def chat(req: Request) -> None:
         finish = "tool_calls"
     else:
         pieces = natural_reply(text if last_user is None else last_user, knobs)
-        json_text = _json_content(payload, "".join(pieces))
-        if json_text is not None:
-            pieces = pieces_of(json_text)
+        if payload.get("response_format") is not None:
+            json_text = _json_content(payload, "".join(pieces))
+            if json_text is not None:
+                pieces = pieces_of(json_text)
         pieces, cut = truncate(pieces, limit)
         visible = len(pieces)
         finish = "length" if cut else "stop"
@@ -366,7 +367,10 @@ def _chat_frames(
         piece = {"index": i, "delta": delta, "logprobs": None, "finish_reason": None}
         # Every piece frame is the same bytes around the JSON-encoded piece: encode it once.
         templates.append(frame(piece).rpartition(_SENTINEL_JSON))
-    if top is None or tool_call is not None:
+    if n == 1 and (top is None or tool_call is not None):
+        before, _, after = templates[0]
+        frames += [before + orjson.dumps(piece) + after for piece in pieces]
+    elif top is None or tool_call is not None:
         for piece in pieces:
             encoded = orjson.dumps(piece)
             frames += [before + encoded + after for before, _, after in templates]
