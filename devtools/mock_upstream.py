@@ -33,10 +33,11 @@ length truncates it, finish_reason "length", else "stop". With `tools` and tool_
 "none", unless the last message is a tool result (answered in text), the reply is one call to
 the first function tool or the one tool_choice names: arguments a JSON object holding the
 schema's required properties (devtools.mock.schema), content null, finish_reason "tool_calls",
-completion tokens count_tokens(name) + count_tokens(arguments); streamed as tool_calls deltas,
-one per token of the arguments. response_format json_object answers {"reply": "<reply>"},
-json_schema the schema's sample. `logprobs` adds a logprobs.content entry per generated token
-(-0.01 to -0.07 in a cycle) with `top_logprobs` alternatives (the token itself first).
+completion tokens count_tokens(name) + count_tokens(arguments), never cut by a token limit;
+streamed as tool_calls deltas, one per token of the arguments. response_format json_object
+answers {"reply": "<reply>"}, json_schema the schema's sample. `logprobs` adds a
+logprobs.content entry per generated token (-0.01 to -0.07 in a cycle) with `top_logprobs`
+alternatives (the token itself first).
 
 Usage details: OpenAI usage always has prompt_tokens_details {cached_tokens, audio_tokens} and
 completion_tokens_details {reasoning_tokens, audio_tokens, accepted_/rejected_prediction_tokens},

@@ -171,9 +171,15 @@ def test_a_tool_result_is_answered_in_text(client):
     ]
     # when
     second = client.chat.completions.create(model="m", messages=messages, tools=[WEATHER])
-    # then
+    # then: the call counts its name and arguments, the result its content
     assert second.choices[0].finish_reason == "stop"
     assert second.choices[0].message.content.startswith("Mock reply to: Hello, world!")
+    arguments = call.function.arguments
+    assert second.usage.prompt_tokens == (
+        HELLO_PROMPT
+        + (count_tokens(f"get_weather {arguments}") + MESSAGE_OVERHEAD_TOKENS)
+        + (count_tokens("Sunny") + MESSAGE_OVERHEAD_TOKENS)
+    )
 
 
 def test_streamed_tool_call_is_reassembled_by_the_sdk(client):

@@ -229,6 +229,16 @@ def logprob_entry(index: int, piece: str, top: int) -> dict:
     return entry
 
 
+def _tool_calls_tokens(calls: Any) -> int:
+    """An assistant message's tool calls count their names and arguments."""
+    tokens = 0
+    for call in calls if isinstance(calls, list) else ():
+        function = call.get("function") if isinstance(call, dict) else None
+        if isinstance(function, dict):
+            tokens += count_tokens(f"{function.get('name', '')} {function.get('arguments', '')}")
+    return tokens
+
+
 def _messages(payload: dict) -> tuple[int, str, str | None, Any]:
     """(prompt tokens, last message text, last user text, last role)."""
     messages = payload.get("messages")
@@ -260,6 +270,9 @@ def _messages(payload: dict) -> tuple[int, str, str | None, Any]:
             )
         text = content_text(message.get("content"))
         prompt_tokens += count_tokens(text) + MESSAGE_OVERHEAD_TOKENS
+        calls = message.get("tool_calls")
+        if calls:
+            prompt_tokens += _tool_calls_tokens(calls)
         role = message.get("role")
         if role == "user":
             last_user = text
