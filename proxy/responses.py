@@ -17,7 +17,14 @@ class ClientGone(Exception):
 
 
 async def send_json(send, status: int, body: bytes, rid: str, extra: list | None = None) -> None:
-    headers = [*JSON_HEADERS, (b"x-request-id", rid.encode())]
+    await send_body(send, status, body, rid, JSON_HEADERS, extra)
+
+
+async def send_body(
+    send, status: int, body: bytes, rid: str, content: list, extra: list | None = None
+) -> None:
+    """A whole answer with its content headers (JSON's, or another type's: a transcript)."""
+    headers = [*content, (b"x-request-id", rid.encode())]
     if extra:
         headers.extend(extra)
     await send({"type": "http.response.start", "status": status, "headers": headers})

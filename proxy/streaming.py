@@ -1,6 +1,7 @@
 """Streamed calls: the upstream's SSE relayed frame by frame through the call's codec
 (proxy/apis: the public model name swapped in, the usage read, a translation where the
-upstream speaks another API).
+upstream speaks another API). A binary codec (speech audio) relays a body that is not SSE,
+chunk by chunk; its end is the end of the upstream's body.
 
 The end of the stream (the upstream's end frame: [DONE], Anthropic's message_stop…) waits for
 the settlement; a stream that ends without it (client gone, upstream cut) is charged for what
@@ -20,7 +21,6 @@ from proxy.apis.base import StreamCodec
 from proxy.breaker import Breaker
 from proxy.call import Call
 from proxy.errors import GatewayError
-from proxy.responses import SSE_HEADERS
 from proxy.settlement import Settlement, SettlementUnavailable
 from proxy.tokens import estimate_text_tokens
 from proxy.upstream import Answer
@@ -134,6 +134,9 @@ class StreamRelay:
     async def pump(self, resp) -> None:
         buffer = b""
         codec = self.codec
+        codec.opened(resp.headers)
+        if codec.binary:
+            return await self._pump_binary(resp)
         try:
             async for data in resp.content.iter_any():
                 buffer += data
@@ -161,6 +164,25 @@ class StreamRelay:
             self.failed = True
             logger.warning("upstream stream broke for %s: %s", self.call.rid, type(exc).__name__)
 
+    async def _pump_binary(self, resp) -> None:
+        """A body that is not SSE (audio): each chunk passed on as it comes; the upstream's
+        end of body is the end of the stream, settled before the client's end goes out."""
+        codec = self.codec
+        try:
+            async for data in resp.content.iter_any():
+                out = codec.frame(data)
+                if out:
+                    await self._flush([out])
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            self.failed = True
+            logger.warning("upstream stream broke for %s: %s", self.call.rid, type(exc).__name__)
+            return
+        self.done = True
+        try:
+            await self.settle()
+        except SettlementUnavailable as exc:
+            self.unrecorded = exc
+
     async def _flush(self, frames: list[bytes]) -> None:
         if frames:
             if self.capture is not None and self.capture_room >= 0:
@@ -186,7 +208,7 @@ class StreamRelay:
                     "type": "http.response.start",
                     "status": 200,
                     "headers": [
-                        *SSE_HEADERS,
+                        *self.codec.headers(),
                         (b"x-request-id", self.call.rid.encode()),
                         (b"x-tollgate-model", self.public.encode()),
                         *([(b"x-cache", b"miss")] if self.call.lookup is not None else []),
@@ -197,6 +219,10 @@ class StreamRelay:
     async def close(self) -> None:
         await self._start()
         codec = self.codec
+        if codec.binary and (self.failed or self.unrecorded is not None):
+            # Audio has no place for an error event: the body stays unfinished (no last
+            # chunk), so the client sees a cut-off response, not a clean end.
+            return
         if self.unrecorded is not None:
             tail = codec.error_frame(self.unrecorded)  # no clean end: it did not end cleanly
         elif self.failed:

@@ -19,7 +19,7 @@ from proxy.breaker import Breaker
 from proxy.call import Call
 from proxy.errors import GatewayError
 from proxy.replica import Route
-from proxy.responses import send_json
+from proxy.responses import send_body, send_json
 
 # Upstream answers that mean "try the next model": overload and server errors, and also our own
 # configuration failing (401/403: a bad provider key, 404: a wrong upstream model id), which is
@@ -129,10 +129,14 @@ class Upstream:
     async def _attempt(self, route: Route, call: Call) -> Answer:
         exchange = call.api.exchange(route)
         provider = route.provider
+        headers = provider.headers(route, call)
+        content_type = exchange.content_type(call)
+        if content_type is not None:  # a body that is not JSON (a multipart upload)
+            headers["Content-Type"] = content_type
         request = self.session.post(
             provider.url(route, exchange.upstream),
             data=exchange.body(call, route),
-            headers=provider.headers(route, call),
+            headers=headers,
             timeout=route.timeout,
         )
         if not call.stream:
@@ -191,7 +195,11 @@ async def reply(call: Call, answer: Answer, settle, cache) -> None:
     lookup = call.lookup
     if lookup is not None:
         headers.append((b"x-cache", b"miss"))
-    await send_json(call.send, 200, body, call.rid, headers)
+    content = exchange.answer_headers(call)
+    if content is None:
+        await send_json(call.send, 200, body, call.rid, headers)
+    else:  # an answer that is not JSON (a transcript as text, srt or vtt)
+        await send_body(call.send, 200, body, call.rid, content, headers)
     if lookup is not None and lookup.may_write and isinstance(answer.payload, dict):
         used = settle.usage
         entry = {"body": body.decode(), "model": route.name, "in": used.input, "out": used.output}

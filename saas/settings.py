@@ -203,6 +203,8 @@ DEFAULT_PRICE_MARKUP = env.float("DEFAULT_PRICE_MARKUP", default=1.25)
 
 # Gateway (the /v1 hot path).
 GATEWAY_MAX_BODY_BYTES = env.int("GATEWAY_MAX_BODY_BYTES", default=4 * 1024 * 1024)
+# A multipart upload (audio transcriptions), file and fields: OpenAI's own limit, 25 MiB.
+GATEWAY_MAX_UPLOAD_BYTES = env.int("GATEWAY_MAX_UPLOAD_BYTES", default=25 * 1024 * 1024)
 # How often each gateway process follows control-plane changes (revocations, suspensions…).
 GATEWAY_REFRESH_SECONDS = env.float("GATEWAY_REFRESH_SECONDS", default=0.2)
 GATEWAY_REDIS_CONNECTIONS = env.int("GATEWAY_REDIS_CONNECTIONS", default=64)

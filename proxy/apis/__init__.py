@@ -1,12 +1,17 @@
 """The client-facing APIs by path (see proxy/apis/base.py for what each provides)."""
 
 from proxy.apis.base import Api
+from proxy.apis.media import IMAGES, MODERATION, SPEECH, TRANSCRIPTION
 from proxy.apis.openai import CHAT, COMPLETION, EMBEDDING
 
 ENDPOINTS: dict[str, Api] = {
     "/v1/chat/completions": CHAT,
     "/v1/completions": COMPLETION,
     "/v1/embeddings": EMBEDDING,
+    "/v1/images/generations": IMAGES,
+    "/v1/audio/transcriptions": TRANSCRIPTION,
+    "/v1/audio/speech": SPEECH,
+    "/v1/moderations": MODERATION,
 }
 
 

@@ -7,7 +7,13 @@ gets the API's passthrough exchange; one that speaks another API gets a translat
 (proxy/apis/translate_*.py, registered per pair), or none, and is then not a route for this API.
 
 A stream goes through a `StreamCodec`, one per call: upstream SSE frames in, the client's
-frames out, the usage it reported and a count of what was generated on the way.
+frames out, the usage it reported and a count of what was generated on the way. A `binary`
+codec relays a body that is not SSE (speech audio): each chunk as it comes, the upstream's end
+of body as the end of the stream, the upstream's content type passed on.
+
+Not every API takes or sends JSON: `Api.parse` reads its own body (multipart uploads:
+proxy/apis/multipart.py) under its own `max_body`, and `Exchange.content_type` names the body
+`Exchange.body` builds when it is not JSON.
 """
 
 from collections.abc import Callable
@@ -16,7 +22,7 @@ import orjson
 
 from proxy.errors import GatewayError
 from proxy.pricing import Demand
-from proxy.responses import json_object
+from proxy.responses import SSE_HEADERS, json_object
 from proxy.usage import Usage
 
 
@@ -24,6 +30,10 @@ class StreamCodec:
     """One stream's relay state. Subclasses fill `frame`, `is_end` and the closings."""
 
     __slots__ = ("out_bytes", "public", "template", "usage")
+
+    # True: the upstream body is not SSE; `frame` gets each chunk as it arrives and the end of
+    # the body is the end of the stream (`is_end` is not asked; the settlement comes first).
+    binary = False
 
     def __init__(self, public: str):
         self.public = public  # the model name the client sees
@@ -55,6 +65,13 @@ class StreamCodec:
         """What ends a stream the upstream ended without its end frame."""
         return b""
 
+    def opened(self, headers) -> None:
+        """The upstream's response headers, before the first frame."""
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        """The client's content headers (SSE unless the codec relays another body)."""
+        return SSE_HEADERS
+
 
 class Exchange:
     """How a call of one API is put to one kind of upstream API, and how the answer returns.
@@ -63,6 +80,10 @@ class Exchange:
     URL is the provider's business: proxy/providers)."""
 
     upstream = ""
+
+    def content_type(self, call) -> str | None:
+        """The upstream body's content type when it is not JSON (None: the provider's JSON)."""
+        return None
 
     def body(self, call, route) -> bytes:
         """The upstream request body for this route."""
@@ -75,6 +96,10 @@ class Exchange:
     def unary(self, call, route, payload) -> tuple[bytes, Usage | None, Callable[[], int]]:
         """(client body, reported usage or None, estimate of the output tokens)."""
         raise NotImplementedError
+
+    def answer_headers(self, call) -> list[tuple[bytes, bytes]] | None:
+        """The content headers of a unary answer that is not JSON (None: JSON)."""
+        return None
 
     def codec(self, call, route) -> StreamCodec:
         raise NotImplementedError

@@ -5,9 +5,15 @@ keeps its upstream's kind; the call's API (proxy/apis) asks the provider whether
 API natively and otherwise looks for a translation into one it does.
 """
 
+from proxy.providers.azure import AZURE
 from proxy.providers.openai import OPENAI, Provider
 
-PROVIDERS: dict[str, Provider] = {"openai": OPENAI, "litellm": OPENAI, "mock": OPENAI}
+PROVIDERS: dict[str, Provider] = {
+    "openai": OPENAI,
+    "litellm": OPENAI,
+    "mock": OPENAI,
+    "azure_openai": AZURE,
+}
 
 
 def provider(kind: str) -> Provider:

@@ -6,6 +6,10 @@ PATHS = {
     "chat": "/chat/completions",
     "completion": "/completions",
     "embedding": "/embeddings",
+    "image": "/images/generations",
+    "transcription": "/audio/transcriptions",
+    "speech": "/audio/speech",
+    "moderation": "/moderations",
 }
 
 
