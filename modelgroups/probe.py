@@ -7,6 +7,10 @@ upstream holds one slot for at most its timeout and never the round; the round i
 deadline. Error text is redacted before it leaves this module: providers echo keys back
 ("Incorrect API key provided: sk-…").
 
+Azure OpenAI upstreams are called per deployment ({base}/openai/deployments/{model}/…) with
+their api-version and an api-key header; their "models" check lists the resource's models
+(/openai/models), which name models, not deployments, so it only says the resource answers.
+
 Verdicts: a 2xx answer is up (degraded when slower than `slow_ms`); 5xx, 401, 403, 404, a
 timeout, a connection failure or an unreadable answer is down (every call would fail the
 same way); 408, 409, 429 and other 4xx are degraded (the upstream is alive but refused or
@@ -21,6 +25,7 @@ import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from urllib.parse import quote
 
 import httpx
 import orjson
@@ -30,6 +35,7 @@ from core.redaction import REDACTED, redact_tollgate_keys
 logger = logging.getLogger(__name__)
 
 UP, DEGRADED, DOWN = "up", "degraded", "down"
+AZURE = "azure_openai"  # modelgroups.Upstream.Kind.AZURE_OPENAI (the probe imports no model)
 CALL, MODELS = "call", "models"
 DOWN_STATUS = frozenset({401, 403, 404})
 PROMPT = "ping"
@@ -48,6 +54,8 @@ class Target:
     upstream_model: str
     api_key: str
     connect_timeout: float
+    kind: str = "openai"  # the upstream's kind: azure_openai differs in URLs and auth
+    api_version: str = ""  # azure_openai's api-version
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,8 +114,24 @@ def _result(status: str, started: float | None, error: str, secret: str) -> Resu
 def _headers(target: Target) -> dict:
     headers = {"User-Agent": "Tollgate-Health/1"}
     if target.api_key:
-        headers["Authorization"] = f"Bearer {target.api_key}"
+        if target.kind == AZURE:
+            headers["api-key"] = target.api_key
+        else:
+            headers["Authorization"] = f"Bearer {target.api_key}"
     return headers
+
+
+def _url(target: Target, path: str) -> str:
+    """An OpenAI path below the base URL; on Azure, below the model's deployment (the model
+    list is the resource's), with the api-version."""
+    base = target.base_url.rstrip("/")
+    if target.kind != AZURE:
+        return base + path
+    version = "?api-version=" + quote(target.api_version, safe="")
+    if path == "/models":
+        return base + "/openai/models" + version
+    deployment = quote(target.upstream_model, safe="")
+    return f"{base}/openai/deployments/{deployment}{path}{version}"
 
 
 async def _send(client: httpx.AsyncClient, target: Target, timeout: float, method: str, path, body):
@@ -116,7 +140,7 @@ async def _send(client: httpx.AsyncClient, target: Target, timeout: float, metho
     async with asyncio.timeout(timeout):
         return await client.request(
             method,
-            target.base_url.rstrip("/") + path,
+            _url(target, path),
             json=body,
             headers=_headers(target),
             timeout=httpx.Timeout(timeout, connect=min(target.connect_timeout, timeout)),
@@ -171,7 +195,8 @@ async def _fetch_list(client, target: Target, timeout: float) -> tuple[Result, s
 
 def _listed(found: tuple[Result, set[str] | None], target: Target, slow_ms: int) -> Result:
     result, ids = found
-    if ids is not None and target.upstream_model not in ids:
+    # Azure lists the resource's models, not its deployments (what upstream_model names).
+    if ids is not None and target.kind != AZURE and target.upstream_model not in ids:
         error = f"{target.upstream_model!r} is not in the upstream's model list"
         return Result(DEGRADED, result.latency_ms, error, result.at)
     return _timed(result, slow_ms)
