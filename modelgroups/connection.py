@@ -1,10 +1,12 @@
-"""Connection test for an upstream: `GET {base_url}/models` with its stored key.
+"""Connection test for an upstream: `GET {base_url}/models` with its stored key (an Azure
+OpenAI resource: `GET {base_url}/openai/models?api-version=…` with an `api-key` header).
 
 The control plane's only direct call to a provider (the gateway, in proxy/, makes the traffic
 calls). Never called inside a database transaction; the key never appears in the result."""
 
 import time
 from dataclasses import dataclass
+from urllib.parse import quote
 
 import httpx
 
@@ -28,12 +30,18 @@ class ProbeResult:
 def upstream_probe(*, upstream: Upstream) -> ProbeResult:
     """Ask the upstream which models it serves, as the gateway would authenticate."""
     api_key = decrypt(upstream.api_key_encrypted)
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     timeout = httpx.Timeout(
         min(upstream.read_timeout_seconds, MAX_SECONDS),
         connect=min(upstream.connect_timeout_seconds, MAX_SECONDS),
     )
     url = upstream.base_url.rstrip("/") + "/models"
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    if upstream.kind == Upstream.Kind.AZURE_OPENAI:
+        if not upstream.api_version:
+            return ProbeResult(False, None, 0, "Set the upstream's API version first.", False)
+        version = quote(upstream.api_version, safe="")
+        url = f"{upstream.base_url.rstrip('/')}/openai/models?api-version={version}"
+        headers = {"api-key": api_key} if api_key else {}
     # Built before the call: no database work while the person waits on the upstream.
     redact = stored_secrets_redactor(api_key)
     started = time.monotonic()

@@ -240,9 +240,10 @@ def model_group_delete(*, actor: str, group: ModelGroup) -> None:
 
 # --- health ---------------------------------------------------------------------------------
 
-# The probe speaks the OpenAI API (paths, bearer auth): these kinds' models are not probed yet,
-# so their health stays unknown (never "down", which would make the gateway skip them).
-UNPROBED_KINDS = (Upstream.Kind.ANTHROPIC, Upstream.Kind.AZURE_OPENAI)
+# The probe speaks the OpenAI API (bearer auth, or Azure's deployments and api-key): these
+# kinds' models are not probed yet, so their health stays unknown (never "down", which would
+# make the gateway skip them).
+UNPROBED_KINDS = (Upstream.Kind.ANTHROPIC,)
 # A one-token call to these would generate an image or need an audio file: listed instead.
 LISTED_MODES = (Model.Mode.IMAGE, Model.Mode.TRANSCRIPTION, Model.Mode.SPEECH)
 
@@ -259,6 +260,8 @@ def _probe_target(model: Model, method: str) -> probe.Target:
         upstream_model=model.upstream_model,
         api_key=decrypt(upstream.api_key_encrypted) if upstream.api_key_encrypted else "",
         connect_timeout=upstream.connect_timeout_seconds,
+        kind=upstream.kind,
+        api_version=upstream.api_version,
     )
 
 
