@@ -28,6 +28,18 @@ Try the gateway with the demo key (the upstream is the built-in mock):
     -H 'Authorization: Bearer {demo_key}' -H 'Content-Type: application/json' \\
     -d '{{"model": "demo", "messages": [{{"role": "user", "content": "Hello!"}}]}}'
 
+Images, audio and moderations (models of the demo-media group):
+
+  curl -s {base}/v1/images/generations -H 'Authorization: Bearer {demo_key}' \
+    -H 'Content-Type: application/json' -d '{{"model": "mock-image", "prompt": "a lighthouse"}}'
+  curl -s {base}/v1/audio/speech -H 'Authorization: Bearer {demo_key}' \
+    -H 'Content-Type: application/json' -o speech.wav \
+    -d '{{"model": "mock-tts", "voice": "alloy", "input": "Hello!", "response_format": "wav"}}'
+  curl -s {base}/v1/audio/transcriptions -H 'Authorization: Bearer {demo_key}' \
+    -F model=mock-whisper -F file=@speech.wav
+  curl -s {base}/v1/moderations -H 'Authorization: Bearer {demo_key}' \
+    -H 'Content-Type: application/json' -d '{{"model": "mock-moderation", "input": "hi"}}'
+
 And the admin API with the master key:
 
   curl -s {base}/api/teams/ -H 'X-Admin-Key: {settings.MASTER_KEY}'

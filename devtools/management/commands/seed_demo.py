@@ -13,7 +13,7 @@ from modelgroups.models import Model, ModelGroup, Upstream
 from orgs.models import Organization
 from orgs.services import organization_create
 from teams.models import Team, VirtualKey
-from teams.services import key_create, key_revoke, team_create
+from teams.services import key_create, key_revoke, team_create, team_update
 
 ACTOR = "system:seed_demo"
 ENV_FILE = settings.BASE_DIR / ".env"
@@ -84,16 +84,34 @@ class Command(BaseCommand):
                 members=[{"model": models[2]}],
             )
         )
+        media_group = ModelGroup.objects.filter(name="demo-media").first() or (
+            catalog.model_group_create(
+                actor=ACTOR,
+                name="demo-media",
+                display_name="Demo images, audio and moderations",
+                description="Call its models by name: mock-image, mock-whisper, mock-tts, "
+                "mock-moderation.",
+                members=[{"model": m} for m in _media_models(upstream)],
+            )
+        )
         org, _ = organization_create(actor=ACTOR, name="Demo Org", external_id="demo")
         team = Team.objects.filter(organization=org, name="Demo Team").first() or team_create(
             actor=ACTOR,
             organization=org,
             name="Demo Team",
-            model_groups=[group, embed_group],
+            model_groups=[group, embed_group, media_group],
             rpm_limit=600,
             budget_period=Team.BudgetPeriod.MONTHLY,
             budget_limit_micros=50_000_000,
         )
+        if not team.model_groups.filter(pk=media_group.pk).exists():
+            # A demo seeded before the media models: give its team the new group too.
+            team = team_update(
+                actor=ACTOR,
+                team=team,
+                data={},
+                model_groups=[*team.model_groups.all(), media_group],
+            )
         credits_grant(
             team=team,
             amount_micros=100_000_000,
@@ -114,6 +132,34 @@ class Command(BaseCommand):
         self.stdout.write(
             f"demo ready: {Organization.objects.get(pk=org.pk).public_id} / {team.public_id}"
         )
+
+
+# The demo's image, transcription, speech and moderation models on the mock (costs in
+# micro-USD; prices follow at the markup): per image (an HD 1024x1024 one dearer), per second
+# of audio, per 1M characters, per 1M input tokens.
+MEDIA_MODELS = (
+    (
+        "mock-image",
+        Model.Mode.IMAGE,
+        {
+            "image_cost_micros": 40_000,
+            "image_prices": {"1024x1024|hd": {"cost": 80_000, "price": 100_000}},
+        },
+    ),
+    ("mock-whisper", Model.Mode.TRANSCRIPTION, {"audio_second_cost_micros": 100}),
+    ("mock-tts", Model.Mode.SPEECH, {"character_cost_micros": 15_000_000}),
+    ("mock-moderation", Model.Mode.MODERATION, {"input_cost_micros": 100_000}),
+)
+
+
+def _media_models(upstream) -> list:
+    return [
+        Model.objects.filter(name=name).first()
+        or catalog.model_create(
+            actor=ACTOR, name=name, upstream=upstream, upstream_model=name, mode=mode, **prices
+        )
+        for name, mode, prices in MEDIA_MODELS
+    ]
 
 
 def _read_env(name: str) -> str:
