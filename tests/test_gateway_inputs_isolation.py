@@ -278,7 +278,7 @@ def test_lowercase_bearer_scheme_is_accepted(live, gw_team):
 
 @pytest.mark.parametrize(
     "path",
-    ["/v1/nope", "/v1", "/v1/", "/v1/chat/completions/", "/v1/chat", "/v1/images/generations"],
+    ["/v1/nope", "/v1", "/v1/", "/v1/chat/completions/", "/v1/chat", "/v1/images/edits"],
 )
 @pytest.mark.parametrize("with_key", [True, False], ids=["key", "no-key"])
 def test_unknown_endpoint_is_404_json(live, gw_team, path, with_key):
