@@ -14,6 +14,7 @@ Endpoints (an optional leading `/mock` is stripped):
          /v1/moderations
     /openai/deployments/{deployment}/<chat/completions | completions | embeddings |
          images/generations | audio/transcriptions | audio/speech>      (Azure OpenAI)
+    GET  /openai/models                                                 (Azure OpenAI)
 
 Replies are deterministic. The reply is the token pieces of
 "Mock reply to: <first 40 chars of the last user message>" padded with filler words to
@@ -215,6 +216,7 @@ _ROUTES: dict[str, _Route] = {
 }
 _RESPONSE_BY_ID = _Route({"GET": responses.retrieve, "DELETE": responses.delete}, body="none")
 _AZURE_PREFIX = "/openai/deployments/"
+_AZURE_MODELS = "/openai/models"  # Azure's Models - List (the resource's, not its deployments)
 _AZURE_OPERATIONS = (
     "chat/completions",
     "completions",
@@ -231,6 +233,8 @@ def _match(path: str) -> tuple[_Route | None, dict[str, str]]:
         response_id = path[len("/v1/responses/") :]
         if response_id and "/" not in response_id:
             return _RESPONSE_BY_ID, {"id": response_id}
+    elif path == _AZURE_MODELS:
+        return _ROUTES["/v1/models"], {"deployment": ""}  # the resource's list, Azure's rules
     elif path.startswith(_AZURE_PREFIX):
         deployment, _, operation = path[len(_AZURE_PREFIX) :].partition("/")
         if deployment and operation in _AZURE_OPERATIONS:
