@@ -51,3 +51,60 @@ def test_a_mock_upstream_address_set_by_hand_is_left_alone(db, env_file, monkeyp
     Upstream.objects.filter(name="mock").update(base_url="http://mock.internal:9000/v1")
 
     assert seed(monkeypatch, "8100").base_url == "http://mock.internal:9000/v1"
+
+
+def test_the_demo_key_calls_the_media_models_as_demo_info_shows(live, env_file, monkeypatch):
+    # given: the demo seeded on this server, as `make run` does
+    import re
+
+    import httpx
+
+    seed(monkeypatch, str(live.port))
+    key = re.search(r"^DEMO_API_KEY=(.*)$", env_file.read_text(), re.M).group(1)
+    headers = {"Authorization": f"Bearer {key}"}
+    v1 = live.url + "/v1"
+    # when: the calls of demo_info's curl lines
+    image = httpx.post(
+        f"{v1}/images/generations",
+        headers=headers,
+        json={"model": "mock-image", "prompt": "a lighthouse"},
+    )
+    speech = httpx.post(
+        f"{v1}/audio/speech",
+        headers=headers,
+        json={"model": "mock-tts", "voice": "alloy", "input": "Hello!", "response_format": "wav"},
+    )
+    transcript = httpx.post(
+        f"{v1}/audio/transcriptions",
+        headers=headers,
+        data={"model": "mock-whisper"},
+        files={"file": ("speech.wav", speech.content, "audio/wav")},
+    )
+    moderation = httpx.post(
+        f"{v1}/moderations", headers=headers, json={"model": "mock-moderation", "input": "hi"}
+    )
+    # then
+    for r in (image, speech, transcript, moderation):
+        assert r.status_code == 200, r.text
+    assert len(image.json()["data"]) == 1
+    assert speech.content[:4] == b"RIFF"
+    assert transcript.json()["text"].startswith("Mock transcription of speech.wav")
+    assert moderation.json()["results"][0]["flagged"] is False
+
+
+def test_a_demo_seeded_before_the_media_models_gets_them(db, env_file, monkeypatch):
+    # given: a demo team without the media group (seeded by an earlier release)
+    from modelgroups.models import ModelGroup
+    from teams.models import Team
+
+    seed(monkeypatch, "8000")
+    team = Team.objects.get(name="Demo Team")
+    team.model_groups.remove(ModelGroup.objects.get(name="demo-media"))
+    # when
+    seed(monkeypatch, "8000")
+    # then
+    assert sorted(team.model_groups.values_list("name", flat=True)) == [
+        "demo",
+        "demo-embed",
+        "demo-media",
+    ]
