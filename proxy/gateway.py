@@ -29,8 +29,9 @@ from redis.exceptions import RedisError
 from core.redis import RETRY_ATTEMPTS, RETRY_ON, cluster_config, retry_backoff
 from livestate.keys import CATALOG
 from livestate.scripts import GatewayScripts
-from proxy import admission, control, metrics, routing, streaming, upstream
+from proxy import admission, control, count_tokens, metrics, routing, streaming, upstream
 from proxy.apis import errors_for
+from proxy.apis.messages import MESSAGES, check_body
 from proxy.auth import authenticate, presented_secret
 from proxy.breaker import Breaker
 from proxy.cache import ResponseCache
@@ -169,14 +170,14 @@ class Gateway:
         try:
             await self._handle(scope, receive, send, rid)
         except GatewayError as exc:
-            await send_error(send, exc, rid, errors_for(scope["path"]).error_body(exc))
+            await send_error(send, exc, rid, errors_for(scope["path"]).error_body(exc, rid))
         except ClientGone:
             return
         except RedisError as exc:
             logger.warning("Redis unavailable on %s (%s): %s", scope.get("path"), rid, exc)
             error = state_unavailable(rid)
             try:
-                await send_error(send, error, rid, errors_for(scope["path"]).error_body(error))
+                await send_error(send, error, rid, errors_for(scope["path"]).error_body(error, rid))
             except Exception:  # the response had started: nothing more can be said
                 logger.warning("Redis failed mid-response on %s (%s)", scope.get("path"), rid)
         except Exception:
@@ -186,7 +187,7 @@ class Gateway:
                 f"Internal error in the gateway; quote request id {rid} to support.",
                 "server_error",
             )
-            await send_error(send, error, rid, errors_for(scope["path"]).error_body(error))
+            await send_error(send, error, rid, errors_for(scope["path"]).error_body(error, rid))
         finally:
             metrics.request_finished(clock)
 
@@ -218,6 +219,8 @@ class Gateway:
             key, team = await authenticate(self.replica, scope)
             rest = path[len("/v1/jobs/") :]
             return await self.jobs.handle(scope, receive, send, rid, key, team, rest)
+        if path == "/v1/messages/count_tokens":
+            return await self._count_tokens(scope, receive, send, rid)
         api = routing.endpoint(path, method)
         key, team = await authenticate(self.replica, scope)
         body = await read_body(receive, api.max_body or self.max_body)
@@ -247,6 +250,24 @@ class Gateway:
             group=group,
         )
         await self.complete(call)
+
+    async def _count_tokens(self, scope, receive, send, rid: str):
+        """Anthropic's token count: checked like a Messages call, never admitted or charged."""
+        if scope["method"] != "POST":
+            raise routing.method_not_allowed("POST", scope["path"])
+        key, team = await authenticate(self.replica, scope)
+        request = MESSAGES.parse(scope, await read_body(receive, self.max_body))
+        try:
+            routes, _ = routing.resolve(self.replica, request, key, team, MESSAGES)
+        except GatewayError as exc:
+            if exc.status not in (403, 404):
+                raise
+            await self.replica.apply_changes()  # a group or grant created a moment ago
+            key, team = await authenticate(self.replica, scope)
+            routes, _ = routing.resolve(self.replica, request, key, team, MESSAGES)
+        check_body(request, counting=True)
+        status, body, headers = await count_tokens.count(self.session, scope, rid, request, routes)
+        return await send_json(send, status, body, rid, headers)
 
     async def complete(self, call: Call) -> None:
         """One completion: admit, answer from the cache or the upstreams, settle once."""

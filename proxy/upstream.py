@@ -158,7 +158,7 @@ class Upstream:
                 status, raw, answer.headers or {}, caller_key=route.forward_key
             )
             if isinstance(verdict, GatewayError):
-                body = call.api.error_body(verdict)
+                body = call.api.error_body(verdict, call.rid)
                 await settle.finish(route, None, "rejected", response=body)
                 await send_json(call.send, verdict.status, body, call.rid, verdict.headers)
                 return True

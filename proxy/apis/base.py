@@ -122,8 +122,9 @@ class Api:
         """The request as a dict (a JSON object unless the API takes another body)."""
         return json_object(body)
 
-    def error_body(self, error: GatewayError) -> bytes:
-        """The error shape of this API (OpenAI's unless overridden)."""
+    def error_body(self, error: GatewayError, rid: str = "") -> bytes:
+        """The error shape of this API (OpenAI's unless overridden); `rid` is the request id,
+        for shapes that carry it in the body."""
         return error.body()
 
     def check(self, request: dict) -> None:
@@ -139,6 +140,25 @@ class Api:
     def exchange(self, route) -> Exchange | None:
         """How to call this route, or None when it cannot serve this API."""
         raise NotImplementedError
+
+
+# (client API, upstream API) -> the exchange translating one into the other, registered by the
+# proxy/apis/translate_*.py modules; an Api whose route's provider does not speak it natively
+# asks `translation` for one into a format the provider does speak.
+TRANSLATIONS: dict[tuple[str, str], Exchange] = {}
+
+
+def register_translation(client: str, upstream: str, exchange: Exchange) -> None:
+    TRANSLATIONS[(client, upstream)] = exchange
+
+
+def translation(api: str, route) -> Exchange | None:
+    """The registered translation of `api` into an API the route's provider speaks, or None."""
+    formats = route.provider.formats
+    for (client, upstream), exchange in TRANSLATIONS.items():
+        if client == api and upstream in formats:
+            return exchange
+    return None
 
 
 def missing(field: str) -> GatewayError:

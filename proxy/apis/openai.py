@@ -4,7 +4,15 @@ upstreams with the public model name swapped in, usage read from the answer."""
 import orjson
 
 from proxy import usage as usages
-from proxy.apis.base import Api, Exchange, StreamCodec, invalid, missing, positive_int
+from proxy.apis.base import (
+    Api,
+    Exchange,
+    StreamCodec,
+    invalid,
+    missing,
+    positive_int,
+    translation,
+)
 from proxy.errors import GatewayError
 from proxy.pricing import Demand
 from proxy.tokens import estimate_text_tokens, reserve_input_tokens
@@ -144,7 +152,9 @@ class OpenAIApi(Api):
             raise missing(self.required)
 
     def exchange(self, route) -> Exchange | None:
-        return self.native if self.name in route.provider.formats else None
+        if self.name in route.provider.formats:
+            return self.native
+        return translation(self.name, route)
 
     def answers(self, request: dict) -> int:
         n = positive_int(request, "n", limit=MAX_ANSWERS) or 1

@@ -5,6 +5,7 @@ keeps its upstream's kind; the call's API (proxy/apis) asks the provider whether
 API natively and otherwise looks for a translation into one it does.
 """
 
+from proxy.providers.anthropic import ANTHROPIC
 from proxy.providers.azure import AZURE
 from proxy.providers.openai import OPENAI, Provider
 
@@ -13,6 +14,7 @@ PROVIDERS: dict[str, Provider] = {
     "litellm": OPENAI,
     "mock": OPENAI,
     "azure_openai": AZURE,
+    "anthropic": ANTHROPIC,
 }
 
 
