@@ -1,5 +1,6 @@
 """Connection test for an upstream: `GET {base_url}/models` with its stored key (an Azure
-OpenAI resource: `GET {base_url}/openai/models?api-version=…` with an `api-key` header).
+OpenAI resource: `GET {base_url}/openai/models?api-version=…` with an `api-key` header; an
+Anthropic upstream: `GET {base}/v1/models` with `x-api-key` and `anthropic-version`).
 
 The control plane's only direct call to a provider (the gateway, in proxy/, makes the traffic
 calls). Never called inside a database transaction; the key never appears in the result."""
@@ -12,6 +13,7 @@ import httpx
 
 from core.secrets import decrypt
 from modelgroups.models import Upstream, stored_secrets_redactor
+from modelgroups.probe import ANTHROPIC_VERSION, api_base
 
 # A person is waiting on the answer: never longer than this, whatever the upstream allows.
 MAX_SECONDS = 10.0
@@ -34,9 +36,12 @@ def upstream_probe(*, upstream: Upstream) -> ProbeResult:
         min(upstream.read_timeout_seconds, MAX_SECONDS),
         connect=min(upstream.connect_timeout_seconds, MAX_SECONDS),
     )
-    url = upstream.base_url.rstrip("/") + "/models"
+    url = api_base(upstream.kind, upstream.base_url) + "/models"
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    if upstream.kind == Upstream.Kind.AZURE_OPENAI:
+    if upstream.kind == Upstream.Kind.ANTHROPIC:
+        version = upstream.resolved_api_version or ANTHROPIC_VERSION
+        headers = {"anthropic-version": version, **({"x-api-key": api_key} if api_key else {})}
+    elif upstream.kind == Upstream.Kind.AZURE_OPENAI:
         if not upstream.api_version:
             return ProbeResult(False, None, 0, "Set the upstream's API version first.", False)
         version = quote(upstream.api_version, safe="")

@@ -36,9 +36,11 @@ logger = logging.getLogger(__name__)
 
 UP, DEGRADED, DOWN = "up", "degraded", "down"
 AZURE = "azure_openai"  # modelgroups.Upstream.Kind.AZURE_OPENAI (the probe imports no model)
+ANTHROPIC = "anthropic"  # modelgroups.Upstream.Kind.ANTHROPIC
 CALL, MODELS = "call", "models"
 DOWN_STATUS = frozenset({401, 403, 404})
 PROMPT = "ping"
+ANTHROPIC_VERSION = "2023-06-01"
 BEARER_PATTERN = re.compile(r"(?i)\bbearer\s+[\w.~+/-]+=*")  # an RFC 6750 token
 MAX_ERROR_CHARS = 300
 
@@ -54,8 +56,8 @@ class Target:
     upstream_model: str
     api_key: str
     connect_timeout: float
-    kind: str = "openai"  # the upstream's kind: azure_openai differs in URLs and auth
-    api_version: str = ""  # azure_openai's api-version
+    kind: str = "openai"  # the upstream's kind: azure_openai and anthropic differ in URLs and auth
+    api_version: str = ""  # azure_openai's api-version, anthropic's anthropic-version
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +77,12 @@ def redact(text: str, secret: str) -> str:
 
 
 def _call_request(target: Target) -> tuple[str, dict]:
+    if target.kind == ANTHROPIC:
+        return "/messages", {
+            "model": target.upstream_model,
+            "messages": [{"role": "user", "content": PROMPT}],
+            "max_tokens": 1,
+        }
     if target.mode == "embedding":
         return "/embeddings", {"model": target.upstream_model, "input": PROMPT}
     if target.mode == "completion":
@@ -113,7 +121,11 @@ def _result(status: str, started: float | None, error: str, secret: str) -> Resu
 
 def _headers(target: Target) -> dict:
     headers = {"User-Agent": "Tollgate-Health/1"}
-    if target.api_key:
+    if target.kind == ANTHROPIC:
+        headers["anthropic-version"] = target.api_version or ANTHROPIC_VERSION
+        if target.api_key:
+            headers["x-api-key"] = target.api_key
+    elif target.api_key:
         if target.kind == AZURE:
             headers["api-key"] = target.api_key
         else:
@@ -121,10 +133,19 @@ def _headers(target: Target) -> dict:
     return headers
 
 
+def api_base(kind: str, base_url: str) -> str:
+    """The URL below which an OpenAI-style path is: Anthropic's base may be given with or
+    without its /v1, the others' already end where their paths start."""
+    base = base_url.rstrip("/")
+    if kind == ANTHROPIC and not base.endswith("/v1"):
+        base += "/v1"
+    return base
+
+
 def _url(target: Target, path: str) -> str:
     """An OpenAI path below the base URL; on Azure, below the model's deployment (the model
     list is the resource's), with the api-version."""
-    base = target.base_url.rstrip("/")
+    base = api_base(target.kind, target.base_url)
     if target.kind != AZURE:
         return base + path
     version = "?api-version=" + quote(target.api_version, safe="")

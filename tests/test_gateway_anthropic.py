@@ -697,3 +697,65 @@ def test_hundreds_of_concurrent_messages_never_spend_more_than_the_credits(
     assert posted_calls(tenant.team) == len(ok)
     account = redis_account(tenant.team)
     assert account["resv"] == 0 and account["pend"] == 0
+
+
+# --- the control plane's connection test and health probe ------------------------------
+
+
+def test_an_anthropic_upstream_without_v1_in_its_base_url_serves_and_is_probed(live, gw_org):
+    # given: the base URL as Anthropic documents it, without /v1
+    from modelgroups import connection
+    from modelgroups.models import ModelHealth
+    from modelgroups.tasks import probe_models
+
+    up = catalog.upstream_create(
+        actor="test",
+        name="anthropic-root",
+        kind="anthropic",
+        base_url=live.url + "/mock",
+        api_key="sk-ant-upstream-secret-123456",
+    )
+    working = catalog.model_create(actor="test", name="root-a", upstream=up, upstream_model="c")
+    failing = catalog.model_create(
+        actor="test", name="root-down", upstream=up, upstream_model="c-fail-503"
+    )
+    group = catalog.model_group_create(actor="test", name="root", members=[{"model": working}])
+    tenant = GatewayTenant("root team", gw_org, [group], credits_micros=10_000_000)
+    # when / then: a call (the mock refuses one without anthropic-version)
+    message = messages_sdk(live, tenant.secret).messages.create(
+        model="root", max_tokens=10, messages=HI
+    )
+    assert message.content[0].text.startswith("Mock reply to: hi")
+    # when / then: the panel's connection test
+    result = connection.upstream_probe(upstream=up)
+    assert result.ok, result.message
+    # when / then: the health probe, a one-token Messages call per model
+    probe_models()
+    health = {h.model.name: h for h in ModelHealth.objects.select_related("model")}
+    assert health["root-a"].status == "up", health["root-a"].last_error
+    assert health["root-down"].status == "down"
+    assert health["root-down"].last_error.startswith("HTTP 503")
+
+
+def test_the_probe_speaks_messages_to_an_anthropic_upstream():
+    from modelgroups import probe
+
+    target = probe.Target(
+        key=1,
+        method=probe.CALL,
+        mode="chat",
+        base_url="https://api.anthropic.com",
+        upstream_model="claude-x",
+        api_key="sk-ant-k",
+        connect_timeout=1.0,
+        kind="anthropic",
+    )
+    path, body = probe._call_request(target)
+    assert probe.api_base(target.kind, target.base_url) + path == (
+        "https://api.anthropic.com/v1/messages"
+    )
+    assert body["max_tokens"] == 1 and body["messages"][0]["role"] == "user"
+    headers = probe._headers(target)
+    assert headers["x-api-key"] == "sk-ant-k"
+    assert headers["anthropic-version"] == "2023-06-01"
+    assert "Authorization" not in headers
