@@ -240,10 +240,10 @@ def model_group_delete(*, actor: str, group: ModelGroup) -> None:
 
 # --- health ---------------------------------------------------------------------------------
 
-# The probe speaks the OpenAI API (bearer auth, or Azure's deployments and api-key): these
-# kinds' models are not probed yet, so their health stays unknown (never "down", which would
-# make the gateway skip them).
-UNPROBED_KINDS = (Upstream.Kind.ANTHROPIC,)
+# The kinds the probe cannot speak to (it speaks the OpenAI API with bearer auth, Azure's
+# deployments and api-key, and Anthropic's Messages): their models' health would stay unknown
+# (never "down", which would make the gateway skip them). None at present.
+UNPROBED_KINDS: tuple[str, ...] = ()
 # A one-token call to these would generate an image or need an audio file: listed instead.
 LISTED_MODES = (Model.Mode.IMAGE, Model.Mode.TRANSCRIPTION, Model.Mode.SPEECH)
 

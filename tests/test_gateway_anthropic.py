@@ -12,7 +12,7 @@ import pytest
 from django.db.models import Sum
 
 from billing import settlement
-from billing.models import LedgerEntry
+from billing.models import LedgerEntry, UsageRecord
 from core.redis import client as redis_client
 from livestate.keys import SHARD_RANGE, acct_key, shard_of, usage_stream
 from modelgroups import services as catalog
@@ -42,6 +42,23 @@ WEATHER = {
 PIXEL = (  # a 1x1 PNG
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
 )
+
+
+# The cache models' own prices per 1M tokens: reads at 0.10, writes at 1.25.
+CACHE_PRICE = {"cache_read_price_micros": 100_000, "cache_write_price_micros": 1_250_000}
+
+
+def cached_price_of(rec: dict) -> int:
+    """The documented formula: each line exact (in millionths of a micro-credit), summed,
+    rounded once half up."""
+    read, write = rec.get("cr", 0), rec.get("cw", 0)
+    exact = (
+        (rec["in"] - read - write) * 1_000_000
+        + read * 100_000
+        + write * 1_250_000
+        + rec["out"] * 2_000_000
+    )
+    return (exact + 500_000) // 1_000_000
 
 
 def price_of(rec: dict) -> int:
@@ -98,7 +115,9 @@ def claude(live, mock_catalog, gw_org):
 
     native = model("claude-a", "claude-a", max_output_tokens=50)
     failing = model("claude-down", "claude-fail-503", max_output_tokens=50)
-    cached = model("claude-cached", "claude-cached-7-cachewrite-5", max_output_tokens=50)
+    cached = model(
+        "claude-cached", "claude-cached-7-cachewrite-5", max_output_tokens=50, **CACHE_PRICE
+    )
     long = model("claude-long", "claude-chunk-delay-20-reply-400", max_output_tokens=1000)
     openai_b, openai_bad = mock_catalog["models"]["b"], mock_catalog["models"]["bad"]
     oa_cached = catalog.model_create(
@@ -108,6 +127,7 @@ def claude(live, mock_catalog, gw_org):
         upstream_model="mock-cached-6",
         max_output_tokens=50,
         **PRICE,
+        **CACHE_PRICE,
     )
     groups = [
         group("claude", native),
@@ -617,9 +637,13 @@ def test_cache_reads_and_writes_are_charged_exactly(live, claude, model, stream)
     assert rec["out"] == told["output_tokens"]
     assert rec.get("cr") == read
     assert rec.get("cw", 0) == write
-    assert rec["price"] == price_of(rec)
+    assert rec["price"] == cached_price_of(rec)
+    assert cached_price_of(rec) != price_of(rec)  # the cache lines are priced apart
     settlement.settle_usage()
     assert LedgerEntry.objects.get(calls__request_id=rid).amount_micros == -rec["price"]
+    stored = UsageRecord.objects.get(request_id=rid)
+    assert (stored.cache_read_tokens, stored.cache_write_tokens) == (read, write)
+    assert stored.price_micros == rec["price"]
 
 
 def test_chat_usage_from_an_anthropic_model_counts_the_cache_in_prompt_tokens(live, claude):
@@ -716,9 +740,7 @@ def test_an_anthropic_upstream_without_v1_in_its_base_url_serves_and_is_probed(l
         api_key="sk-ant-upstream-secret-123456",
     )
     working = catalog.model_create(actor="test", name="root-a", upstream=up, upstream_model="c")
-    failing = catalog.model_create(
-        actor="test", name="root-down", upstream=up, upstream_model="c-fail-503"
-    )
+    catalog.model_create(actor="test", name="root-down", upstream=up, upstream_model="c-fail-503")
     group = catalog.model_group_create(actor="test", name="root", members=[{"model": working}])
     tenant = GatewayTenant("root team", gw_org, [group], credits_micros=10_000_000)
     # when / then: a call (the mock refuses one without anthropic-version)

@@ -472,11 +472,11 @@ def test_scoped_admins_read_health_on_the_shared_catalog(api, tenant_a, catalog_
     assert health == {"gpt-a": "down", "gpt-b": "unknown"}
 
 
-def test_image_and_audio_models_are_listed_not_called_and_native_kinds_stay_unknown(
+def test_image_and_audio_models_are_listed_not_called_and_anthropic_models_are_called(
     live, mock_catalog
 ):
     # given: an image model whose call would fail (a one-token chat call is no image), and a
-    # model of an Anthropic upstream, which the probe cannot speak to
+    # model of an Anthropic upstream (the mock speaks Messages too)
     image = model(mock_catalog["upstream"], "mock-image", "mock-fail-500", mode="image")
     claude_up = catalog.upstream_create(
         actor="test", name="claude", kind="anthropic", base_url=mock_catalog["upstream"].base_url
@@ -488,8 +488,9 @@ def test_image_and_audio_models_are_listed_not_called_and_native_kinds_stay_unkn
     health = health_by_name()
     assert health["mock-image"].status == "degraded"
     assert "not in the upstream's model list" in health["mock-image"].last_error
-    # and the Anthropic one has no verdict (never "down": the gateway would skip it)
-    assert "claude-x" not in health
+    # and the Anthropic one was called in its own API (the mock refuses a Messages call
+    # without anthropic-version), and can be checked by hand
+    assert health["claude-x"].status == "up", health["claude-x"].last_error
     response = client_with(MASTER).post(f"/api/models/{claude.public_id}/check/")
-    assert response.status_code == 400 and response.json()["error"]["type"] == "validation_error"
+    assert response.status_code == 200 and response.json()["status"] == "up"
     assert image.pk in set(ModelHealth.objects.values_list("pk", flat=True))
