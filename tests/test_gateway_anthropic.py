@@ -129,8 +129,19 @@ def claude(live, mock_catalog, gw_org):
         **PRICE,
         **CACHE_PRICE,
     )
+    broken = model("claude-broken", "claude-fail-after-5", max_output_tokens=50)
+    oa_broken = catalog.model_create(
+        actor="test",
+        name="mock-broken",
+        upstream=mock_catalog["upstream"],
+        upstream_model="mock-fail-after-5",
+        max_output_tokens=50,
+        **PRICE,
+    )
     groups = [
         group("claude", native),
+        group("claude-broken", broken),
+        group("openai-broken", oa_broken),
         group("native-first", failing, openai_b),
         group("openai-first", openai_bad, native),
         group("claude-cache", cached),
@@ -679,6 +690,31 @@ def test_a_client_leaving_a_native_stream_pays_for_what_was_generated(live, clau
     assert 0 < rec["out"] < 400
     assert rec["price"] == price_of(rec)
     assert redis_account(claude.team)["resv"] == 0
+
+
+@pytest.mark.parametrize("model", ["claude-broken", "openai-broken"])
+def test_a_stream_the_upstream_breaks_ends_with_an_error_event_and_pays_what_was_sent(
+    live, claude, model
+):
+    # when: the upstream sends a few events, then drops the connection
+    with httpx.stream(
+        "POST",
+        f"{live.url}/v1/messages",
+        headers={"x-api-key": claude.secret},
+        json={"model": model, "max_tokens": 50, "stream": True, "messages": HI},
+    ) as r:
+        rid = r.headers["x-request-id"]
+        lines = list(r.iter_lines())
+    # then: Anthropic's error event last, no message_stop
+    assert "event: error" in lines
+    error = orjson.loads(lines[lines.index("event: error") + 1][5:])
+    assert error["type"] == "error" and error["error"]["type"] == "api_error"
+    assert error["error"]["code"] == "upstream_stream_error"
+    assert error["request_id"] == rid
+    assert "event: message_stop" not in lines
+    rec = record_of(rid)
+    assert rec["out"] > 0
+    assert rec["price"] == price_of(rec)
 
 
 # --- the overspend invariant ------------------------------------------------------------

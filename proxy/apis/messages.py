@@ -266,12 +266,13 @@ class AnthropicStream(StreamCodec):
     """An Anthropic SSE stream relayed as is, with the public model name in message_start;
     message_stop waits for the settlement."""
 
-    __slots__ = ("rid", "tally")
+    __slots__ = ("errored", "rid", "tally")
 
     def __init__(self, public: str, rid: str):
         super().__init__(public)
         self.rid = rid
         self.tally = StreamUsage()
+        self.errored = False  # the upstream sent its own error event (the stream ends there)
 
     def is_end(self, frame: bytes) -> bool:
         return is_message_stop(frame)
@@ -283,6 +284,8 @@ class AnthropicStream(StreamCodec):
         return error_event(error, self.rid)
 
     def unfinished(self) -> bytes:
+        if self.errored:
+            return b""  # the client has the upstream's error event already
         return self.error_frame(
             GatewayError(
                 502,
@@ -313,6 +316,8 @@ class AnthropicStream(StreamCodec):
                 frame = b"event: message_start\ndata: " + orjson.dumps(data)
         elif event == b"message_delta":
             self.tally.add(data.get("usage"), final=True)
+        elif event == b"error":
+            self.errored = True
         elif event == b"content_block_start":
             block = data.get("content_block") or {}
             if isinstance(block, dict) and isinstance(block.get("name"), str):

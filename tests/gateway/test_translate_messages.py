@@ -430,3 +430,30 @@ def test_count_tokens_bodies_need_no_max_tokens():
     check_body({"model": "m", "messages": [{"role": "user", "content": "x"}]}, counting=True)
     with pytest.raises(GatewayError):
         check_body({"model": "m", "messages": [{"role": "user", "content": "x"}]})
+
+
+def test_an_anthropic_upstreams_url_and_headers():
+    from proxy.providers.anthropic import ANTHROPIC
+
+    for base in ("https://api.anthropic.com", "https://api.anthropic.com/v1/"):
+        route = SimpleNamespace(url_base=base, api_version="2023-06-01", auth_key="sk-ant")
+        assert ANTHROPIC.url(route, "messages") == "https://api.anthropic.com/v1/messages"
+    assert ANTHROPIC.url(route, "count_tokens").endswith("/v1/messages/count_tokens")
+    # the caller's anthropic-version and -beta go along; the key as x-api-key, never Bearer
+    scope = {"headers": [(b"anthropic-beta", b"tools-2024"), (b"anthropic-version", b"2099")]}
+    headers = ANTHROPIC.headers_for(route, "req_1", scope)
+    assert headers["x-api-key"] == "sk-ant" and "Authorization" not in headers
+    assert headers["anthropic-beta"] == "tools-2024" and headers["anthropic-version"] == "2099"
+    assert ANTHROPIC.headers_for(route, "req_1", {"headers": []})["anthropic-version"] == (
+        "2023-06-01"
+    )
+
+
+def test_an_upstream_error_event_ends_the_stream_without_a_second_error():
+    codec = AnthropicStream("public", "req_1")
+    codec.frame(sse("message_start", START))
+    out = codec.frame(
+        sse("error", {"type": "error", "error": {"type": "overloaded_error", "message": "busy"}})
+    )
+    assert events(out)[0]["error"]["type"] == "overloaded_error"
+    assert codec.unfinished() == b""
