@@ -43,6 +43,10 @@ The wire format of each name, with units (`s` = shard, `team`/`key` = primary ke
   tg:{s}:jobs:open      zset  job id -> opened at (ms)
   tg:{s}:keys:retired   zset  key id -> retired at (s): retired keys whose account fields may
                         remain, until nothing is in flight or unsettled for them
+  tg:{s}:resp:{team}:{id}  str  the model (public id) whose upstream stored the team's Responses
+                        API response `id`: GET/DELETE /v1/responses/{id} and previous_response_id
+                        go there; another team's id is not found (expires with the upstream's
+                        retention, proxy/apis/responses.py)
   tg:cache:{team:digest}:u / :s   the response cache's unary and stream entries (proxy/cache.py)
   tg:gw:reaper          str   the lease reaper's lock: one process sweeps at a time (short expiry)
   tg:metrics:*, tg:tasks:*, tg:litellm:lock:*   workers' counters, heartbeats and locks
@@ -163,3 +167,8 @@ def response_cache_pattern(team_id: int) -> str:
 
 def litellm_lock_key(kind: str, sync_id: int) -> str:
     return f"{LITELLM_LOCK_PREFIX}{kind}:{sync_id}"
+
+
+def response_key(team_id: int, response_id: str) -> str:
+    """Which model stored a team's Responses API response (its id as the upstream gave it)."""
+    return f"{_tagged(shard_of(team_id))}resp:{team_id}:{response_id}"

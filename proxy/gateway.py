@@ -30,8 +30,9 @@ from core.redis import RETRY_ATTEMPTS, RETRY_ON, cluster_config, retry_backoff
 from livestate.keys import CATALOG
 from livestate.scripts import GatewayScripts
 from proxy import admission, control, count_tokens, metrics, routing, streaming, upstream
-from proxy.apis import errors_for
+from proxy.apis import ENDPOINTS, errors_for
 from proxy.apis.messages import MESSAGES, check_body
+from proxy.apis.responses import RESPONSES
 from proxy.auth import authenticate, presented_secret
 from proxy.breaker import Breaker
 from proxy.cache import ResponseCache
@@ -145,6 +146,8 @@ class Gateway:
             self.upstream = upstream.Upstream(self.session, breaker)
             self.cache = ResponseCache(self.redis, replica)
             self.jobs = JobHandler(self.redis, self.scripts, self.max_body)
+            for api in set(ENDPOINTS.values()):
+                api.startup(self.redis, replica)
             self.replica = replica
 
     async def shutdown(self) -> None:
@@ -221,6 +224,11 @@ class Gateway:
             return await self.jobs.handle(scope, receive, send, rid, key, team, rest)
         if path == "/v1/messages/count_tokens":
             return await self._count_tokens(scope, receive, send, rid)
+        if path.startswith("/v1/responses/"):
+            # A stored response: forwarded to the upstream that made it, not metered.
+            key, team = await authenticate(self.replica, scope)
+            rest = path[len("/v1/responses/") :]
+            return await RESPONSES.stored(self.session, scope, send, rid, team, rest)
         api = routing.endpoint(path, method)
         key, team = await authenticate(self.replica, scope)
         body = await read_body(receive, api.max_body or self.max_body)
@@ -249,6 +257,7 @@ class Gateway:
             routes=routes,
             group=group,
         )
+        await api.prepare(call)
         await self.complete(call)
 
     async def _count_tokens(self, scope, receive, send, rid: str):

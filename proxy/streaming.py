@@ -154,6 +154,7 @@ class StreamRelay:
                         except SettlementUnavailable as exc:
                             self.unrecorded = exc  # close() sends it, and no clean end
                             return
+                        await codec.remember()
                         frames.append(codec.closing())
                         continue
                     out = codec.frame(frame)

@@ -101,7 +101,12 @@ class Upstream:
         for route in call.routes:
             waited = time.perf_counter()
             try:
-                answer = await self._attempt(route, call)
+                answer = await self._attempt(route, call, call.api.exchange(route))
+                if answer.status >= 400:
+                    # The route speaks the API another way after all (Exchange.instead).
+                    other = answer.exchange.instead(route, answer.status, answer.raw)
+                    if other is not None:
+                        answer = await self._attempt(route, call, other)
             except TimeoutError:
                 self._failed(failures, Attempt(route, "timed out", timeout=True))
                 continue
@@ -126,8 +131,7 @@ class Upstream:
         await settle.finish(None, None, "error", failed=True, response=error.body())
         raise error
 
-    async def _attempt(self, route: Route, call: Call) -> Answer:
-        exchange = call.api.exchange(route)
+    async def _attempt(self, route: Route, call: Call, exchange: Exchange) -> Answer:
         provider = route.provider
         headers = provider.headers(route, call)
         content_type = exchange.content_type(call)
@@ -191,6 +195,7 @@ async def reply(call: Call, answer: Answer, settle, cache) -> None:
     except GatewayError:
         settle.waive()  # the caller gets a 503 instead of the answer: nothing to charge
         raise
+    await exchange.remember(call, route, answer.payload)
     headers = [(b"x-tollgate-model", route.name.encode())]
     lookup = call.lookup
     if lookup is not None:

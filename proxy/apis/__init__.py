@@ -5,6 +5,7 @@ from proxy.apis.base import Api
 from proxy.apis.media import IMAGES, MODERATION, SPEECH, TRANSCRIPTION
 from proxy.apis.messages import MESSAGES
 from proxy.apis.openai import CHAT, COMPLETION, EMBEDDING
+from proxy.apis.responses import RESPONSES
 
 ENDPOINTS: dict[str, Api] = {
     "/v1/chat/completions": CHAT,
@@ -15,6 +16,7 @@ ENDPOINTS: dict[str, Api] = {
     "/v1/audio/speech": SPEECH,
     "/v1/moderations": MODERATION,
     "/v1/messages": MESSAGES,
+    "/v1/responses": RESPONSES,
 }
 # Paths served outside the call flow, and whose errors take an API's shape.
 ERROR_SHAPES: dict[str, Api] = {"/v1/messages/count_tokens": MESSAGES}

@@ -72,6 +72,10 @@ class StreamCodec:
         """The client's content headers (SSE unless the codec relays another body)."""
         return SSE_HEADERS
 
+    async def remember(self) -> None:
+        """After the settlement, before `closing` goes out: what the API keeps of the stream
+        (the Responses API: which model stored the response). Nothing by default."""
+
 
 class Exchange:
     """How a call of one API is put to one kind of upstream API, and how the answer returns.
@@ -108,6 +112,16 @@ class Exchange:
         """An upstream's refusal of the caller's request, passed on in the client's shape."""
         return raw
 
+    def instead(self, route, status: int, raw: bytes) -> "Exchange | None":
+        """An error answer that means this route speaks the API another way after all (an
+        OpenAI-compatible server without /responses answers 404): the exchange to retry the
+        same route with at once, before any fallback; None (the default) to fall back."""
+        return None
+
+    async def remember(self, call, route, payload) -> None:
+        """After the settlement, before a unary answer goes out: what the API keeps of it.
+        Nothing by default."""
+
 
 class Api:
     """One endpoint's shape. `name` is what routes and translations are keyed by."""
@@ -117,6 +131,15 @@ class Api:
     method = "POST"
     cacheable = False  # answers may be kept by the response cache (proxy/cache.py)
     max_body: int | None = None  # request body bound in bytes; None: GATEWAY_MAX_BODY_BYTES
+
+    def startup(self, redis, replica) -> None:
+        """The gateway's Redis client and replica, once at its start, for an API that keeps
+        state of its own (the Responses API's stored-response index). Nothing by default."""
+
+    async def prepare(self, call) -> None:
+        """After the body checks, before anything is reserved: an API whose calls depend on
+        live state or on the route narrows `call.routes` here, or refuses. Nothing by
+        default."""
 
     def parse(self, scope, body: bytes) -> dict:
         """The request as a dict (a JSON object unless the API takes another body)."""

@@ -10,6 +10,9 @@ PATHS = {
     "transcription": "/audio/transcriptions",
     "speech": "/audio/speech",
     "moderation": "/moderations",
+    # Claimed by every OpenAI-compatible kind; a server without it (Ollama, older vLLM)
+    # answers 404 and its route is served translated through chat (proxy/apis/responses.py).
+    "responses": "/responses",
 }
 
 
