@@ -21,7 +21,7 @@ Per route, one of two exchanges:
   not a missing path, and falls back as any failed attempt.
 - translated (proxy/apis/translate_responses.py), where it speaks only chat completions.
 
-Stored responses: a native answer with `store` true leaves `tg:{s}:resp:{team}:{id}` ->
+Stored responses: a native answer with `store` true leaves livestate.keys.response_key ->
 the model that made it (livestate/keys.py), kept RESPONSE_TTL_SECONDS (OpenAI keeps a stored
 response 30 days). GET /v1/responses/{id} (and /input_items) and DELETE are forwarded to that
 model's upstream, authenticated, not metered (no tokens); an id this team did not create

@@ -379,9 +379,8 @@ class Translated(Exchange):
         return orjson.dumps(response), usage, estimate
 
     def codec(self, call, route) -> StreamCodec:
-        return ChatToResponses(
-            route.name, call.request, self.inner.codec(ChatView(call, {}), route)
-        )
+        view = ChatView(call, chat_request(call.request, route))
+        return ChatToResponses(route.name, call.request, self.inner.codec(view, route))
 
     def error(self, status: int, raw: bytes) -> bytes:
         return self.inner.error(status, raw)
