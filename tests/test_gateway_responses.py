@@ -28,6 +28,8 @@ PRICES = {  # per 1M tokens: 1.5 and 2.5 micro-credits a token, so halves get ro
     "input_cost_micros": 500_000,
     "output_cost_micros": 1_000_000,
 }
+# A cache read at a tenth of the input, a reasoning token dearer than the output.
+KNOB_PRICES = {"cache_read_price_micros": 150_000, "reasoning_price_micros": 3_100_000}
 LONG = "hello there, how are you doing on this fine and sunny day?"
 WEATHER = {
     "type": "function",
@@ -81,8 +83,12 @@ def groups(upstreams):
     return {
         "native": model_group(upstreams, "native", "resp-native", "provider-resp-2025"),
         "chat": model_group(upstreams, "chat", "resp-chat", "provider-chat-2025"),
-        "native-knobs": model_group(upstreams, "native", "resp-knobs", "mock-cached-5-reasoning-7"),
-        "chat-knobs": model_group(upstreams, "chat", "chat-knobs", "mock-cached-5-reasoning-7"),
+        "native-knobs": model_group(
+            upstreams, "native", "resp-knobs", "mock-cached-5-reasoning-7", **KNOB_PRICES
+        ),
+        "chat-knobs": model_group(
+            upstreams, "chat", "chat-knobs", "mock-cached-5-reasoning-7", **KNOB_PRICES
+        ),
         "long": model_group(
             upstreams,
             "native",
@@ -430,9 +436,12 @@ def test_cached_and_reasoning_tokens_are_charged_to_the_micro_credit(live, tenan
     assert (record["cr"], record["rs"], record["est"]) == (5, 7, False)
     rates = published_rates(raw.headers["x-tollgate-model"])
     expected = documented_price(rates, usage.input_tokens, usage.output_tokens, 5, 7)
+    assert (rates["cr"], rates["rs"]) == (150_000, 3_100_000)
     assert record["price"] == expected
     settlement.settle_usage()
-    assert UsageRecord.objects.get(request_id=rid).price_micros == expected
+    row = UsageRecord.objects.get(request_id=rid)
+    assert row.price_micros == expected
+    assert (row.cache_read_tokens, row.reasoning_tokens) == (5, 7)
 
 
 def test_a_client_that_leaves_mid_stream_pays_for_what_was_generated(live, tenant):
