@@ -553,6 +553,8 @@ def test_hundreds_of_concurrent_responses_never_spend_more_than_the_credits(
             "invalid_type",
         ),
         ({"input": "hi", "reasoning": "high"}, "reasoning", "invalid_type"),
+        ({"input": "hi", "background": True}, "background", "unsupported_parameter"),
+        ({"input": "hi", "conversation": "conv_1"}, "conversation", "unsupported_parameter"),
     ],
 )
 @pytest.mark.parametrize("group", ["resp-native-group", "resp-chat-group"])

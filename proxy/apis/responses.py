@@ -62,6 +62,13 @@ TEXT_PARTS = frozenset({"input_text", "output_text", "text"})
 PARTS = TEXT_PARTS | {"input_image", "input_file", "input_audio", "refusal"}
 TOOL_CHOICES = frozenset({"none", "auto", "required"})
 FORMATS = frozenset({"text", "json_object", "json_schema"})
+# What the gateway refuses, and why (the 400's message).
+REFUSED = {
+    "background": "a background response is generated after the call ends, so it could not "
+    "be metered; stream it instead.",
+    "conversation": "a conversation is stored upstream outside any team; send the items, or "
+    "previous_response_id.",
+}
 # Stream events whose `response` is the whole Response (the model name is swapped in them).
 TERMINAL = frozenset({"response.completed", "response.failed", "response.incomplete"})
 
@@ -355,6 +362,13 @@ class ResponsesApi(Api):
         for field in ("stream", "store", "parallel_tool_calls", "background"):
             if request.get(field) is not None and type(request[field]) is not bool:
                 raise invalid(field, f"'{field}' must be a boolean.")
+        for field, why in REFUSED.items():
+            if request.get(field) not in (None, False):
+                raise invalid(
+                    field,
+                    f"'{field}' is not supported through this gateway: {why}",
+                    "unsupported_parameter",
+                )
         positive_int(request, "max_output_tokens")
         for field, top in (("temperature", 2), ("top_p", 1)):
             value = request.get(field)
