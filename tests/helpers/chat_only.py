@@ -40,7 +40,12 @@ class ChatOnlyServer:
         self.url = f"http://127.0.0.1:{self.port}/v1"
         self.app = ChatOnly(MockUpstream())
         config = uvicorn.Config(
-            self.app, host="127.0.0.1", port=self.port, lifespan="off", log_level="warning"
+            self.app,
+            host="127.0.0.1",
+            port=self.port,
+            loop="asyncio",  # not a process-wide uvloop policy for the tests around it
+            lifespan="off",
+            log_level="warning",
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
