@@ -456,6 +456,9 @@ class ChatToResponses(StreamCodec):
             self._event(out, "response.created", {"response": self.response})
             self._event(out, "response.in_progress", {"response": self.response})
 
+    def opened(self, headers) -> None:
+        self.inner.opened(headers)
+
     def is_end(self, frame: bytes) -> bool:
         return self.inner.is_end(frame)
 
