@@ -62,7 +62,14 @@ def upstreams(live, chat_only_server):
         base_url=chat_only_server.url,
         api_key="sk-up-654321",
     )
-    return {"native": native, "chat": chat_only}
+    anthropic = catalog.upstream_create(
+        actor="test",
+        name="anthropic-mock",
+        kind="anthropic",
+        base_url=live.mock_url,
+        api_key="sk-ant-up-123456",
+    )
+    return {"native": native, "chat": chat_only, "anthropic": anthropic}
 
 
 def model_group(upstreams, kind: str, name: str, upstream_model: str, **extra):
@@ -89,6 +96,7 @@ def groups(upstreams):
         "chat-knobs": model_group(
             upstreams, "chat", "chat-knobs", "mock-cached-5-reasoning-7", **KNOB_PRICES
         ),
+        "anthropic": model_group(upstreams, "anthropic", "resp-claude", "claude-mock"),
         "long": model_group(
             upstreams,
             "native",
@@ -411,6 +419,27 @@ def test_a_tool_chat_cannot_say_is_a_400_naming_it_on_a_translated_model(live, t
     error = assert_error(r, 400, "invalid_request_error", "unsupported_parameter")
     assert error["param"] == "tools[0].type"
     assert money_state(tenant) == before
+
+
+def test_an_anthropic_model_answers_through_chat_then_messages(live, tenant):
+    # given: Responses -> chat -> Anthropic Messages, both translations composed
+    client = sdk(live, tenant)
+    # when
+    unary = client.responses.create(model="resp-claude-group", input="hi", instructions="Brief.")
+    events = list(client.responses.create(model="resp-claude-group", input="hi", stream=True))
+    called = client.responses.create(
+        model="resp-claude-group", input="Weather in Paris?", tools=[WEATHER]
+    )
+    # then
+    assert unary.model == "resp-claude" and unary.store is False
+    assert unary.output_text.startswith("Mock reply to: hi")
+    assert unary.usage.input_tokens > 0 and unary.usage.output_tokens > 0
+    assert events[-1].type == "response.completed"
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert text == unary.output_text == events[-1].response.output_text
+    assert events[-1].response.usage.output_tokens == unary.usage.output_tokens
+    (call,) = called.output
+    assert (call.type, call.name) == ("function_call", "get_weather")
 
 
 # --- money -------------------------------------------------------------------------------

@@ -19,7 +19,8 @@ Per route, one of two exchanges:
   (Exchange.instead), and the route is remembered as chat-only for this process, so the 404
   is paid once. A 404 that names the model (model_not_found) is the route's misconfiguration,
   not a missing path, and falls back as any failed attempt.
-- translated (proxy/apis/translate_responses.py), where it speaks only chat completions.
+- translated (proxy/apis/translate_responses.py), where it speaks only chat completions, or
+  speaks what chat is translated into (an Anthropic route: Responses -> chat -> Messages).
 
 Stored responses: a native answer with `store` true leaves livestate.keys.response_key ->
 the model that made it (livestate/keys.py), kept RESPONSE_TTL_SECONDS (OpenAI keeps a stored
