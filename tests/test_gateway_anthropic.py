@@ -2,8 +2,6 @@
 both ways: the official anthropic and openai SDKs against the running gateway and the mock
 (which speaks chat completions and Anthropic Messages)."""
 
-import asyncio
-
 import anthropic
 import httpx
 import openai
@@ -16,7 +14,7 @@ from billing.models import LedgerEntry, UsageRecord
 from core.redis import client as redis_client
 from livestate.keys import SHARD_RANGE, acct_key, shard_of, usage_stream
 from modelgroups import services as catalog
-from tests.helpers.gateway import redis_account
+from tests.helpers.gateway import concurrently, redis_account
 from tests.helpers.ledger import posted_calls
 from tests.helpers.tenants import GatewayTenant
 from tests.helpers.waiting import eventually
@@ -720,14 +718,6 @@ def test_a_stream_the_upstream_breaks_ends_with_an_error_event_and_pays_what_was
 # --- the overspend invariant ------------------------------------------------------------
 
 
-async def _fire(url: str, headers: dict, body: dict, n: int) -> list[httpx.Response]:
-    limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
-    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
-        return await asyncio.gather(
-            *(client.post(f"{url}/v1/messages", headers=headers, json=body) for _ in range(n))
-        )
-
-
 @pytest.mark.parametrize("model", ["claude", "chat"])
 def test_hundreds_of_concurrent_messages_never_spend_more_than_the_credits(
     live, claude, mock_catalog, gw_org, model
@@ -738,7 +728,7 @@ def test_hundreds_of_concurrent_messages_never_spend_more_than_the_credits(
     tenant = GatewayTenant("poor", gw_org, groups, granted)
     body = {"model": model, "max_tokens": 30, "messages": [{"role": "user", "content": "hello"}]}
     # when
-    responses = asyncio.run(_fire(live.url, {"x-api-key": tenant.secret}, body, 300))
+    responses = concurrently(live.url, "/v1/messages", {"x-api-key": tenant.secret}, body, 300)
     settlement.settle_usage()
     # then
     ok = [r for r in responses if r.status_code == 200]

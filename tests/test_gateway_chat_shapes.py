@@ -1,8 +1,6 @@
 """Chat completions in every usage shape, priced exactly: n answers, cached and reasoning tokens,
 unary and streamed, a client leaving mid-stream, and n under concurrency on a few credits."""
 
-import asyncio
-
 import httpx
 import openai
 import pytest
@@ -11,7 +9,7 @@ from django.db.models import Sum
 from billing.models import LedgerEntry, UsageRecord
 from billing.settlement import settle_usage
 from modelgroups import services as catalog
-from tests.helpers.gateway import redis_account
+from tests.helpers.gateway import concurrently, redis_account
 from tests.helpers.ledger import posted_calls
 from tests.helpers.tenants import GatewayTenant
 from tests.helpers.waiting import eventually
@@ -169,24 +167,13 @@ def test_a_stream_left_mid_way_is_charged_its_estimate_at_the_plain_rates(
     assert redis_account(tenant.team)["resv"] == 0
 
 
-async def _fire(url, headers, body, n):
-    limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
-    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
-        return await asyncio.gather(
-            *(
-                client.post(f"{url}/v1/chat/completions", headers=headers, json=body)
-                for _ in range(n)
-            )
-        )
-
-
 def test_hundreds_of_concurrent_n_calls_never_spend_more_than_the_credits(
     live, mock_catalog, gw_org
 ):
     granted = 3_000
     tenant = tenant_on(mock_catalog, gw_org, "poor-n", "mock-reply-40", credits=granted)
     body = {"model": "poor-n", "messages": HI, "n": 4, "max_tokens": 25}
-    responses = asyncio.run(_fire(live.url, tenant.headers(), body, 200))
+    responses = concurrently(live.url, "/v1/chat/completions", tenant.headers(), body, 200)
     settle_usage()
     ok = [r for r in responses if r.status_code == 200]
     refused = [r for r in responses if r.status_code != 200]

@@ -2,7 +2,6 @@
 official openai SDK: what the client gets, and that each call is charged its documented price
 to the micro-credit (proxy/apis/media.py)."""
 
-import asyncio
 import io
 import struct
 
@@ -14,7 +13,7 @@ from django.db.models import Sum
 from billing.models import LedgerEntry, UsageRecord
 from billing.settlement import settle_usage
 from modelgroups import services as catalog
-from tests.helpers.gateway import assert_error, redis_account
+from tests.helpers.gateway import assert_error, concurrently, redis_account
 from tests.helpers.ledger import posted_calls
 from tests.helpers.tenants import GatewayTenant
 from tests.test_gateway_sdk import money_state, sdk
@@ -167,20 +166,8 @@ def test_hundreds_of_concurrent_image_calls_never_spend_more_than_the_credits(li
     tenant = GatewayTenant("poor artist", gw_org, [media], granted)
     body = {"model": "painter", "prompt": "p", "size": "1024x1024", "quality": "hd", "n": 1}
 
-    async def fire(n: int) -> list[httpx.Response]:
-        limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
-        async with httpx.AsyncClient(limits=limits, timeout=30) as http:
-            return await asyncio.gather(
-                *(
-                    http.post(
-                        f"{live.url}/v1/images/generations", headers=tenant.headers(), json=body
-                    )
-                    for _ in range(n)
-                )
-            )
-
     # when
-    responses = asyncio.run(fire(200))
+    responses = concurrently(live.url, "/v1/images/generations", tenant.headers(), body, 200)
     settle_usage()
     # then
     ok = [r for r in responses if r.status_code == 200]

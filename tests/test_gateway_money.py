@@ -1,8 +1,6 @@
 """The gateway with money on the line: concurrency, limits, fallbacks, partial streams,
 and settlement that neither loses nor doubles a record."""
 
-import asyncio
-
 import httpx
 import orjson
 from django.db.models import Sum
@@ -26,7 +24,7 @@ from livestate.keys import (
     usage_stream,
 )
 from modelgroups import services as catalog
-from tests.helpers.gateway import redis_account
+from tests.helpers.gateway import concurrently, redis_account
 from tests.helpers.ledger import posted_calls
 from tests.helpers.tenants import GatewayTenant
 from tests.helpers.waiting import eventually
@@ -43,19 +41,8 @@ def all_records() -> list:
     return [m for shard in SHARD_RANGE for m in redis_client().xrange(usage_stream(shard))]
 
 
-async def _fire(url: str, headers: dict, body: dict, n: int) -> list[httpx.Response]:
-    limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
-    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
-        return await asyncio.gather(
-            *(
-                client.post(f"{url}/v1/chat/completions", headers=headers, json=body)
-                for _ in range(n)
-            )
-        )
-
-
 def fire(live, tenant, body=CHAT, n=1) -> list[httpx.Response]:
-    return asyncio.run(_fire(live.url, tenant.headers(), body, n))
+    return concurrently(live.url, "/v1/chat/completions", tenant.headers(), body, n)
 
 
 def usage_entries(team):
@@ -142,7 +129,9 @@ def test_requests_per_minute_hold_exactly_under_concurrency(live, mock_catalog, 
 
     _, secret = key_create(actor="test", team=tenant.team, name="limited", rpm_limit=10)
     # when
-    responses = asyncio.run(_fire(live.url, {"Authorization": f"Bearer {secret}"}, CHAT, 30))
+    responses = concurrently(
+        live.url, "/v1/chat/completions", {"Authorization": f"Bearer {secret}"}, CHAT, 30
+    )
     # then
     ok = [r for r in responses if r.status_code == 200]
     limited = [r for r in responses if r.status_code == 429]

@@ -2,7 +2,6 @@
 native to upstreams that speak it (the mock), translated through chat completions for those
 that do not (an Ollama-like server whose /responses is a 404), with the money exact."""
 
-import asyncio
 from decimal import ROUND_HALF_UP, Decimal
 
 import httpx
@@ -17,7 +16,7 @@ from core.redis import client as redis_client
 from livestate.keys import CATALOG, SHARD_RANGE, acct_key, shard_of, usage_stream
 from modelgroups import services as catalog
 from tests.helpers.chat_only import ChatOnlyServer
-from tests.helpers.gateway import assert_error, redis_account
+from tests.helpers.gateway import assert_error, concurrently, redis_account
 from tests.helpers.ledger import posted_calls
 from tests.helpers.tenants import GatewayTenant
 from tests.helpers.waiting import eventually
@@ -494,14 +493,6 @@ def test_a_client_that_leaves_mid_stream_pays_for_what_was_generated(live, tenan
     assert redis_account(tenant.team)["resv"] == 0
 
 
-async def _fire(url: str, headers: dict, body: dict, n: int) -> list[httpx.Response]:
-    limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
-    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
-        return await asyncio.gather(
-            *(client.post(f"{url}/v1/responses", headers=headers, json=body) for _ in range(n))
-        )
-
-
 @pytest.mark.parametrize("group", ["native", "chat"])
 def test_hundreds_of_concurrent_responses_never_spend_more_than_the_credits(
     live, groups, gw_org, group
@@ -511,7 +502,7 @@ def test_hundreds_of_concurrent_responses_never_spend_more_than_the_credits(
     poor = GatewayTenant("poor", gw_org, [groups[group]], granted)
     body = {"model": groups[group].name, "input": "hello", "max_output_tokens": 30}
     # when
-    responses = asyncio.run(_fire(live.url, poor.headers(), body, 300))
+    responses = concurrently(live.url, "/v1/responses", poor.headers(), body, 300)
     settlement.settle_usage()
     # then
     ok = [r for r in responses if r.status_code == 200]

@@ -2,7 +2,6 @@
 makes it possible: every key a script touches is one it declares, all of one call's keys in one
 slot (the team's shard), and a call costs at most 20 Redis commands with every limit set."""
 
-import asyncio
 import hashlib
 import os
 import re
@@ -35,7 +34,7 @@ from livestate.keys import (
     usage_stream,
 )
 from teams.services import key_create, key_revoke, keys_retire_due
-from tests.helpers.gateway import redis_account, redis_key_account
+from tests.helpers.gateway import concurrently, redis_account, redis_key_account
 from tests.helpers.ledger import posted_calls
 from tests.helpers.servers import RedisClusterServer
 from tests.helpers.tenants import GatewayTenant
@@ -81,19 +80,10 @@ def cluster_live(on_cluster, live):
     return live
 
 
-async def _fire(url: str, headers: dict, body: dict, n: int) -> list[httpx.Response]:
-    limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
-    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
-        return await asyncio.gather(
-            *(
-                client.post(f"{url}/v1/chat/completions", headers=headers, json=body)
-                for _ in range(n)
-            )
-        )
-
-
 def fire(live, tenant, n=1, headers=None) -> list[httpx.Response]:
-    return asyncio.run(_fire(live.url, {**tenant.headers(), **(headers or {})}, CHAT, n))
+    return concurrently(
+        live.url, "/v1/chat/completions", {**tenant.headers(), **(headers or {})}, CHAT, n
+    )
 
 
 def usage_entries(team):

@@ -1,7 +1,24 @@
 """The gateway as a client sees it: its error shape, its Redis state, refusals that arrive
 through the change feed."""
 
+import asyncio
+
+import httpx
+
 from tests.helpers.waiting import eventually
+
+
+def concurrently(url: str, path: str, headers: dict, body: dict, n: int) -> list[httpx.Response]:
+    """`n` identical POSTs to the gateway at once, each on its own connection."""
+
+    async def fire() -> list[httpx.Response]:
+        limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
+        async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+            return await asyncio.gather(
+                *(client.post(f"{url}{path}", headers=headers, json=body) for _ in range(n))
+            )
+
+    return asyncio.run(fire())
 
 
 def assert_error(r, status: int, type_: str, code: str | None) -> dict:
