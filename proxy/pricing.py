@@ -125,16 +125,18 @@ def _token_lines(rates: Rates, u: Usage) -> int:
     return total
 
 
-def _unit_lines(rates: Rates, u: Usage) -> int:
+def _units(rates: Rates, images: int, per_image: int, audio_ms: int, characters: int) -> int:
     """What is not tokens, exactly: images, audio time, characters."""
-    total = 0
-    if u.images:
-        total += u.images * rates.image_price(u.image_size, u.image_quality) * MICROS
-    if u.audio_ms:
-        total += u.audio_ms * rates.second * 1000
-    if u.characters:
-        total += u.characters * rates.character
-    return total
+    return (
+        images * per_image * MICROS + audio_ms * rates.second * 1000 + characters * rates.character
+    )
+
+
+def _unit_lines(rates: Rates, u: Usage) -> int:
+    if not (u.images or u.audio_ms or u.characters):
+        return 0
+    per_image = rates.image_price(u.image_size, u.image_quality) if u.images else 0
+    return _units(rates, u.images, per_image, u.audio_ms, u.characters)
 
 
 def call_cost(route, u: Usage, *, round_up: bool = False) -> int:
@@ -180,14 +182,8 @@ def _worst_tokens(rates: Rates, d: Demand) -> int:
 
 
 def _worst_units(rates: Rates, d: Demand) -> int:
-    total = 0
-    if d.images:
-        total += d.images * rates.worst_image(d.image_size, d.image_quality) * MICROS
-    if d.audio_ms:
-        total += d.audio_ms * rates.second * 1000
-    if d.characters:
-        total += d.characters * rates.character
-    return total
+    per_image = rates.worst_image(d.image_size, d.image_quality) if d.images else 0
+    return _units(rates, d.images, per_image, d.audio_ms, d.characters)
 
 
 def worst_price(pricing: TeamPricing, route, d: Demand) -> int:
