@@ -265,12 +265,12 @@ def _probe_target(model: Model, method: str) -> probe.Target:
     )
 
 
-def _probe(targets: list[probe.Target]) -> dict[int, probe.Result]:
+def _probe(targets: list[probe.Target], timeout: float | None = None) -> dict[int, probe.Result]:
     return asyncio.run(
         probe.run(
             targets,
             concurrency=settings.HEALTH_PROBE_CONCURRENCY,
-            timeout=settings.HEALTH_PROBE_TIMEOUT_SECONDS,
+            timeout=timeout or settings.HEALTH_PROBE_TIMEOUT_SECONDS,
             slow_ms=settings.HEALTH_PROBE_SLOW_MS,
             deadline=settings.HEALTH_PROBE_ROUND_SECONDS,
         )
@@ -342,9 +342,10 @@ def model_health_probe_due() -> int:
     return len(results)
 
 
-def model_health_check(*, model: Model) -> ModelHealth:
+def model_health_check(*, model: Model, timeout: float | None = None) -> ModelHealth:
     """Probe one model now (the panel's "test connection"), even when its upstream's periodic
-    probe is off or the model is disabled; record and publish the verdict."""
+    probe is off or the model is disabled; record and publish the verdict. `timeout` (seconds)
+    shortens the probe's for a caller that waits on it, such as a panel page."""
     if model.upstream.kind in UNPROBED_KINDS:
         raise ValidationFailed(
             f"Models of {model.upstream.get_kind_display()} upstreams cannot be probed yet: "
@@ -353,7 +354,7 @@ def model_health_check(*, model: Model) -> ModelHealth:
     method = model.upstream.health_check
     if method == Upstream.HealthCheck.OFF:
         method = Upstream.HealthCheck.CALL  # asked for explicitly, so one call is fine
-    result = _probe([_probe_target(model, method)]).get(model.pk)
+    result = _probe([_probe_target(model, method)], timeout).get(model.pk)
     if result is None:  # only if the round's deadline is shorter than the probe timeout
         result = probe.Result(probe.DOWN, None, "timed out", timezone.now())
     redact = stored_secrets_redactor()

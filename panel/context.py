@@ -11,12 +11,13 @@ NAV = [
     ("model_list", "Models"),
     ("upstream_list", "Upstreams"),
     ("usage", "Usage"),
+    ("logs", "Logs"),
     ("playground", "Playground"),
     ("webhook_list", "Webhooks"),
     ("audit", "Audit log"),
 ]
 # Pages that belong to a navigation entry their name does not start with.
-SECTIONS = {"job_detail": "team_list"}
+SECTIONS = {"job_detail": "team_list", "call_detail": "logs"}
 
 
 def panel(request):

@@ -8,6 +8,7 @@ from django.views.decorators.http import require_POST
 from core.errors import ServiceError
 from modelgroups import connection, services
 from modelgroups.models import Model, ModelGroup, Upstream
+from panel import call_selectors
 from panel.forms.catalog import (
     CatalogModelForm,
     MemberFormSet,
@@ -99,8 +100,37 @@ def group_delete(request, id):
 
 
 def model_list(request):
-    models = Model.objects.select_related("upstream").order_by("name")
+    models = call_selectors.models_with_health()
     return render(request, "panel/model_list.html", {"models": models})
+
+
+# A person waits on the page: a hung upstream answers "down" after this, not the probe's 10 s.
+CHECK_TIMEOUT_SECONDS = 5.0
+
+
+@require_POST
+def model_check(request, id):
+    """Probe one model now, record the verdict (what the gateway's routing reads) and say it."""
+    model = by_public_id(Model.objects.select_related("upstream"), id)
+    if not model.enabled:
+        messages.error(
+            request,
+            f"{model.name} is disabled, so the gateway sends it no calls and its health is not "
+            "checked. Enable it (edit the model) to check it.",
+        )
+        return redirect("panel:model_list")
+    try:
+        health = services.model_health_check(model=model, timeout=CHECK_TIMEOUT_SECONDS)
+    except ServiceError as exc:
+        messages.error(request, f"{model.name} was not checked: {exc.message}")
+        return redirect("panel:model_list")
+    latency = f" in {health.latency_ms:,} ms" if health.latency_ms is not None else ""
+    if health.status == health.Status.UP:
+        messages.success(request, f"{model.name} is up: it answered{latency}.")
+    else:
+        error = f": {health.last_error}" if health.last_error else ""
+        messages.error(request, f"{model.name} is {health.status}{latency}{error}")
+    return redirect("panel:model_list")
 
 
 def _model_form(request, model):

@@ -4,7 +4,7 @@ from django.shortcuts import render
 from django.utils import timezone
 
 from core.money import display_micros
-from panel import charts, selectors
+from panel import call_selectors, charts, selectors
 
 
 def _credits(micros) -> str:
@@ -28,4 +28,5 @@ def dashboard(request):
         fmt=lambda v: f"{v:g}",
     )
     data["now"] = now
+    data["down_models"] = call_selectors.down_models()
     return render(request, "panel/dashboard.html", data)

@@ -38,6 +38,8 @@ PAGES = {
     "upstream_create": None,
     "upstream_edit": "upstream",
     "usage": None,
+    "logs": None,
+    "call_detail": "call",
     "audit": None,
     "team_jobs": "team",
     "job_detail": "job",
@@ -111,6 +113,7 @@ CHANGES = [
         },
     ),
     ("model_delete", ["model"], {}),
+    ("model_check", ["model"], {}),  # probes the upstream and records its health
     (
         "upstream_create",
         [],
