@@ -268,6 +268,29 @@ def test_an_admin_runs_the_business_from_the_browser(live, browser, settings):
     assert in_job.headers["x-request-id"] in page.locator("main").inner_text()
     shot(page, "22-job-detail")
 
+    # The logs page: every call, newest first; a call's row opens its detail
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Logs").click()
+    page.get_by_role("heading", name="Logs").wait_for()
+    calls = page.locator("main tbody tr")
+    assert calls.count() == 3  # the first call, the playground's and the job's
+    assert in_job.headers["x-request-id"] in calls.first.inner_text()
+    shot(page, "27-logs")
+    calls.first.get_by_role("link").first.click()
+    page.get_by_role("heading", name=in_job.headers["x-request-id"]).wait_for()
+    assert page.locator("#call-tokens").inner_text() == (
+        f"{job_call['prompt_tokens']} / {job_call['completion_tokens']}"
+    )
+    assert page.get_by_role("link", name=job_id).count() == 1
+    shot(page, "28-call-detail")
+
+    # The models with their health: "Check now" probes the model through the real mock
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Models").click()
+    assert page.locator('[data-health="mock-a"]').inner_text() == "unknown"
+    page.get_by_role("button", name="Check mock-a now").click()
+    page.get_by_text("mock-a is up: it answered in").wait_for()
+    assert page.locator('[data-health="mock-a"]').inner_text() == "up"
+    shot(page, "29-models-health")
+
     # The newer settings: a low balance alert line above the balance
     page.goto(team_url)
     page.get_by_role("main").get_by_role("link", name="Settings").click()

@@ -435,6 +435,13 @@ def test_a_stream_through_the_gateway_is_joined_on_its_page(live, mock_catalog, 
 # --- models' health ---------------------------------------------------------------------------
 
 
+def badge(html: str, model: str) -> str:
+    """The health badge the model list shows for the model."""
+    found = re.search(rf'data-health="{model}"[^>]*>([^<]*)<', html)
+    assert found, model
+    return found.group(1)
+
+
 def test_check_now_probes_the_model_and_records_its_health(live, mock_catalog):
     # given an admin, a model that answers and one whose upstream model fails with 500
     client = logged_in(make_user("alice", "admin"))
@@ -450,9 +457,9 @@ def test_check_now_probes_the_model_and_records_its_health(live, mock_catalog):
     assert b"mock-a is up: it answered in" in ok.content
     assert b"mock-bad is down" in failed.content
     html = failed.content.decode()
-    assert 'data-health="mock-bad">down<' in html and 'data-health="mock-a">up<' in html
+    assert badge(html, "mock-bad") == "down" and badge(html, "mock-a") == "up"
     assert "ago</time>" in html
-    assert 'data-health="mock-b">unknown<' in html  # never probed
+    assert badge(html, "mock-b") == "unknown"  # never probed
     assert "sk-upstream-provider-secret-123456" not in html
     # and the dashboard lists the model that is down, with its error
     dashboard = client.get(reverse("panel:dashboard")).content.decode()
@@ -481,7 +488,7 @@ def test_a_long_error_is_truncated_with_the_whole_text_at_hand(as_admin, catalog
     )
     html = as_admin.get(reverse("panel:model_list")).content.decode()
     assert f'title="{error}"' in html and f"<code>{error}</code>" in html
-    assert "1,500 ms" in html and "since 3" in html
+    assert "1,500 ms" in html and "down since " in html
     dashboard = as_admin.get(reverse("panel:dashboard")).content.decode()
     assert "1 model down" in dashboard and "3\xa0minutes ago" in dashboard
 
