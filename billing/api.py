@@ -159,7 +159,18 @@ class TeamLedger(TeamScoped):
 class UsageQuery(serializers.Serializer):
     start = serializers.DateTimeField(required=False, help_text="Default: 30 days ago.")
     end = serializers.DateTimeField(required=False, help_text="Default: now.")
-    group_by = serializers.ChoiceField(choices=list(selectors.GROUPINGS), default="day")
+    group_by = serializers.CharField(
+        default="day",
+        help_text="One dimension, or two joined by a comma: "
+        + ", ".join(selectors.GROUPINGS)
+        + " (e.g. day,model).",
+    )
+
+    def validate_group_by(self, value: str) -> str:
+        try:
+            return ",".join(selectors.grouping(value))
+        except ValueError as exc:
+            raise serializers.ValidationError(str(exc)) from None
 
     def validate(self, attrs):
         attrs.setdefault("end", timezone.now())
@@ -206,9 +217,17 @@ class UsageNumbers(serializers.Serializer):
 
 
 class UsageRow(UsageNumbers):
-    day = serializers.CharField(required=False)
-    model = serializers.CharField(required=False)
+    """The numbers of one group: the dimensions grouped by name it."""
+
+    day = serializers.CharField(required=False, help_text="YYYY-MM-DD (UTC)")
+    hour = serializers.CharField(required=False, help_text="ISO 8601, the hour's start (UTC)")
+    team = serializers.CharField(required=False)
     key = serializers.CharField(required=False, allow_null=True)
+    model = serializers.CharField(required=False)
+    model_group = serializers.CharField(
+        required=False, help_text="The group called; empty when a model was called by name."
+    )
+    status = serializers.CharField(required=False)
 
 
 class UsageOutput(serializers.Serializer):
@@ -222,7 +241,13 @@ class UsageOutput(serializers.Serializer):
 USAGE_PARAMS = [
     OpenApiParameter("start", str, description="ISO 8601; default 30 days ago"),
     OpenApiParameter("end", str, description="ISO 8601; default now"),
-    OpenApiParameter("group_by", str, enum=list(selectors.GROUPINGS)),
+    OpenApiParameter(
+        "group_by",
+        str,
+        description="One of "
+        + ", ".join(selectors.GROUPINGS)
+        + ", or two joined by a comma (day,model); default day",
+    ),
 ]
 
 

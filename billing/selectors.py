@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 from django.db import connection
 from django.db.models import Count, Q, Sum
-from django.db.models.functions import TruncDay
+from django.db.models.functions import TruncDay, TruncHour
 from django.utils import timezone
 
 from billing.models import USAGE_COUNTS, UsageRecord
@@ -47,19 +47,49 @@ def next_reset_at(*, account, period: str):
     return next_period_start(account.period_started_at, period)
 
 
-GROUPINGS = {"day": "day", "model": "model", "key": "key__public_id"}
-
-# What each source of usage is grouped by, per grouping: raw records (u), hourly (h) and daily
-# (d) roll-ups. Keys are grouped by id here and named after the union.
-GROUP_EXPRESSIONS = {
+# What usage can be grouped by (one, or two joined with a comma: "day,model"). Every dimension
+# but status is in the roll-ups; hours only in the hourly ones, so grouping by hour reads no
+# daily rows. Per dimension: its expression over raw records (u), hourly (h) and daily (d)
+# roll-ups; ORM_FIELDS: what the raw-records path groups by.
+DIMENSIONS = {
     "day": (
         "date_trunc('day', u.created_at, 'UTC')",
         "date_trunc('day', h.period_start, 'UTC')",
         "d.period_start",
     ),
-    "model": ("u.model", "h.model", "d.model"),
+    # daily rows are never read when grouping by hour (usage_summary); typed for the UNION
+    "hour": ("date_trunc('hour', u.created_at, 'UTC')", "h.period_start", "d.period_start"),
+    "team": ("u.team_id", "h.team_id", "d.team_id"),
     "key": ("u.key_id", "h.key_id", "d.key_id"),
+    "model": ("u.model", "h.model", "d.model"),
+    "model_group": ("u.model_group", "h.model_group", "d.model_group"),
 }
+RAW_ONLY = ("status",)  # not in the roll-ups: read from the raw records
+GROUPINGS = (*DIMENSIONS, *RAW_ONLY)
+# Grouped by id, named by public id in the answer.
+NAMED = {"key": "teams_virtualkey", "team": "teams_team"}
+ORM_FIELDS = {
+    "team": "team__public_id",
+    "key": "key__public_id",
+    "model": "model",
+    "model_group": "model_group",
+    "status": "status",
+}
+
+
+def grouping(value: str) -> tuple[str, ...]:
+    """("day",) or ("day", "model") from "day" or "day,model"; ValueError saying why not."""
+    dims = tuple(part.strip() for part in value.split(","))
+    if not 1 <= len(dims) <= 2:
+        raise ValueError("Group by one dimension or two, joined by a comma (day,model).")
+    for dim in dims:
+        if dim not in GROUPINGS:
+            raise ValueError(f"Unknown dimension {dim!r}; use one of: {', '.join(GROUPINGS)}.")
+    if len(set(dims)) != len(dims):
+        raise ValueError("Name each dimension once.")
+    return dims
+
+
 RAW_SUMS = """count(*) AS requests,
     count(*) FILTER (WHERE u.status <> 'ok') AS errors,
     sum(u.input_tokens) AS input_tokens, sum(u.output_tokens) AS output_tokens,
@@ -89,12 +119,12 @@ WITH pending AS MATERIALIZED (
         AND p.hour >= %(h0)s AND p.hour < %(h1)s
 ),
 parts AS (
-    SELECT {raw_group} AS g, {raw_sums}
+    SELECT {raw_group}, {raw_sums}
     FROM billing_usagerecord u
     WHERE u.{scope} = %(scope)s
       AND ((u.created_at >= %(start)s AND u.created_at < %(h0)s)
            OR (u.created_at >= %(h1)s AND u.created_at < %(end)s))
-    GROUP BY 1
+    GROUP BY {positions}
   UNION ALL
     SELECT {raw_group}, {raw_sums}
     FROM pending p
@@ -105,7 +135,7 @@ parts AS (
         OFFSET 0  -- a fence: flattened, this becomes a join over the whole table
     ) AS u
     WHERE u.{scope} = %(scope)s
-    GROUP BY 1
+    GROUP BY {positions}
   UNION ALL
     SELECT {hourly_group}, {hourly_sums}
     FROM billing_usagehourly h
@@ -116,7 +146,7 @@ parts AS (
           SELECT 1 FROM pending p WHERE p.team_id = h.team_id
             AND p.hour >= date_trunc('day', h.period_start, 'UTC')
             AND p.hour < date_trunc('day', h.period_start, 'UTC') + interval '1 day'))
-    GROUP BY 1
+    GROUP BY {positions}
   UNION ALL
     SELECT {daily_group}, {daily_sums}
     FROM billing_usagedaily d
@@ -124,9 +154,9 @@ parts AS (
       AND NOT EXISTS (
           SELECT 1 FROM pending p WHERE p.team_id = d.team_id
             AND p.hour >= d.period_start AND p.hour < d.period_start + interval '1 day')
-    GROUP BY 1
+    GROUP BY {positions}
 )
-SELECT {outer_group} AS g, sum(requests)::bigint, sum(errors)::bigint,
+SELECT {outer_group}, sum(requests)::bigint, sum(errors)::bigint,
     coalesce(sum(input_tokens), 0)::bigint, coalesce(sum(output_tokens), 0)::bigint,
     coalesce(sum(cache_read_tokens), 0)::bigint, coalesce(sum(cache_write_tokens), 0)::bigint,
     coalesce(sum(reasoning_tokens), 0)::bigint, coalesce(sum(audio_input_tokens), 0)::bigint,
@@ -134,8 +164,8 @@ SELECT {outer_group} AS g, sum(requests)::bigint, sum(errors)::bigint,
     coalesce(sum(audio_ms), 0)::bigint, coalesce(sum(characters), 0)::bigint,
     coalesce(sum(cost_micros), 0)::bigint, coalesce(sum(price_micros), 0)::bigint
 FROM parts {outer_join}
-GROUP BY 1
-ORDER BY 1
+GROUP BY {positions}
+ORDER BY {positions}
 """
 NUMBERS = (
     "requests",
@@ -148,21 +178,40 @@ NUMBERS = (
 )
 
 
-def _usage_sql(scope_column: str, group_by: str) -> str:
-    raw, hourly, daily = GROUP_EXPRESSIONS[group_by]
-    by_key = group_by == "key"
+def _usage_sql(scope_column: str, dims: tuple[str, ...]) -> str:
+    def columns(source: int) -> str:
+        return ", ".join(f"{DIMENSIONS[dim][source]} AS g{i}" for i, dim in enumerate(dims))
+
+    outer, joins = [], []
+    for i, dim in enumerate(dims):
+        table = NAMED.get(dim)
+        if table is None:
+            outer.append(f"parts.g{i}")
+        else:
+            outer.append(f"n{i}.public_id")
+            joins.append(f"LEFT JOIN {table} n{i} ON n{i}.id = parts.g{i}")
     return USAGE_SQL.format(
         pending_scope=PENDING_SCOPE[scope_column],
         scope=scope_column,
-        raw_group=raw,
+        raw_group=columns(0),
         raw_sums=RAW_SUMS,
-        hourly_group=hourly,
+        hourly_group=columns(1),
         hourly_sums=HOURLY_SUMS,
-        daily_group=daily,
+        daily_group=columns(2),
         daily_sums=DAILY_SUMS,
-        outer_group="k.public_id" if by_key else "parts.g",
-        outer_join="LEFT JOIN teams_virtualkey k ON k.id = parts.g" if by_key else "",
+        outer_group=", ".join(outer),
+        outer_join=" ".join(joins),
+        positions=", ".join(str(i + 1) for i in range(len(dims))),
     )
+
+
+def _shown(dim: str, value):
+    """A grouped value as the answer shows it: days and hours as ISO 8601 (UTC)."""
+    if dim == "day":
+        return value.date().isoformat()
+    if dim == "hour":
+        return value.astimezone(UTC).isoformat()
+    return value
 
 
 def _bounds(start: datetime, end: datetime) -> dict:
@@ -191,31 +240,42 @@ def _ceil(moment: datetime, *, hour: bool) -> datetime:
     return floor + (timedelta(hours=1) if hour else timedelta(days=1))
 
 
-def usage_summary(*, scope: dict, start, end, group_by: str) -> dict:
-    """Totals and rows for usage in [start, end), grouped by day, model or key: exact, from
-    the roll-ups plus the raw records of whatever is not rolled up yet.
+def usage_summary(*, scope: dict, start, end, group_by) -> dict:
+    """Totals and rows for usage in [start, end), grouped by one or two dimensions (GROUPINGS;
+    `group_by` as "day,model" or a tuple): exact, from the roll-ups plus the raw records of
+    whatever is not rolled up yet.
 
     `scope` is {"team": team} or {"organization": org}; any other filter set (the panel's
-    usage explorer: none, or key, model, status…) is answered from the raw records."""
-    if len(scope) != 1 or not scope.keys() <= {"team", "organization"}:
-        return _usage_summary_raw(scope=scope, start=start, end=end, group_by=group_by)
+    usage explorer: none, or key, model, status…), or a dimension the roll-ups lack (status),
+    is answered from the raw records."""
+    dims = grouping(group_by) if isinstance(group_by, str) else tuple(group_by)
+    if (
+        len(scope) != 1
+        or not scope.keys() <= {"team", "organization"}
+        or any(dim in RAW_ONLY for dim in dims)
+    ):
+        return _usage_summary_raw(scope=scope, start=start, end=end, dims=dims)
     ((name, owner),) = scope.items()
     scope_column = {"team": "team_id", "organization": "organization_id"}[name]
     params = {"scope": owner.pk, **_bounds(start, end)}
+    if "hour" in dims:  # daily rows have no hours: whole days are read from the hourly rows
+        params["d0"] = params["d1"] = params["h1"]
     with connection.cursor() as cursor:
-        cursor.execute(_usage_sql(scope_column, group_by), params)
+        cursor.execute(_usage_sql(scope_column, dims), params)
         fetched = cursor.fetchall()
     rows = []
     totals = dict.fromkeys(NUMBERS, 0)
-    for value, *numbers in fetched:
+    for fetched_row in fetched:
+        values, numbers = fetched_row[: len(dims)], fetched_row[len(dims) :]
         row = dict(zip(NUMBERS, numbers, strict=True))
         for field in NUMBERS:
             totals[field] += row[field]
-        rows.append({group_by: value.date().isoformat() if group_by == "day" else value, **row})
+        shown = {dim: _shown(dim, value) for dim, value in zip(dims, values, strict=True)}
+        rows.append({**shown, **row})
     return {"totals": totals, "rows": rows}
 
 
-def _usage_summary_raw(*, scope: dict, start, end, group_by: str) -> dict:
+def _usage_summary_raw(*, scope: dict, start, end, dims: tuple[str, ...]) -> dict:
     qs = UsageRecord.objects.filter(created_at__gte=start, created_at__lt=end, **scope)
     aggregates = {
         "requests": Count("id"),
@@ -226,15 +286,16 @@ def _usage_summary_raw(*, scope: dict, start, end, group_by: str) -> dict:
         "cost_micros": Sum("cost_micros", default=0),
         "price_micros": Sum("price_micros", default=0),
     }
-    column = GROUPINGS[group_by]
-    if group_by == "day":
-        grouped = qs.annotate(day=TruncDay("created_at")).values("day")
-    else:
-        grouped = qs.values(column)
+    truncs = {"day": TruncDay, "hour": TruncHour}
+    annotations = {
+        f"_{dim}": truncs[dim]("created_at", tzinfo=UTC) for dim in dims if dim in truncs
+    }
+    fields = [f"_{dim}" if dim in truncs else ORM_FIELDS[dim] for dim in dims]
+    grouped = qs.annotate(**annotations).values(*fields)
     rows = []
-    for row in grouped.annotate(**aggregates).order_by(column):
-        value = row.pop(column)
-        rows.append({group_by: value.date().isoformat() if group_by == "day" else value, **row})
+    for row in grouped.annotate(**aggregates).order_by(*fields):
+        shown = {dim: _shown(dim, row.pop(field)) for dim, field in zip(dims, fields, strict=True)}
+        rows.append({**shown, **row})
     return {"totals": qs.aggregate(**aggregates), "rows": rows}
 
 

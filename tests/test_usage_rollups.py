@@ -48,18 +48,28 @@ def record(tenant, when, *, key=TENANT_KEY, model="m1", status="ok", price=1_000
     )
 
 
+def dimension(r, dim: str):
+    """A record's value of one grouping dimension, as the usage API shows it."""
+    when = r.created_at.astimezone(UTC)
+    return {
+        "day": lambda: when.date().isoformat(),
+        "hour": lambda: when.replace(minute=0, second=0, microsecond=0).isoformat(),
+        "team": lambda: r.team.public_id,
+        "key": lambda: r.key.public_id if r.key else None,
+        "model": lambda: r.model,
+        "model_group": lambda: r.model_group,
+        "status": lambda: r.status,
+    }[dim]()
+
+
 def expected(records, start, end, group_by) -> dict:
     """The usage API's answer, computed in Python from the records made."""
+    dims = group_by.split(",")
     rows = defaultdict(lambda: dict.fromkeys(NUMBERS, 0))
     for r in records:
         if not start <= r.created_at < end:
             continue
-        value = {
-            "day": r.created_at.astimezone(UTC).date().isoformat(),
-            "model": r.model,
-            "key": r.key.public_id if r.key else None,
-        }[group_by]
-        row = rows[value]
+        row = rows[tuple(dimension(r, dim) for dim in dims)]
         row["requests"] += 1
         row["errors"] += r.status != "ok"
         row["input_tokens"] += r.input_tokens
@@ -89,13 +99,30 @@ def usage(client, path: str, start, end, group_by: str) -> dict:
     )
     assert response.status_code == 200, response.content
     body = response.json()
-    rows = {row[group_by]: as_numbers(row) for row in body["rows"]}
-    assert list(rows) == [row[group_by] for row in body["rows"]]
+    dims = group_by.split(",")
+    rows = {tuple(row[dim] for dim in dims): as_numbers(row) for row in body["rows"]}
+    assert len(rows) == len(body["rows"])  # one row per group
     return {"totals": as_numbers(body["totals"]), "rows": rows}
 
 
+# Every dimension alone, and pairs across the roll-ups' columns, hours and the raw-only status.
+GROUPS = (
+    "day",
+    "hour",
+    "team",
+    "key",
+    "model",
+    "model_group",
+    "status",
+    "day,model",
+    "hour,key",
+    "model_group,model",
+    "team,status",
+)
+
+
 def assert_exact(api, tenant, records, start, end):
-    for group_by in ("day", "model", "key"):
+    for group_by in GROUPS:
         want = expected(records, start, end, group_by)
         totals = dict.fromkeys(NUMBERS, 0)
         for row in want.values():

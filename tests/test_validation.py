@@ -224,6 +224,9 @@ def test_invalid_body_is_a_validation_error_naming_the_field(api, ids, method, p
 INVALID_QUERIES = [
     ("/api/teams/{team}/usage/?start=yesterday", "start"),
     ("/api/teams/{team}/usage/?group_by=week", "group_by"),
+    ("/api/teams/{team}/usage/?group_by=day,model,key", "group_by"),
+    ("/api/teams/{team}/usage/?group_by=day,day", "group_by"),
+    ("/api/organizations/{org}/usage/?group_by=model,", "group_by"),
     ("/api/teams/{team}/usage/?start=2026-02-01T00:00:00Z&end=2026-01-01T00:00:00Z", "start"),
     ("/api/teams/{team}/usage/?start=2020-01-01T00:00:00Z&end=2026-01-01T00:00:00Z", "start"),
     ("/api/teams/{team}/usage/?end=0001-01-01T00:00:00Z", "end"),
