@@ -36,6 +36,7 @@ from alerts import rules, webhooks
 from alerts.models import Alert, WebhookDelivery, WebhookEndpoint
 from billing.models import CreditAccount
 from billing.periods import period_start
+from core.errors import Conflict
 from core.money import format_micros
 from core.secrets import decrypt, encrypt, generate_secret
 from core.tasks import enqueue_on_commit
@@ -396,6 +397,52 @@ def _record(delivery: WebhookDelivery, result: webhooks.SendResult) -> int | Non
         "delivered" if result.ok else result.error or "failed",
     )
     return retry_in
+
+
+def webhook_delivery_resend(*, actor: str, delivery: WebhookDelivery) -> WebhookDelivery:
+    """Send a failed delivery again (an operator fixed the receiver): it is pending again with
+    a fresh run of attempts, and queued after commit. The same delivery id goes out, so a
+    receiver that did get it after all deduplicates it.
+
+    Refused for a delivery that succeeded (it arrived) or is still pending (it is being
+    retried already). The reopening is one conditional UPDATE from failed, so two operators
+    clicking at once queue it once."""
+    with transaction.atomic(durable=True):
+        now = timezone.now()
+        reopened = WebhookDelivery.objects.filter(
+            pk=delivery.pk, status=WebhookDelivery.Status.FAILED
+        ).update(
+            status=WebhookDelivery.Status.PENDING,
+            attempts=0,
+            next_attempt_at=now,
+            lease_until=None,
+            updated_at=now,
+        )
+        if not reopened:
+            delivery.refresh_from_db()
+            if delivery.status == WebhookDelivery.Status.SUCCEEDED:
+                raise Conflict(
+                    f"Delivery {delivery.public_id} succeeded: the endpoint has it; "
+                    "nothing to send again."
+                )
+            raise Conflict(
+                f"Delivery {delivery.public_id} is {delivery.status}: it is retried already; "
+                "only a failed delivery can be sent again."
+            )
+        previous = {"attempts": delivery.attempts, "last_error": delivery.last_error}
+        delivery.refresh_from_db()
+        audit_record(
+            actor=actor,
+            action="webhook.redeliver",
+            obj=delivery,
+            organization_id=delivery.endpoint.organization_id,
+            changes={
+                "status": [WebhookDelivery.Status.FAILED, WebhookDelivery.Status.PENDING],
+                "attempts": [previous["attempts"], 0],
+            },
+        )
+        enqueue_on_commit("alerts.tasks.deliver_webhook", delivery.pk)
+    return delivery
 
 
 def webhook_deliveries_stuck(*, now: datetime | None = None) -> list[int]:

@@ -28,3 +28,18 @@ def next_period_start(now: datetime, period: str) -> datetime | None:
     if period == "weekly":
         return start + timedelta(days=7)
     return (start + timedelta(days=32)).replace(day=1)
+
+
+def next_reset(*, started_at: datetime | None, now: datetime, period: str) -> datetime | None:
+    """When the account's next budget reset is due: the boundary after the period it is in.
+
+    An account whose first period has not been started yet (a new team, or a team that just
+    got a period: the reset task has not run) is about to start the period containing `now`,
+    so its next reset is the boundary after `now`, never the start of the current period,
+    which is in the past. While a started account's reset is pending (the boundary just
+    crossed) this is that boundary, for seconds at most."""
+    if period not in PERIODS or period == "none":
+        return None
+    if started_at is None or started_at > now:
+        return next_period_start(now, period)
+    return next_period_start(started_at, period)

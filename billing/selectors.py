@@ -8,7 +8,7 @@ from django.db.models.functions import TruncDay, TruncHour
 from django.utils import timezone
 
 from billing.models import USAGE_COUNTS, UsageRecord
-from billing.periods import next_period_start, period_start
+from billing.periods import next_reset
 
 
 def credits_summary(*, team) -> dict:
@@ -40,11 +40,8 @@ def credits_summary(*, team) -> dict:
 
 
 def next_reset_at(*, account, period: str):
-    """When the next reset is due: the boundary after the period the account is in. In the
-    past (the boundary just crossed) while that reset is pending, for seconds at most."""
-    if account.period_started_at is None:
-        return period_start(timezone.now(), period)  # the first period is about to start
-    return next_period_start(account.period_started_at, period)
+    """When the next reset is due (billing.periods.next_reset)."""
+    return next_reset(started_at=account.period_started_at, now=timezone.now(), period=period)
 
 
 # What usage can be grouped by (one, or two joined with a comma: "day,model"). Every dimension

@@ -1,9 +1,11 @@
 """Organizations, admin keys and the audit trail."""
 
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from core.errors import Conflict
+from core.errors import Conflict, ValidationFailed
 from core.secrets import generate_secret, hash_secret, lookup_prefix
 from orgs.models import AdminKey, AuditEvent, Organization
 
@@ -85,6 +87,20 @@ def apply_changes(*, obj, actor: str, action: str, organization_id, data: dict, 
 ORG_FIELDS = ("name", "external_id", "metadata", "status", "billing_email")
 
 
+def _check_billing_email(value) -> str:
+    """Alert emails go to billing_email: an address, or empty for none."""
+    value = (value or "").strip()
+    if value:
+        try:
+            validate_email(value)
+        except ValidationError:
+            raise ValidationFailed(
+                f"{value!r} is not an email address.",
+                fields={"billing_email": ["Enter an email address, or leave it empty."]},
+            ) from None
+    return value
+
+
 def organization_create(
     *,
     actor: str,
@@ -95,6 +111,7 @@ def organization_create(
     billing_email: str = "",
 ) -> tuple[Organization, bool]:
     """Create an organization; with an external_id already used, return that one (idempotent)."""
+    billing_email = _check_billing_email(billing_email)
     if external_id:
         existing = Organization.objects.filter(external_id=external_id).first()
         if existing is not None:
@@ -127,7 +144,10 @@ def organization_create(
 
 
 def organization_update(*, actor: str, org: Organization, data: dict) -> Organization:
-    """Change an organization's name, external id, metadata or status."""
+    """Change an organization's name, external id, metadata, status or billing email (where
+    alert emails go; audited like the rest)."""
+    if "billing_email" in data:
+        data = {**data, "billing_email": _check_billing_email(data["billing_email"])}
     try:
         with transaction.atomic(durable=True):
             apply_changes(

@@ -67,5 +67,10 @@ urlpatterns = [
     path("webhooks/<str:id>/enabled/", alerts.webhook_toggle, name="webhook_toggle"),
     path("webhooks/<str:id>/rotate/", alerts.webhook_rotate, name="webhook_rotate"),
     path("webhooks/<str:id>/delete/", alerts.webhook_delete, name="webhook_delete"),
+    path(
+        "webhook-deliveries/<str:id>/resend/",
+        alerts.webhook_delivery_resend,
+        name="webhook_delivery_resend",
+    ),
     path("audit/", audit.audit, name="audit"),
 ]

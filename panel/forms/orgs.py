@@ -13,6 +13,12 @@ class OrganizationForm(forms.Form):
         required=False,
         help_text="Your own id for this customer (CRM, billing). Optional; unique.",
     )
+    billing_email = forms.EmailField(
+        label="Billing email",
+        max_length=254,
+        required=False,
+        help_text="Where budget and low-balance alert emails go. Empty: no alert emails.",
+    )
 
     def service_fields(self) -> dict:
         data = dict(self.cleaned_data)

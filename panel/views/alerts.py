@@ -159,3 +159,16 @@ def webhook_delete(request, id):
     services.webhook_endpoint_delete(actor=actor(request), endpoint=endpoint)
     messages.success(request, f"Endpoint {endpoint.url} deleted, with its delivery log.")
     return redirect("panel:org_detail", org.public_id)
+
+
+@require_POST
+def webhook_delivery_resend(request, id):
+    """Queue a failed delivery again; refused (with the reason) for one that succeeded."""
+    delivery = by_public_id(WebhookDelivery.objects.select_related("endpoint"), id)
+    try:
+        services.webhook_delivery_resend(actor=actor(request), delivery=delivery)
+    except ServiceError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, f"Delivery {delivery.public_id} queued to be sent again.")
+    return redirect("panel:webhook_detail", delivery.endpoint.public_id)

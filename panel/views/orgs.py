@@ -49,7 +49,12 @@ def org_detail(request, id):
     page = selectors.keyset_page(teams, request.GET.get("cursor"))
     form = OrganizationEditForm(
         request.POST or None,
-        initial={"name": org.name, "external_id": org.external_id or "", "status": org.status},
+        initial={
+            "name": org.name,
+            "external_id": org.external_id or "",
+            "billing_email": org.billing_email,
+            "status": org.status,
+        },
     )
     if request.method == "POST" and form.is_valid():
         data = {k: v for k, v in form.service_fields().items() if k in form.changed_data}

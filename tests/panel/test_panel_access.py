@@ -157,6 +157,7 @@ CHANGES = [
     ("webhook_toggle", ["webhook"], {"enabled": "off"}),
     ("webhook_rotate", ["webhook"], {"form_token": "t4"}),
     ("webhook_delete", ["webhook"], {}),
+    ("webhook_delivery_resend", ["delivery"], {}),
 ]
 
 # Open to anyone, or about the user's own session: tested on their own below.
@@ -187,6 +188,7 @@ def world(tenant_a, catalog_objects) -> dict:
         "job": job.public_id,
         "call": call.request_id,
         "webhook": endpoint.public_id,
+        "delivery": endpoint.deliveries.get().public_id,
     }
 
 

@@ -1,0 +1,170 @@
+"""What an operator hit in the panel (issue 13): the billing email, pickers instead of typed
+ids, the next reset of a new team, re-sending a failed webhook delivery, LiteLLM's state."""
+
+from datetime import UTC, datetime
+
+import pytest
+from django.urls import reverse
+
+from alerts.models import Alert, WebhookDelivery
+from alerts.services import alerts_evaluate, webhook_endpoint_create
+from billing.periods import next_reset, period_start
+from orgs.models import AuditEvent, Organization
+from teams.services import team_update
+from tests.helpers.tenants import db_state
+
+
+def at(*args) -> datetime:
+    return datetime(*args, tzinfo=UTC)
+
+
+# --- 1. billing_email -------------------------------------------------------------------
+
+
+def test_the_billing_email_is_set_on_the_organization_page_and_audited(as_admin, tenant_a):
+    org = tenant_a.org
+    detail = reverse("panel:org_detail", args=[org.public_id])
+    # when
+    response = as_admin.post(
+        detail, {"name": org.name, "status": org.status, "billing_email": "ap@acme.example"}
+    )
+    # then
+    assert response.status_code == 302
+    org.refresh_from_db()
+    assert org.billing_email == "ap@acme.example"
+    event = AuditEvent.objects.get(action="organization.update", object_id=org.public_id)
+    assert event.actor == "user:alice"
+    assert event.changes == {"billing_email": ["", "ap@acme.example"]}
+    page = as_admin.get(detail).content.decode()
+    assert 'value="ap@acme.example"' in page and "mailto:ap@acme.example" in page
+
+
+def test_a_billing_email_that_is_no_address_is_refused_next_to_the_field(as_admin, tenant_a):
+    before = db_state()
+    response = as_admin.post(
+        reverse("panel:org_detail", args=[tenant_a.org.public_id]),
+        {"name": tenant_a.org.name, "status": "active", "billing_email": "not an address"},
+    )
+    assert response.status_code == 200
+    assert response.context["form"].errors["billing_email"] == ["Enter a valid email address."]
+    assert b'id="id_billing_email_error"' in response.content
+    assert db_state() == before
+
+
+def test_the_organization_service_refuses_a_billing_email_that_is_no_address(db):
+    from core.errors import ValidationFailed
+    from orgs.services import organization_create, organization_update
+
+    with pytest.raises(ValidationFailed) as refused:
+        organization_create(actor="test", name="Acme", billing_email="nope")
+    assert "billing_email" in refused.value.fields
+    org, _ = organization_create(actor="test", name="Acme", billing_email=" ap@acme.example ")
+    assert org.billing_email == "ap@acme.example"
+    with pytest.raises(ValidationFailed):
+        organization_update(actor="test", org=org, data={"billing_email": "@"})
+    organization_update(actor="test", org=org, data={"billing_email": ""})
+    assert Organization.objects.get(pk=org.pk).billing_email == ""
+
+
+# --- 4. the next reset -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("period", "expected"),
+    [
+        ("daily", at(2026, 3, 5)),
+        ("weekly", at(2026, 3, 9)),
+        ("monthly", at(2026, 4, 1)),
+    ],
+)
+def test_a_period_not_started_yet_resets_at_the_next_boundary_not_a_past_one(period, expected):
+    now = at(2026, 3, 4, 8, 30)
+    assert next_reset(started_at=None, now=now, period=period) == expected
+    # and once the first reset ran, the same date
+    started = period_start(now, period)
+    assert next_reset(started_at=started, now=now, period=period) == expected
+
+
+def test_no_period_has_no_reset():
+    assert next_reset(started_at=None, now=at(2026, 3, 4), period="none") is None
+
+
+def test_a_new_teams_next_reset_is_in_the_future(as_admin, tenant_a):
+    # given a team that just got a monthly period: its first reset has not run yet
+    from django.utils import timezone
+
+    team = tenant_a.team
+    team_update(
+        actor="test",
+        team=team,
+        data={"budget_period": "monthly", "budget_limit_micros": 10_000_000},
+    )
+    team.account.refresh_from_db()
+    assert team.account.period_started_at is None
+    # when
+    response = as_admin.get(reverse("panel:team_detail", args=[team.public_id]))
+    # then
+    shown = response.context["summary"]["next_reset_at"]
+    assert shown > timezone.now()
+    assert shown.day == 1 and shown.hour == 0
+
+
+# --- 7. re-sending a failed webhook delivery ---------------------------------------------
+
+
+@pytest.fixture
+def delivery(tenant_a) -> WebhookDelivery:
+    webhook_endpoint_create(actor="test", organization=tenant_a.org, url="https://hooks.example/a")
+    team_update(actor="test", team=tenant_a.team, data={"low_balance_alert_micros": 2_500_000})
+    assert alerts_evaluate() == 1
+    return WebhookDelivery.objects.select_related("endpoint").get(alert=Alert.objects.get())
+
+
+def resend(client, delivery):
+    return client.post(reverse("panel:webhook_delivery_resend", args=[delivery.public_id]))
+
+
+def test_a_failed_delivery_is_sent_again_from_the_panel(
+    as_admin, delivery, django_capture_on_commit_callbacks
+):
+    # given a delivery that gave up
+    WebhookDelivery.objects.filter(pk=delivery.pk).update(
+        status="failed", attempts=8, last_error="Connection refused"
+    )
+    detail = reverse("panel:webhook_detail", args=[delivery.endpoint.public_id])
+    assert b"Send again" in as_admin.get(detail).content
+    # when
+    with django_capture_on_commit_callbacks() as queued:
+        response = resend(as_admin, delivery)
+    # then it is pending again with a fresh run of attempts, queued, and audited
+    assert response.status_code == 302 and response["Location"] == detail
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempts) == ("pending", 0)
+    assert delivery.next_attempt_at is not None and delivery.lease_until is None
+    assert len(queued) == 1
+    event = AuditEvent.objects.get(action="webhook.redeliver", object_id=delivery.public_id)
+    assert event.actor == "user:alice"
+    assert event.changes == {"status": ["failed", "pending"], "attempts": [8, 0]}
+    assert b"queued to be sent again" in as_admin.get(detail).content
+
+
+@pytest.mark.parametrize(("status", "reason"), [("succeeded", "succeeded"), ("pending", "retried")])
+def test_a_delivery_that_did_not_fail_is_not_sent_again(
+    as_admin, delivery, status, reason, django_capture_on_commit_callbacks
+):
+    WebhookDelivery.objects.filter(pk=delivery.pk).update(status=status)
+    detail = reverse("panel:webhook_detail", args=[delivery.endpoint.public_id])
+    assert b"Send again" not in as_admin.get(detail).content
+    before = db_state()
+    # when
+    with django_capture_on_commit_callbacks() as queued:
+        response = resend(as_admin, delivery)
+    # then nothing changed, nothing queued, and the page says why
+    assert response.status_code == 302
+    assert db_state() == before and not queued
+    assert reason in as_admin.get(detail).content.decode()
+
+
+def test_an_unknown_delivery_is_a_404_page(as_admin, db):
+    response = as_admin.post(reverse("panel:webhook_delivery_resend", args=["whd_nope"]))
+    assert response.status_code == 404
