@@ -6,7 +6,7 @@ from django import forms
 
 from core.errors import ServiceError
 from core.money import MoneyError, display_micros, parse_micros
-from orgs.models import Organization
+from panel.forms.pickers import PickerField
 
 
 class MoneyField(forms.Field):
@@ -77,16 +77,8 @@ def new_idempotency_key() -> str:
 
 
 class OrganizationChoice(forms.Form):
-    """An `organization` field given by public id, cleaned to the Organization."""
+    """An `organization` field: picked by name, cleaned to the Organization."""
 
-    organization = forms.CharField(
-        max_length=40,
-        help_text="The organization's id (org_…). Easiest from the organization's page.",
+    organization = PickerField(
+        "organization", required=True, help_text="The organization it belongs to."
     )
-
-    def clean_organization(self):
-        public_id = self.cleaned_data["organization"].strip()
-        org = Organization.objects.filter(public_id=public_id).first()
-        if org is None:
-            raise forms.ValidationError(f"No organization with id {public_id}.")
-        return org

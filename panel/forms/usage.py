@@ -5,14 +5,13 @@ from datetime import timedelta
 from django import forms
 from django.utils import timezone
 
-from orgs.models import Organization
-from teams.models import Team, VirtualKey
+from panel.forms.pickers import PickerField
 
 
 class UsageFilterForm(forms.Form):
-    organization = forms.CharField(required=False, max_length=40, label="Organization id")
-    team = forms.CharField(required=False, max_length=40, label="Team id")
-    key = forms.CharField(required=False, max_length=40, label="Key id")
+    organization = PickerField("organization", required=False, empty_label="Any")
+    team = PickerField("team", required=False, empty_label="Any")
+    key = PickerField("key", required=False, empty_label="Any")
     model = forms.CharField(required=False, max_length=200)
     status = forms.ChoiceField(
         required=False, choices=[("", "Any")], label="Status"
@@ -32,26 +31,16 @@ class UsageFilterForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.fields["status"].choices = [("", "Any"), *UsageRecord.Status.choices]
 
-    def _lookup(self, name, model, label):
-        public_id = self.cleaned_data[name].strip()
-        if not public_id:
-            return None
-        obj = model.objects.filter(public_id=public_id).first()
-        if obj is None:
-            raise forms.ValidationError(f"No {label} with id {public_id}.")
-        return obj
-
-    def clean_organization(self):
-        return self._lookup("organization", Organization, "organization")
-
-    def clean_team(self):
-        return self._lookup("team", Team, "team")
-
-    def clean_key(self):
-        return self._lookup("key", VirtualKey, "key")
-
     def clean(self):
         data = super().clean()
+        org, team, key = data.get("organization"), data.get("team"), data.get("key")
+        # Each narrower pick must be inside the wider one: no team of another organization.
+        if org is not None and team is not None and team.organization_id != org.pk:
+            self.add_error("team", f"{team.name} is not a team of {org.name}.")
+        elif key is not None and team is not None and key.team_id != team.pk:
+            self.add_error("key", f"{key.name} is not a key of {team.name}.")
+        elif key is not None and org is not None and key.team.organization_id != org.pk:
+            self.add_error("key", f"{key.name} is not a key of {org.name}.")
         today = timezone.now().date()
         end = data.get("end") or today
         start = data.get("start") or end - timedelta(days=29)

@@ -7,6 +7,7 @@ from django.conf import settings
 
 from core.money import display_micros
 from core.static import static_files
+from panel.forms import pickers
 
 register = template.Library()
 
@@ -32,6 +33,12 @@ def percent(part, whole):
     if not whole:
         return "—"
     return f"{round(100 * (part or 0) / whole)}%"
+
+
+@register.simple_tag
+def picker(kind: str, name: str, value="", id="", empty_label="Any"):
+    """An organization, team or key picker for a filter form (panel.forms.pickers)."""
+    return pickers.picker(kind, name=name, value=value or "", id=id, empty_label=empty_label)
 
 
 @register.filter

@@ -168,3 +168,76 @@ def test_a_delivery_that_did_not_fail_is_not_sent_again(
 def test_an_unknown_delivery_is_a_404_page(as_admin, db):
     response = as_admin.post(reverse("panel:webhook_delivery_resend", args=["whd_nope"]))
     assert response.status_code == 404
+
+
+# --- 2. pickers instead of typed ids -----------------------------------------------------
+
+
+def test_a_new_team_picks_its_organization_by_name(as_admin, tenant_a, tenant_b):
+    page = as_admin.get(reverse("panel:team_create"), {"org": tenant_b.org.public_id})
+    html = page.content.decode()
+    assert '<select name="organization"' in html
+    assert f'<option value="{tenant_a.org.public_id}">{tenant_a.org.name}</option>' in html
+    assert f'<option value="{tenant_b.org.public_id}" selected>{tenant_b.org.name}' in html
+    assert "org_…" not in html
+    # and a forged value is still refused by the server
+    before = db_state()
+    refused = as_admin.post(
+        reverse("panel:team_create"), {"organization": "org_forged", "name": "X"}
+    )
+    assert refused.context["form"].errors["organization"] == ["No organization with id org_forged."]
+    assert db_state() == before
+
+
+def test_the_usage_filters_pick_teams_grouped_by_organization(as_admin, tenant_a, tenant_b):
+    html = as_admin.get(reverse("panel:usage")).content.decode()
+    for tenant in (tenant_a, tenant_b):
+        assert (
+            f'<optgroup label="{tenant.org.name}"><option value="{tenant.team.public_id}"' in html
+        )
+    assert '<select name="key"' in html and f'value="{tenant_a.key.public_id}"' in html
+
+
+def test_the_usage_filters_refuse_a_team_of_another_organization(as_admin, tenant_a, tenant_b):
+    response = as_admin.get(
+        reverse("panel:usage"),
+        {"organization": tenant_a.org.public_id, "team": tenant_b.team.public_id},
+    )
+    errors = response.context["form"].errors
+    assert errors["team"] == [f"{tenant_b.team.name} is not a team of {tenant_a.org.name}."]
+    key_elsewhere = as_admin.get(
+        reverse("panel:usage"),
+        {"team": tenant_a.team.public_id, "key": tenant_b.key.public_id},
+    )
+    assert "key" in key_elsewhere.context["form"].errors
+
+
+def test_a_long_list_is_an_input_with_a_datalist(as_admin, tenant_a, tenant_b, monkeypatch):
+    from panel.forms import pickers
+
+    monkeypatch.setattr(pickers, "PICKER_SELECT_MAX", 1)
+    html = as_admin.get(reverse("panel:key_list"), {"team": tenant_a.team.public_id})
+    html = html.content.decode()
+    assert '<input type="text" name="team"' in html and 'list="team_choices"' in html
+    assert f'value="{tenant_a.team.public_id}"' in html
+    assert f'<option value="{tenant_b.team.public_id}">{tenant_b.team.name} · ' in html
+    # and the list still narrows by what was picked
+    assert [
+        k.public_id
+        for k in as_admin.get(reverse("panel:key_list"), {"team": tenant_a.team.public_id})
+        .context["page"]
+        .rows
+    ] == [tenant_a.key.public_id]
+
+
+def test_the_list_filters_pick_instead_of_typing(as_admin, tenant_a):
+    pages = {
+        "webhook_list": "organization",
+        "audit": "organization",
+        "key_list": "team",
+        "playground": "team",
+    }
+    for page, field in pages.items():
+        html = as_admin.get(reverse(f"panel:{page}")).content.decode()
+        assert f'<select name="{field}"' in html, page
+        assert f'name="{field}" value=' not in html, page
