@@ -353,3 +353,50 @@ def test_an_admin_runs_the_business_from_the_browser(live, browser, settings):
     page.get_by_role("link", name="Acme Corp").wait_for()
     shot(page, "17-organizations")
     assert blocked == []
+
+
+PHONE = {"width": 390, "height": 844}
+
+
+def test_every_page_is_usable_on_a_phone(live, browser, tenant_a, tenant_b):
+    """At 390 px wide: every navigation entry on screen (they wrap, none scrolled off), and
+    nothing wider than the screen: wide tables scroll inside their box, not the page."""
+    from tests.helpers.panel import record_usage
+
+    for _ in range(3):
+        record_usage(tenant_a.team, tenant_a.key, price=12_345_678, cost=4_200)
+    make_user("admin", "admin")
+    page = browser.new_page(viewport=PHONE)
+    base = live.url
+    page.goto(f"{base}/login/")
+    page.get_by_label("Username").fill("admin")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.get_by_role("heading", name="Dashboard").wait_for()
+    team = tenant_a.team.public_id
+    for path, name in [
+        ("/", "40-phone-dashboard"),
+        (f"/teams/{team}/", "41-phone-team"),
+        (f"/usage/?team={team}", "42-phone-usage"),
+        (f"/teams/new/?org={tenant_a.org.public_id}", "43-phone-team-form"),
+    ]:
+        page.goto(f"{base}{path}")
+        page.wait_for_load_state()
+        shot(page, name)
+        # no sideways scrolling of the page
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= PHONE["width"], f"{path} is {width} px wide"
+        # every entry of the navigation is on screen
+        for link in page.get_by_role("navigation", name="Main").get_by_role("link").all():
+            box = link.bounding_box()
+            assert box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"], (
+                path,
+                link.inner_text(),
+            )
+    # and a wide table scrolls inside its box
+    page.goto(f"{base}/usage/?team={team}")
+    wraps = page.evaluate(
+        "[...document.querySelectorAll('.table-wrap')].map(w => [w.scrollWidth, w.clientWidth])"
+    )
+    assert wraps and all(client <= PHONE["width"] for _, client in wraps)
+    assert any(scroll > client for scroll, client in wraps)
