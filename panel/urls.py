@@ -8,6 +8,7 @@ from panel.views import (
     dashboard,
     jobs,
     keys,
+    litellm,
     logs,
     orgs,
     playground,
@@ -72,5 +73,6 @@ urlpatterns = [
         alerts.webhook_delivery_resend,
         name="webhook_delivery_resend",
     ),
+    path("litellm/", litellm.litellm_status, name="litellm"),
     path("audit/", audit.audit, name="audit"),
 ]

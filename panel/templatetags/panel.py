@@ -1,4 +1,13 @@
-"""Template helpers: money for people, cache-busted assets, small formatting."""
+"""Template helpers: numbers for people, cache-busted assets, small formatting.
+
+The one way the panel shows a number (never `{{ value }}` or ad-hoc text around it):
+- credits:  micro-credits with their unit, "1,234.50 credits"
+- usd:      micro-USD with "$", "$0.0042" (our providers' cost)
+- count:    tokens, requests, calls: thousands separators, "12,345"
+- percent:  a part of a whole, "12%"; pct: a value that is a percentage already, "80%"
+- money:    the bare amount ("1,234.50"), only where the unit is said once for many (a chart)
+Each shows "—" for none. Amounts keep every significant decimal (core.money.display_micros):
+nothing is rounded away."""
 
 import json
 
@@ -18,6 +27,51 @@ def money(micros, places=2):
     if micros is None or micros == "":
         return "—"
     return display_micros(int(micros), places=int(places))
+
+
+def credits_text(micros) -> str:
+    """12_500_000 -> "12.50 credits"."""
+    if micros is None or micros == "":
+        return "—"
+    return f"{display_micros(int(micros))} credits"
+
+
+def usd_text(micros) -> str:
+    """4_200 -> "$0.0042"; -1_000_000 -> "-$1.00"."""
+    if micros is None or micros == "":
+        return "—"
+    micros = int(micros)
+    return f"{'-' if micros < 0 else ''}${display_micros(abs(micros))}"
+
+
+def count_text(value) -> str:
+    """12345 -> "12,345"."""
+    if value is None or value == "":
+        return "—"
+    return f"{int(value):,}"
+
+
+@register.filter
+def credits(micros):
+    return credits_text(micros)
+
+
+@register.filter
+def usd(micros):
+    return usd_text(micros)
+
+
+@register.filter
+def count(value):
+    return count_text(value)
+
+
+@register.filter
+def pct(value):
+    """A value that is a percentage already (a threshold of 80) as "80%"."""
+    if value is None or value == "":
+        return "—"
+    return f"{value:g}%" if isinstance(value, float) else f"{value}%"
 
 
 @register.simple_tag

@@ -7,11 +7,11 @@ from django.views.decorators.http import require_POST
 from alerts import services
 from alerts.models import Alert, WebhookDelivery, WebhookEndpoint
 from core.errors import ServiceError
-from core.money import display_micros
 from orgs.models import Organization
 from panel import selectors
 from panel.forms.alerts import WebhookCreateForm, WebhookForm
 from panel.forms.common import new_idempotency_key, service_error_to_form
+from panel.templatetags.panel import credits_text
 from panel.views.common import (
     actor,
     by_public_id,
@@ -44,7 +44,7 @@ def _figures(alert) -> list[tuple[str, str]]:
         if value is None:
             continue
         if name.endswith("_micros"):
-            name, value = name.removesuffix("_micros"), display_micros(value)
+            name, value = name.removesuffix("_micros"), credits_text(value)
         figures.append((name.replace("_", " "), value))
     return figures
 

@@ -4,7 +4,7 @@ from django.shortcuts import render
 from django.utils import timezone
 
 from core.money import display_micros
-from panel import call_selectors, charts, selectors
+from panel import call_selectors, charts, litellm, selectors
 
 
 def _credits(micros) -> str:
@@ -29,4 +29,5 @@ def dashboard(request):
     )
     data["now"] = now
     data["down_models"] = call_selectors.down_models()
+    data["litellm"] = litellm.overview()  # None while the integration is off
     return render(request, "panel/dashboard.html", data)

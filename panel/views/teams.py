@@ -13,7 +13,7 @@ from billing.models import LedgerEntry
 from core.errors import ServiceError
 from core.money import display_micros
 from orgs.models import Organization
-from panel import charts, selectors
+from panel import charts, litellm, selectors
 from panel.forms.common import new_idempotency_key, service_error_to_form
 from panel.forms.keys import KeyForm
 from panel.forms.teams import CreditForm, TeamCreateForm, TeamForm
@@ -131,6 +131,7 @@ def team_detail(request, id, credit_form=None):
         "key_form": KeyForm(team=team),
         "form_token": new_idempotency_key(),
         "status_actions": _status_actions(team),
+        "litellm": litellm.team_state(team),  # None while the integration is off
     }
     return render(request, "panel/team_detail.html", context)
 

@@ -49,6 +49,7 @@ PAGES = {
     "webhook_list": None,
     "webhook_create": None,
     "webhook_detail": "webhook",
+    "litellm": None,
 }
 
 # Every change the panel can make: (url name, URL args, a body that would change something).

@@ -131,7 +131,7 @@ def test_a_job_page_shows_its_calls_and_its_flat_charge(as_admin, tenant_a):
     assert response.context["charge"].amount_micros == -500_000
     assert [c.request_id for c in response.context["page"].rows] == [f"req_{row.public_id}_0"]
     page = response.content.decode()
-    assert "0.501000" in page and "10 / 20" in page and "balance after 4.50" in page
+    assert "0.501 credits" in page and "10 / 20" in page and "balance after 4.50 credits" in page
 
 
 def test_creating_a_webhook_endpoint_shows_its_secret_once(as_admin, tenant_a):

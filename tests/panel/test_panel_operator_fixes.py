@@ -241,3 +241,99 @@ def test_the_list_filters_pick_instead_of_typing(as_admin, tenant_a):
         html = as_admin.get(reverse(f"panel:{page}")).content.decode()
         assert f'<select name="{field}"' in html, page
         assert f'name="{field}" value=' not in html, page
+
+
+# --- 6. LiteLLM's sync state and drift ---------------------------------------------------
+
+
+def test_without_litellm_the_dashboard_and_team_page_say_nothing_of_it(
+    as_admin, tenant_a, settings
+):
+    settings.LITELLM_BASE_URL = ""
+    assert b'id="litellm"' not in as_admin.get(reverse("panel:dashboard")).content
+    team_page = as_admin.get(reverse("panel:team_detail", args=[tenant_a.team.public_id]))
+    assert b'id="litellm"' not in team_page.content
+    off = as_admin.get(reverse("panel:litellm"))
+    assert off.status_code == 200 and b"The LiteLLM integration is off" in off.content
+
+
+def test_the_dashboard_and_team_page_show_litellms_sync_state(
+    as_admin, tenant_a, tenant_b, settings
+):
+    from django.utils import timezone
+
+    from litellm_sync.models import KeySync, TeamSync
+
+    settings.LITELLM_BASE_URL = "http://litellm.example:4000"
+    synced_at = timezone.now().replace(microsecond=0)
+    TeamSync.objects.create(
+        team=tenant_a.team,
+        litellm_team_id="lt-a",
+        state="failed",
+        attempts=3,
+        last_error="LiteLLM answered 500: database is locked",
+    )
+    TeamSync.objects.create(
+        team=tenant_b.team,
+        litellm_team_id="lt-b",
+        state="synced",
+        synced_version=1,
+        synced_at=synced_at,
+    )
+    KeySync.objects.create(key=tenant_a.key, state="pending")
+    # when
+    dashboard = as_admin.get(reverse("panel:dashboard"))
+    team_page = as_admin.get(reverse("panel:team_detail", args=[tenant_a.team.public_id]))
+    details = as_admin.get(reverse("panel:litellm"))
+    # then the dashboard: last sync, failures, teams and keys out of sync, a link to details
+    overview = dashboard.context["litellm"]
+    assert overview["last_synced_at"] == synced_at
+    assert (overview["failed"], overview["drifted_teams"], overview["drifted_keys"]) == (1, 1, 1)
+    text = dashboard.content.decode()
+    assert "1 failed" in text and reverse("panel:litellm") in text
+    # the team page: its own state with the error, and its key waiting
+    text = team_page.content.decode()
+    assert "database is locked" in text and "failed" in text
+    assert team_page.context["litellm"]["keys_drifted"][0].key == tenant_a.key
+    # the details page lists what is not in sync and the drift report
+    assert details.status_code == 200
+    text = details.content.decode()
+    assert tenant_a.team.name in text and tenant_a.key.name in text
+    assert tenant_b.team.name not in text.split("Not in sync")[1].split("Metering drift")[0]
+    assert details.context["drift"]["gateway_calls"] == 0
+
+
+# --- 3. one number format ----------------------------------------------------------------
+
+
+def test_the_number_filters():
+    from panel.templatetags.panel import count, credits, pct, percent, usd
+
+    assert credits(12_500_000) == "12.50 credits"
+    assert credits(1_234_567_890_000) == "1,234,567.89 credits"
+    assert credits(-500_000) == "-0.50 credits"
+    assert usd(4_200) == "$0.0042" and usd(-1_000_000) == "-$1.00"
+    assert count(1234567) == "1,234,567" and count(0) == "0"
+    assert pct(80) == "80%" and percent(1, 8) == "12%"
+    assert credits(None) == usd(None) == count(None) == pct(None) == "—"
+
+
+def test_pages_show_credits_with_their_unit_usd_with_a_dollar_and_grouped_tokens(
+    as_admin, tenant_a
+):
+    from billing.models import UsageRecord
+    from tests.helpers.panel import record_usage
+
+    record = record_usage(tenant_a.team, tenant_a.key, price=12_500_000, cost=4_200)
+    UsageRecord.objects.filter(pk=record.pk).update(input_tokens=12345, output_tokens=2_000_000)
+    team_url = reverse("panel:team_detail", args=[tenant_a.team.public_id])
+    pages = {
+        "dashboard": as_admin.get(reverse("panel:dashboard")).content.decode(),
+        "team": as_admin.get(team_url).content.decode(),
+        "usage": as_admin.get(reverse("panel:usage")).content.decode(),
+    }
+    assert "12.50 credits" in pages["dashboard"] and "cost $0.0042" in pages["dashboard"]
+    assert "12,345 / 2,000,000" in pages["team"] and "12.50 credits" in pages["team"]
+    assert "$0.0042" in pages["usage"] and "12,345 / 2,000,000" in pages["usage"]
+    for name, html in pages.items():
+        assert " USD<" not in html and "0.004200" not in html, name
