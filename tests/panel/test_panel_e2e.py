@@ -161,7 +161,7 @@ def test_an_admin_runs_the_business_from_the_browser(live, browser, settings):
     ledger = page.get_by_role("region", name="Recent ledger entries")
     assert "prepaid invoice 17" in ledger.inner_text()
     assert "user:admin" in ledger.inner_text()
-    assert page.locator("#balance").inner_text() == "25.00"
+    assert page.locator("#balance").inner_text() == "25.00 credits"
 
     # A key: the secret is shown once, with a copy button
     mint = page.locator("details", has_text="Mint a new key")
@@ -219,10 +219,11 @@ def test_an_admin_runs_the_business_from_the_browser(live, browser, settings):
     page.locator("#result-price").wait_for()
     played = LedgerEntry.objects.filter(kind="usage").latest("pk")
     assert played.pk != usage_entry.pk
-    assert f"{-played.amount_micros / 1e6:.6f}" in page.locator("#result-price").inner_text()
+    price = f"{display_micros(-played.amount_micros)} credits"
+    assert page.locator("#result-price").inner_text() == price
     # the team's balance at the top follows the charge
-    assert page.locator("#playground-balance").inner_text() == display_micros(
-        played.balance_after_micros
+    assert page.locator("#playground-balance").inner_text() == (
+        f"{display_micros(played.balance_after_micros)} credits"
     )
     assert secret not in page.content()
     shot(page, "19-playground")
