@@ -1,4 +1,4 @@
-"""Template helpers of the logs, call and model health pages."""
+"""Template helpers of the logs, call and model pages (numbers: panel count, credits, usd)."""
 
 from django import template
 
@@ -6,14 +6,6 @@ register = template.Library()
 
 # modelgroups.ModelHealth statuses as the panel's badge colours.
 HEALTH_BADGES = {"up": "ok", "degraded": "warning", "down": "error"}
-
-
-@register.filter
-def grouped(count):
-    """A count of tokens, images, milliseconds... with thousands separators: 12,345."""
-    if count is None or count == "":
-        return "—"
-    return f"{int(count):,}"
 
 
 @register.filter
