@@ -137,7 +137,10 @@ end
 #       6 job hash (any name of the shard when there is no job)
 # ARGV: 1 now_ms, 2 request id, 3 est tokens, 4 reserve, 5 inflight record, 6 job id ('' = none),
 #       7-11 the key's constants, 12-18 the team's (_KEY_ARGS, _TEAM_ARGS; limits: -1 = none)
-# Returns {status, detail, retry_after_s, limit, remaining}
+# Returns {status, detail, retry_after_s, limit, remaining} for a refusal; admitted,
+# {'ok', soft overrun 1/0, rpm limit, requests remaining, tpm limit, tokens remaining}: for each
+# dimension the scope (key or team) with fewer remaining once this call is counted, -1 -1 when
+# neither sets a limit (the headroom the gateway's x-ratelimit-* headers tell, Headroom below).
 ADMIT = (
     _RATE_HELPERS
     + _CREDIT_HELPERS
@@ -153,7 +156,8 @@ end
 local krpm, ktpm, trpm, ttpm = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[12]),
   tonumber(ARGV[13])
 local kw, tw
-local rpm_remaining = -1
+-- The tighter scope of each dimension once this call is counted: limit, remaining (-1: none).
+local rlim, rrem, tlim, trem = -1, -1, -1, -1
 local function refuse(limit, used, detail)
   local retry = math.max(1, math.ceil((60000 - (now % 60000)) / 1000))
   return {'rate_limited', detail, retry, limit, math.max(0, math.floor(limit - used))}
@@ -162,13 +166,21 @@ if krpm >= 0 or ktpm >= 0 then
   kw = window(KEYS[4])
   if krpm >= 0 and kw.rused + 1 > krpm then return refuse(krpm, kw.rused, 'key_rpm') end
   if ktpm >= 0 and kw.tused + est > ktpm then return refuse(ktpm, kw.tused, 'key_tpm') end
-  if krpm >= 0 then rpm_remaining = math.floor(krpm - kw.rused - 1) end
+  if krpm >= 0 then rlim, rrem = krpm, math.floor(krpm - kw.rused - 1) end
+  if ktpm >= 0 then tlim, trem = ktpm, math.floor(ktpm - kw.tused - est) end
 end
 if trpm >= 0 or ttpm >= 0 then
   tw = window(KEYS[5])
   if trpm >= 0 and tw.rused + 1 > trpm then return refuse(trpm, tw.rused, 'team_rpm') end
   if ttpm >= 0 and tw.tused + est > ttpm then return refuse(ttpm, tw.tused, 'team_tpm') end
-  if trpm >= 0 and rpm_remaining < 0 then rpm_remaining = math.floor(trpm - tw.rused - 1) end
+  if trpm >= 0 then
+    local left = math.floor(trpm - tw.rused - 1)
+    if rlim < 0 or left < rrem then rlim, rrem = trpm, left end
+  end
+  if ttpm >= 0 then
+    local left = math.floor(ttpm - tw.tused - est)
+    if tlim < 0 or left < trem then tlim, trem = ttpm, left end
+  end
 end
 
 local par = tonumber(ARGV[14])
@@ -189,7 +201,7 @@ if tw then count(KEYS[5], tw, trpm >= 0 and 1 or 0, ttpm >= 0 and est or 0) end
 if par >= 0 then redis.call('ZADD', KEYS[2], now, ARGV[2]) end
 reserve_in(KEYS[1], ARGV[11], a, reserve)
 redis.call('HSET', KEYS[3], ARGV[2], ARGV[5])
-return {'ok', soft_over, 0, 0, rpm_remaining}
+return {'ok', soft_over, rlim, rrem, tlim, trem}
 """
 )
 
@@ -711,6 +723,18 @@ class Refusal(NamedTuple):
         return cls(status, detail, int(verdict[2]), int(verdict[3]), int(verdict[4]))
 
 
+class Headroom(NamedTuple):
+    """What an admitted call leaves of its rate limits, from ADMIT's reply: for requests and
+    for tokens per minute, the limit and the remaining of the scope (key or team) with fewer
+    remaining, this call counted (its token estimate, as admission counts it). -1 -1: no
+    limit on that dimension."""
+
+    rpm: int
+    requests_left: int
+    tpm: int
+    tokens_left: int
+
+
 class JobCloseResult(NamedTuple):
     status: str  # "ok", "not_found" or "closed"
     detail: str  # the amount charged ("ok") or the status the job already had ("closed")
@@ -776,8 +800,9 @@ class GatewayScripts:
         reserve: int,
         inflight: bytes,
         job_id: str | None,
-    ) -> Refusal | None:
-        """Admit one call (rate limits, parallel slot, reservation): None, or why not."""
+    ) -> Refusal | Headroom | None:
+        """Admit one call (rate limits, parallel slot, reservation): the headroom left of its
+        rate limits (None: neither the key nor the team sets one), or why not."""
         job = job_key(team.id, job_id) if job_id else team.no_job_key
         verdict = await self._evalsha(
             self._admit,
@@ -793,7 +818,11 @@ class GatewayScripts:
                 *team.script_args,
             ),
         )
-        return None if verdict[0] == b"ok" else Refusal.of(verdict)
+        if verdict[0] != b"ok":
+            return Refusal.of(verdict)
+        if verdict[2] < 0 and verdict[4] < 0:
+            return None
+        return Headroom(verdict[2], verdict[3], verdict[4], verdict[5])
 
     async def settle(
         self,

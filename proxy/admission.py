@@ -4,13 +4,17 @@ The reservation is the highest price over every route the call may fall back to 
 case the call's API names (proxy/apis: for chat, the input estimated from the body size and
 the output the caller capped, else each model's maximum, times the answers asked with `n`); a
 cached answer reserves exactly what it will be charged.
+
+ADMIT's reply also says what the call leaves of its rate limits (livestate.scripts.Headroom):
+admission turns it into the headers every answer of the call carries (`call.rate_headers`,
+named by the API: Api.rate_headers), with no Redis command of its own.
 """
 
 import time
 
 import orjson
 
-from livestate.scripts import GatewayScripts, Refusal
+from livestate.scripts import GatewayScripts, Headroom, Refusal
 from proxy import pricing
 from proxy.call import Call
 from proxy.errors import GatewayError
@@ -68,12 +72,14 @@ async def admit(
     """Reserve the call's slot and credit atomically, or raise the refusal. The in-flight
     record is the call's lease, held by this gateway instance (livestate/leases.py). An account
     Redis lost (not_ready) is rebuilt from Postgres on demand (`recovery`), then asked again."""
-    refused, lease = await _admit(scripts, call, reserve, est_tokens, instance)
-    if refused is not None and refused.status == "not_ready" and recovery is not None:
+    verdict, lease = await _admit(scripts, call, reserve, est_tokens, instance)
+    if type(verdict) is Refusal and verdict.status == "not_ready" and recovery is not None:
         await recovery.rebuild(call.team.id)
-        refused, lease = await _admit(scripts, call, reserve, est_tokens, instance)
-    if refused is not None:
-        raise refusal(refused, call.job_id)
+        verdict, lease = await _admit(scripts, call, reserve, est_tokens, instance)
+    if verdict is not None:
+        if type(verdict) is Refusal:
+            raise refusal(verdict, call.job_id)
+        call.rate_headers = call.api.rate_headers(verdict, lease["ts"])
     if call.stream:
         call.lease = instance.lease(call, lease, reserve)
 
@@ -92,7 +98,7 @@ async def _admit(
         "ts": now_ms,
         "inst": instance.id,
     }
-    refused = await scripts.admit(
+    verdict: Refusal | Headroom | None = await scripts.admit(
         key=key,
         team=team,
         rid=call.rid,
@@ -102,7 +108,7 @@ async def _admit(
         inflight=orjson.dumps(lease),
         job_id=call.job_id,
     )
-    return refused, lease
+    return verdict, lease
 
 
 def refusal(refused: Refusal, job_id: str | None = None) -> GatewayError:

@@ -163,7 +163,11 @@ class ResponseCache:
         """Answer from the cache: settled at the hit price before the end of the response."""
         route, entry = hit
         settle.hit_price = settle.reserve
-        headers = [(b"x-tollgate-model", route.name.encode()), (b"x-cache", b"hit")]
+        headers = [
+            (b"x-tollgate-model", route.name.encode()),
+            (b"x-cache", b"hit"),
+            *call.rate_headers,
+        ]
         send = call.send
         if not call.stream:
             body = entry["body"].encode()

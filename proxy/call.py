@@ -19,6 +19,7 @@ class Call:
         "lookup",
         "mode",
         "path",
+        "rate_headers",
         "receive",
         "request",
         "rid",
@@ -59,3 +60,6 @@ class Call:
         self.caller_auth: str | None = None  # forwarded to upstreams with key_mode caller
         self.started = 0.0  # unix time of admission
         self.lease = None  # a streamed call's proxy.leases.Lease, set by admission.admit
+        # The rate-limit headers every answer of the admitted call carries (Api.rate_headers),
+        # set by admission.admit when the key or the team sets a rate limit.
+        self.rate_headers: list | tuple = ()

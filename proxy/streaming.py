@@ -213,6 +213,7 @@ class StreamRelay:
                         (b"x-request-id", self.call.rid.encode()),
                         (b"x-tollgate-model", self.public.encode()),
                         *([(b"x-cache", b"miss")] if self.call.lookup is not None else []),
+                        *self.call.rate_headers,
                     ],
                 }
             )

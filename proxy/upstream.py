@@ -128,6 +128,7 @@ class Upstream:
             self.breaker.succeeded(route.id)
             return answer
         error = exhausted(failures)
+        error.headers.extend(call.rate_headers)
         await settle.finish(None, None, "error", failed=True, response=error.body())
         raise error
 
@@ -164,7 +165,8 @@ class Upstream:
             if isinstance(verdict, GatewayError):
                 body = call.api.error_body(verdict, call.rid)
                 await settle.finish(route, None, "rejected", response=body)
-                await send_json(call.send, verdict.status, body, call.rid, verdict.headers)
+                headers = [*verdict.headers, *call.rate_headers]
+                await send_json(call.send, verdict.status, body, call.rid, headers)
                 return True
             if verdict is not None:
                 failures.append(Attempt(route, redact(verdict, route)))
@@ -176,7 +178,7 @@ class Upstream:
         self.breaker.succeeded(route.id)  # it answered: the upstream is up
         body = answer.exchange.error(status, redact(raw.decode(errors="replace"), route).encode())
         await settle.finish(route, None, "rejected", response=body)
-        await send_json(call.send, status, body, call.rid)
+        await send_json(call.send, status, body, call.rid, [*call.rate_headers])
         return True
 
     def _failed(self, failures: list, attempt: Attempt) -> None:
@@ -196,7 +198,7 @@ async def reply(call: Call, answer: Answer, settle, cache) -> None:
         settle.waive()  # the caller gets a 503 instead of the answer: nothing to charge
         raise
     await exchange.remember(call, route, answer.payload)
-    headers = [(b"x-tollgate-model", route.name.encode())]
+    headers = [(b"x-tollgate-model", route.name.encode()), *call.rate_headers]
     lookup = call.lookup
     if lookup is not None:
         headers.append((b"x-cache", b"miss"))

@@ -14,12 +14,16 @@ of body as the end of the stream, the upstream's content type passed on.
 Not every API takes or sends JSON: `Api.parse` reads its own body (multipart uploads:
 proxy/apis/multipart.py) under its own `max_body`, and `Exchange.content_type` names the body
 `Exchange.body` builds when it is not JSON.
+
+`Api.rate_headers` names the rate-limit headers every answer of an admitted call carries
+(OpenAI's; Anthropic's as well on Messages).
 """
 
 from collections.abc import Callable
 
 import orjson
 
+from proxy import ratelimits
 from proxy.errors import GatewayError
 from proxy.pricing import Demand
 from proxy.responses import SSE_HEADERS, json_object
@@ -152,6 +156,12 @@ class Api:
 
     def check(self, request: dict) -> None:
         """Refuse a body the upstream would refuse anyway, before anything is reserved."""
+
+    def rate_headers(self, headroom, now_ms: int) -> list[tuple[bytes, bytes]]:
+        """The rate-limit headers on every answer of an admitted call, from what its admission
+        left (livestate.scripts.Headroom): OpenAI's names unless the API's clients read others
+        as well (proxy/ratelimits.py)."""
+        return ratelimits.openai_headers(headroom, now_ms)
 
     def streams(self, request: dict) -> bool:
         return bool(request.get("stream"))

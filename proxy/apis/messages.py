@@ -11,10 +11,14 @@ Usage: Anthropic's input_tokens EXCLUDES cache reads and writes (proxy.usage.fro
 them). A stream reports the input (and cache) in message_start and the cumulative output in
 message_delta; until message_delta arrives the output counted is what was generated so far
 (out_bytes), so a stream cut short is charged for what the client got.
+
+Rate limits are told in Anthropic's anthropic-ratelimit-* headers as well as OpenAI's
+(Messages.rate_headers).
 """
 
 import orjson
 
+from proxy import ratelimits
 from proxy import usage as usages
 from proxy.apis.base import Api, Exchange, StreamCodec, translation
 from proxy.errors import GatewayError
@@ -364,6 +368,13 @@ class Messages(Api):
 
     def check(self, request: dict) -> None:
         check_body(request)
+
+    def rate_headers(self, headroom, now_ms: int) -> list[tuple[bytes, bytes]]:
+        """Anthropic's anthropic-ratelimit-* (reset as an RFC 3339 time) as well as OpenAI's."""
+        return [
+            *ratelimits.openai_headers(headroom, now_ms),
+            *ratelimits.anthropic_headers(headroom, now_ms),
+        ]
 
     def streams(self, request: dict) -> bool:
         return request.get("stream") is True
