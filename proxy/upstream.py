@@ -165,7 +165,10 @@ class Upstream:
             if isinstance(verdict, GatewayError):
                 body = call.api.error_body(verdict, call.rid)
                 await settle.finish(route, None, "rejected", response=body)
-                headers = [*verdict.headers, *call.rate_headers]
+                # LiteLLM's own rate limit refused it: our headroom would contradict the 429.
+                headers = verdict.headers
+                if verdict.status != 429:
+                    headers = [*headers, *call.rate_headers]
                 await send_json(call.send, verdict.status, body, call.rid, headers)
                 return True
             if verdict is not None:
