@@ -228,6 +228,14 @@ class UsageRow(UsageNumbers):
         required=False, help_text="The group called; empty when a model was called by name."
     )
     status = serializers.CharField(required=False)
+    end_user = serializers.CharField(
+        required=False, help_text="The call's `user` (or Messages' metadata.user_id); empty: none."
+    )
+    tag = serializers.CharField(
+        required=False,
+        allow_null=True,
+        help_text="A request tag; a call with several is in each tag's row, null: untagged.",
+    )
 
 
 class UsageOutput(serializers.Serializer):
@@ -306,6 +314,8 @@ class CallOutput(serializers.ModelSerializer):
             "status",
             "cache_hit",
             "latency_ms",
+            "end_user",
+            "tags",
             "created_at",
         ]
 
@@ -331,10 +341,15 @@ class CallFilter(django_filters.FilterSet):
     model = django_filters.CharFilter()
     status = django_filters.ChoiceFilter(choices=UsageRecord.Status.choices)
     cache_hit = django_filters.BooleanFilter()
+    end_user = django_filters.CharFilter()
+    tag = django_filters.CharFilter(field_name="tags", lookup_expr="contains", method="with_tag")
 
     class Meta:
         model = UsageRecord
-        fields = ["job", "key", "model", "status", "cache_hit"]
+        fields = ["job", "key", "model", "status", "cache_hit", "end_user", "tag"]
+
+    def with_tag(self, queryset, name, value):
+        return queryset.filter(tags__contains=[value])
 
 
 def _calls():

@@ -1,3 +1,4 @@
+from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.db.models import F, Q, Sum
 
@@ -149,6 +150,10 @@ class UsageRecord(models.Model):
         db_index=False,
         related_name="calls",
     )
+    # Who the call was for (the OpenAI `user` field, or Messages' metadata.user_id) and the
+    # caller's tags (metadata.tags, x-tollgate-tags): proxy/attribution.py bounds both.
+    end_user = models.CharField(max_length=256, blank=True, default="", db_default="")
+    tags = ArrayField(models.CharField(max_length=64), blank=True, default=list)
     created_at = models.DateTimeField(db_index=True)
 
     class Meta:

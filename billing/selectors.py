@@ -61,7 +61,9 @@ DIMENSIONS = {
     "model": ("u.model", "h.model", "d.model"),
     "model_group": ("u.model_group", "h.model_group", "d.model_group"),
 }
-RAW_ONLY = ("status",)  # not in the roll-ups: read from the raw records
+# Not in the roll-ups: read from the raw records (so within USAGE_RAW_RETENTION_DAYS). A call
+# with several tags is in each tag's row (the totals count it once); untagged calls have none.
+RAW_ONLY = {"status": "u.status", "end_user": "u.end_user", "tag": "t.tag"}
 GROUPINGS = (*DIMENSIONS, *RAW_ONLY)
 # Grouped by id, named by public id in the answer.
 NAMED = {"key": "teams_virtualkey", "team": "teams_team"}
@@ -71,6 +73,7 @@ ORM_FIELDS = {
     "model": "model",
     "model_group": "model_group",
     "status": "status",
+    "end_user": "end_user",
 }
 
 
@@ -179,14 +182,7 @@ def _usage_sql(scope_column: str, dims: tuple[str, ...]) -> str:
     def columns(source: int) -> str:
         return ", ".join(f"{DIMENSIONS[dim][source]} AS g{i}" for i, dim in enumerate(dims))
 
-    outer, joins = [], []
-    for i, dim in enumerate(dims):
-        table = NAMED.get(dim)
-        if table is None:
-            outer.append(f"parts.g{i}")
-        else:
-            outer.append(f"n{i}.public_id")
-            joins.append(f"LEFT JOIN {table} n{i} ON n{i}.id = parts.g{i}")
+    outer, joins = _outer(dims)
     return USAGE_SQL.format(
         pending_scope=PENDING_SCOPE[scope_column],
         scope=scope_column,
@@ -196,10 +192,58 @@ def _usage_sql(scope_column: str, dims: tuple[str, ...]) -> str:
         hourly_sums=HOURLY_SUMS,
         daily_group=columns(2),
         daily_sums=DAILY_SUMS,
-        outer_group=", ".join(outer),
-        outer_join=" ".join(joins),
+        outer_group=outer,
+        outer_join=joins,
         positions=", ".join(str(i + 1) for i in range(len(dims))),
     )
+
+
+RAW_GROUPED_SQL = """
+SELECT {outer_group}, sum(requests)::bigint, sum(errors)::bigint,
+    coalesce(sum(input_tokens), 0)::bigint, coalesce(sum(output_tokens), 0)::bigint,
+    coalesce(sum(cache_read_tokens), 0)::bigint, coalesce(sum(cache_write_tokens), 0)::bigint,
+    coalesce(sum(reasoning_tokens), 0)::bigint, coalesce(sum(audio_input_tokens), 0)::bigint,
+    coalesce(sum(audio_output_tokens), 0)::bigint, coalesce(sum(image_count), 0)::bigint,
+    coalesce(sum(audio_ms), 0)::bigint, coalesce(sum(characters), 0)::bigint,
+    coalesce(sum(cost_micros), 0)::bigint, coalesce(sum(price_micros), 0)::bigint
+FROM (
+    SELECT {raw_group}, {raw_sums}
+    FROM billing_usagerecord u {tag_join}
+    WHERE u.{scope} = %(scope)s AND u.created_at >= %(start)s AND u.created_at < %(end)s
+    GROUP BY {positions}
+) AS parts {outer_join}
+GROUP BY {positions}
+ORDER BY {positions}
+"""
+TAG_JOIN = "LEFT JOIN LATERAL unnest(u.tags) AS t(tag) ON true"
+
+
+def _raw_grouped_sql(scope_column: str, dims: tuple[str, ...]) -> str:
+    expressions = {**{dim: exprs[0] for dim, exprs in DIMENSIONS.items()}, **RAW_ONLY}
+    raw = ", ".join(f"{expressions[dim]} AS g{i}" for i, dim in enumerate(dims))
+    outer, joins = _outer(dims)
+    return RAW_GROUPED_SQL.format(
+        outer_group=outer,
+        raw_group=raw,
+        raw_sums=RAW_SUMS,
+        tag_join=TAG_JOIN if "tag" in dims else "",
+        scope=scope_column,
+        outer_join=joins,
+        positions=", ".join(str(i + 1) for i in range(len(dims))),
+    )
+
+
+def _outer(dims: tuple[str, ...]) -> tuple[str, str]:
+    """The outer query's group columns (ids named by public id) and the joins that name them."""
+    outer, joins = [], []
+    for i, dim in enumerate(dims):
+        table = NAMED.get(dim)
+        if table is None:
+            outer.append(f"parts.g{i}")
+        else:
+            outer.append(f"n{i}.public_id")
+            joins.append(f"LEFT JOIN {table} n{i} ON n{i}.id = parts.g{i}")
+    return ", ".join(outer), " ".join(joins)
 
 
 def _shown(dim: str, value):
@@ -243,22 +287,23 @@ def usage_summary(*, scope: dict, start, end, group_by) -> dict:
     whatever is not rolled up yet.
 
     `scope` is {"team": team} or {"organization": org}; any other filter set (the panel's
-    usage explorer: none, or key, model, status…), or a dimension the roll-ups lack (status),
-    is answered from the raw records."""
+    usage explorer: none, or key, model, status…) is answered from the raw records, and so is
+    a grouping by a dimension the roll-ups lack (RAW_ONLY: status, end user, tag)."""
     dims = grouping(group_by) if isinstance(group_by, str) else tuple(group_by)
-    if (
-        len(scope) != 1
-        or not scope.keys() <= {"team", "organization"}
-        or any(dim in RAW_ONLY for dim in dims)
-    ):
+    if len(scope) != 1 or not scope.keys() <= {"team", "organization"}:
         return _usage_summary_raw(scope=scope, start=start, end=end, dims=dims)
     ((name, owner),) = scope.items()
     scope_column = {"team": "team_id", "organization": "organization_id"}[name]
     params = {"scope": owner.pk, **_bounds(start, end)}
-    if "hour" in dims:  # daily rows have no hours: whole days are read from the hourly rows
-        params["d0"] = params["d1"] = params["h1"]
+    if any(dim in RAW_ONLY for dim in dims):
+        sql = _raw_grouped_sql(scope_column, dims)
+        params.update(start=start, end=end)
+    else:
+        sql = _usage_sql(scope_column, dims)
+        if "hour" in dims:  # daily rows have no hours: whole days come from the hourly rows
+            params["d0"] = params["d1"] = params["h1"]
     with connection.cursor() as cursor:
-        cursor.execute(_usage_sql(scope_column, dims), params)
+        cursor.execute(sql, params)
         fetched = cursor.fetchall()
     rows = []
     totals = dict.fromkeys(NUMBERS, 0)
@@ -269,6 +314,8 @@ def usage_summary(*, scope: dict, start, end, group_by) -> dict:
             totals[field] += row[field]
         shown = {dim: _shown(dim, value) for dim, value in zip(dims, values, strict=True)}
         rows.append({**shown, **row})
+    if "tag" in dims:  # a call with two tags is in two rows: the totals count it once
+        totals = usage_summary(scope=scope, start=start, end=end, group_by="model")["totals"]
     return {"totals": totals, "rows": rows}
 
 

@@ -52,6 +52,7 @@ logger = logging.getLogger(__name__)
 
 CLAIM_IDLE_MS = 60_000
 MAX_LATENCY_MS = 2**31 - 1
+MAX_END_USER = 256  # the column; the gateway already bounds it (proxy/attribution.py)
 
 
 def _consumer() -> str:
@@ -321,16 +322,25 @@ INSERT INTO billing_usagerecord (request_id, organization_id, team_id, key_id, m
     model_group, input_tokens, output_tokens, cost_micros, price_micros, status, latency_ms,
     cache_hit, job_id, ledger_entry_id, created_at, cache_read_tokens, cache_write_tokens,
     reasoning_tokens, audio_input_tokens, audio_output_tokens, image_count, audio_ms,
-    characters)
-SELECT x.* FROM unnest(%s::varchar[], %s::bigint[], %s::bigint[], %s::bigint[], %s::varchar[],
+    characters, end_user, tags)
+-- Tags travel joined by commas (a tag has none: proxy/attribution.py), one string per record:
+-- unnest flattens an array of arrays.
+SELECT x.request_id, x.organization_id, x.team_id, x.key_id, x.model, x.model_group,
+    x.input_tokens, x.output_tokens, x.cost_micros, x.price_micros, x.status, x.latency_ms,
+    x.cache_hit, x.job_id, x.ledger_entry_id, x.created_at, x.cache_read_tokens,
+    x.cache_write_tokens, x.reasoning_tokens, x.audio_input_tokens, x.audio_output_tokens,
+    x.image_count, x.audio_ms, x.characters, x.end_user,
+    coalesce(string_to_array(nullif(x.tags, ''), ','), '{}')
+FROM unnest(%s::varchar[], %s::bigint[], %s::bigint[], %s::bigint[], %s::varchar[],
     %s::varchar[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[], %s::varchar[],
     %s::integer[], %s::boolean[], %s::bigint[], %s::bigint[], %s::timestamptz[],
     %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[],
-    %s::bigint[], %s::bigint[])
+    %s::bigint[], %s::bigint[], %s::varchar[], %s::varchar[])
     AS x(request_id, organization_id, team_id, key_id, model, model_group, input_tokens,
          output_tokens, cost_micros, price_micros, status, latency_ms, cache_hit, job_id,
          ledger_entry_id, created_at, cache_read_tokens, cache_write_tokens, reasoning_tokens,
-         audio_input_tokens, audio_output_tokens, image_count, audio_ms, characters)
+         audio_input_tokens, audio_output_tokens, image_count, audio_ms, characters, end_user,
+         tags)
 -- Another record of the same call, with a timestamp of its own: the lease sweep's or the
 -- reaper's next to the gateway's late one. The first recorded wins. Within a day of it, so
 -- only the one or two months around it are probed. A LATERAL probe with LIMIT 1, not NOT
@@ -381,6 +391,8 @@ def _insert_usage_records(calls: list[dict], keys: set, jobs: dict, entry_ids: d
     # The counts of each kind: optional keys, left out by the gateway when 0 (and by its
     # releases before them). A column at a time, the cheaper loop.
     columns += [[r.get(key, 0) for r in first.values()] for key in USAGE_COUNTS]
+    columns.append([r.get("eu", "")[:MAX_END_USER] for r in first.values()])
+    columns.append([",".join(r.get("tags", ())) for r in first.values()])
     with connection.cursor() as cursor:
         cursor.execute(INSERT_USAGE_RECORDS, columns)
         inserted = {rid for (rid,) in cursor.fetchall()}

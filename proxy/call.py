@@ -12,6 +12,7 @@ class Call:
         "api",
         "body",
         "caller_auth",
+        "end_user",
         "group",
         "job_id",
         "key",
@@ -28,6 +29,7 @@ class Call:
         "send",
         "started",
         "stream",
+        "tags",
         "team",
         "wants_usage",
     )
@@ -63,3 +65,5 @@ class Call:
         # The rate-limit headers every answer of the admitted call carries (Api.rate_headers),
         # set by admission.admit when the key or the team sets a rate limit.
         self.rate_headers: list | tuple = ()
+        self.end_user = ""  # who the call is for, and the caller's labels (proxy/attribution)
+        self.tags: tuple[str, ...] = ()

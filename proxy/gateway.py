@@ -29,7 +29,16 @@ from redis.exceptions import RedisError
 from core.redis import RETRY_ATTEMPTS, RETRY_ON, cluster_config, retry_backoff
 from livestate.keys import CATALOG
 from livestate.scripts import GatewayScripts
-from proxy import admission, control, count_tokens, metrics, routing, streaming, upstream
+from proxy import (
+    admission,
+    attribution,
+    control,
+    count_tokens,
+    metrics,
+    routing,
+    streaming,
+    upstream,
+)
 from proxy.apis import ENDPOINTS, errors_for
 from proxy.apis.messages import MESSAGES, check_body
 from proxy.apis.responses import RESPONSES
@@ -243,6 +252,7 @@ class Gateway:
             key, team = await authenticate(self.replica, scope)
             routes, group = routing.resolve(self.replica, request, key, team, api)
         api.check(request)
+        end_user, tags = attribution.end_user(request), attribution.tags(scope, request)
         call = Call(
             rid=rid,
             scope=scope,
@@ -257,6 +267,7 @@ class Gateway:
             routes=routes,
             group=group,
         )
+        call.end_user, call.tags = end_user, tags
         await api.prepare(call)
         await self.complete(call)
 

@@ -172,6 +172,10 @@ class Settlement:
             rec.update(breakdown)
         if job_id:
             rec["job"] = job_id
+        if call.end_user:
+            rec["eu"] = call.end_user
+        if call.tags:
+            rec["tags"] = call.tags
         if self.hit_price is not None:
             rec["cache"] = True
         if team.log:

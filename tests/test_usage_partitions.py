@@ -155,6 +155,8 @@ def _batch(tenant, n: int, when: datetime) -> list[list]:
         *([value] * n for value in (tenant.org.pk, tenant.team.pk, None, "m1", "", 1, 1, 1, 1)),
         *([value] * n for value in ("ok", 1, False, None, None, when)),
         *([0] * n for _ in range(8)),  # the counts of each kind (cache reads, ..., characters)
+        [""] * n,  # the end user
+        [""] * n,  # the tags, joined
     ]
     assert INSERT_USAGE_RECORDS.count("%s") == len(columns)
     return columns
