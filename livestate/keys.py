@@ -48,6 +48,15 @@ The wire format of each name, with units (`s` = shard, `team`/`key` = primary ke
                         go there; another team's id is not found (expires with the upstream's
                         retention, proxy/apis/responses.py)
   tg:cache:{team:digest}:u / :s   the response cache's unary and stream entries (proxy/cache.py)
+  tg:{refusals}:m:{minute}  hash  "{team}|{key}|{reason}|{model}" -> calls refused in that minute
+                        (since the epoch) by the gateways: team and key are primary keys, 0 when
+                        no key was recognised; reason is the error's code; model as asked (may
+                        be empty); expires REFUSALS_TTL_SECONDS after its last write
+  tg:{refusals}:minutes zset  minute bucket name -> minute: the buckets not yet claimed for the
+                        Postgres roll-up (billing/refusals.py)
+  tg:{refusals}:claimed zset  claimed bucket name -> claimed at (s): buckets moved out of the
+                        gateways' way, to be rolled up and deleted
+  tg:{refusals}:flush:{id}  str  a gateway's flush already applied (a retried flush is a no-op)
   tg:gw:reaper          str   the lease reaper's lock: one process sweeps at a time (short expiry)
   tg:metrics:*, tg:tasks:*, tg:litellm:lock:*   workers' counters, heartbeats and locks
 """
@@ -83,6 +92,13 @@ METRICS_SETTLE_LAG = "tg:metrics:settle_lag"  # hash: bucket bound (s) -> count,
 TASKS_LAST_SUCCESS = "tg:tasks:last_success"  # hash: task name -> unix time of last success
 TASKS_WATCH_SINCE = "tg:tasks:watch_since"  # unix time heartbeats were first read or written
 LITELLM_LOCK_PREFIX = "tg:litellm:lock:"
+
+# Refused calls, counted by the gateways per minute (proxy/refusals.py), rolled up into
+# billing.RefusalHourly (billing/refusals.py). One hash tag: a flush or a claim is one script.
+REFUSALS_TAG = "tg:{refusals}:"
+REFUSALS_MINUTES = "tg:{refusals}:minutes"
+REFUSALS_CLAIMED = "tg:{refusals}:claimed"
+REFUSALS_TTL_SECONDS = 2 * 86400
 
 
 def shard_of(team_id: int) -> int:
@@ -163,6 +179,20 @@ def response_cache_keys(team_id: int, digest: str) -> tuple[str, str]:
 def response_cache_pattern(team_id: int) -> str:
     """A SCAN pattern for a team's response-cache entries."""
     return f"{RESPONSE_CACHE_PREFIX}{{{team_id}:*"
+
+
+def refusals_bucket(minute: int) -> str:
+    """The gateways' refusal counts of one minute (minutes since the epoch)."""
+    return f"{REFUSALS_TAG}m:{minute}"
+
+
+def refusals_claimed_bucket(minute: int, token: str) -> str:
+    """A minute bucket claimed for the roll-up: a name no gateway writes to."""
+    return f"{REFUSALS_TAG}c:{minute}:{token}"
+
+
+def refusals_flush_mark(flush_id: str) -> str:
+    return f"{REFUSALS_TAG}flush:{flush_id}"
 
 
 def litellm_lock_key(kind: str, sync_id: int) -> str:

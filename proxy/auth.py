@@ -5,6 +5,7 @@ import time
 
 from livestate.snapshots import KeySnapshot, TeamSnapshot
 from proxy.errors import GatewayError
+from proxy.refusals import SCOPE_KEY
 from proxy.replica import Replica
 
 
@@ -37,6 +38,7 @@ async def authenticate(replica: Replica, scope) -> tuple[KeySnapshot, TeamSnapsh
     )
     if key is None:
         raise invalid
+    scope[SCOPE_KEY] = key  # whose call it is, should it be refused (proxy/refusals.py)
     now = time.time()
     # Dict lookup by hash, then an explicit check of which hash matched: the secret itself
     # is never compared, so there is no timing signal about it.

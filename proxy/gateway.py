@@ -51,6 +51,7 @@ from proxy.jobs import JobHandler
 from proxy.leases import Instance
 from proxy.recovery import Recovery
 from proxy.redis_pool import WaitingPool
+from proxy.refusals import Refusals, asked
 from proxy.replica import Replica
 from proxy.responses import ClientGone, read_body, send_error, send_json
 from proxy.settlement import Settlement, SettlementUnavailable
@@ -117,6 +118,7 @@ class Gateway:
         self.session: aiohttp.ClientSession | None = None
         self.replica: Replica | None = None
         self.instance: Instance | None = None
+        self.refusals: Refusals | None = None
         self.max_body = settings.GATEWAY_MAX_BODY_BYTES
         self._started = asyncio.Lock()
 
@@ -152,6 +154,8 @@ class Gateway:
             replica = Replica(self.redis, settings.GATEWAY_REFRESH_SECONDS, breaker)
             await replica.start()
             await self.recovery.start()
+            self.refusals = Refusals(self.redis, replica)
+            await self.refusals.start()
             self.upstream = upstream.Upstream(self.session, breaker)
             self.cache = ResponseCache(self.redis, replica)
             self.jobs = JobHandler(self.redis, self.scripts, self.max_body)
@@ -166,6 +170,9 @@ class Gateway:
         if self.replica is not None:
             await self.replica.stop()
             await self.recovery.stop()
+        if self.refusals is not None:
+            await self.refusals.stop()  # its last flush, before Redis closes
+            self.refusals = None
         if self.session is not None:
             await self.session.close()
         if self.redis is not None:
@@ -182,12 +189,16 @@ class Gateway:
         try:
             await self._handle(scope, receive, send, rid)
         except GatewayError as exc:
+            if self.refusals is not None:
+                self.refusals.count(scope, exc)  # memory only; flushed once a second
             await send_error(send, exc, rid, errors_for(scope["path"]).error_body(exc, rid))
         except ClientGone:
             return
         except RedisError as exc:
             logger.warning("Redis unavailable on %s (%s): %s", scope.get("path"), rid, exc)
             error = state_unavailable(rid)
+            if self.refusals is not None:
+                self.refusals.count(scope, error)
             try:
                 await send_error(send, error, rid, errors_for(scope["path"]).error_body(error, rid))
             except Exception:  # the response had started: nothing more can be said
@@ -242,6 +253,7 @@ class Gateway:
         key, team = await authenticate(self.replica, scope)
         body = await read_body(receive, api.max_body or self.max_body)
         request = api.parse(scope, body)
+        asked(scope, request)
         try:
             routes, group = routing.resolve(self.replica, request, key, team, api)
         except GatewayError as exc:
@@ -277,6 +289,7 @@ class Gateway:
             raise routing.method_not_allowed("POST", scope["path"])
         key, team = await authenticate(self.replica, scope)
         request = MESSAGES.parse(scope, await read_body(receive, self.max_body))
+        asked(scope, request)
         try:
             routes, _ = routing.resolve(self.replica, request, key, team, MESSAGES)
         except GatewayError as exc:

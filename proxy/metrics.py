@@ -3,14 +3,15 @@
 Overhead = the request's wall time minus the time spent waiting on upstreams (every attempt,
 fallbacks included; for a stream, from the request to the upstream until the relay ends, so
 per-chunk work of a stream counts as upstream time). One Histogram.observe per request: no I/O.
-Each process has its own histogram; /metrics is served by the same process as the gateway
-(saas.asgi), so a scrape sees the gateway it talks to.
+Refused calls are counted here too (GATEWAY_REFUSALS). Each process has its own metrics;
+/metrics is served by the same process as the gateway (saas.asgi), so a scrape sees the
+gateway it talks to.
 """
 
 from contextvars import ContextVar
 from time import perf_counter
 
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -36,6 +37,17 @@ GATEWAY_OVERHEAD = Histogram(
         0.5,
         1.0,
     ),
+    registry=REGISTRY,
+)
+
+
+# Calls the gateway answered with an error (proxy/refusals.py counts them, one inc per call).
+# team: the team's public id (its pk when the team is not in memory, "unauthenticated" when no
+# key was recognised); reason: the error's code.
+GATEWAY_REFUSALS = Counter(
+    "tollgate_gateway_refusals",
+    "Calls the gateway refused (answered with an error), by team and reason.",
+    labelnames=["team", "reason"],
     registry=REGISTRY,
 )
 
