@@ -316,6 +316,57 @@ class UsageRollupPending(models.Model):
         return f"team {self.team_id} {self.hour:%Y-%m-%d %H:00}"
 
 
+class RefusalHourly(models.Model):
+    """Calls the gateway refused (answered with an error) per hour and (team, key, model asked,
+    reason): moved here from the gateways' per-minute Redis counts by billing.refusals, each
+    minute bucket added once. No team (and no organization) for calls whose key was not
+    recognised (missing or invalid). Refusals are statistics, not money: they go with their
+    team or key."""
+
+    period_start = models.DateTimeField()  # UTC start of the hour
+    organization = models.ForeignKey(
+        "orgs.Organization", null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    team = models.ForeignKey(
+        "teams.Team", null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    key = models.ForeignKey(
+        "teams.VirtualKey", null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    model = models.CharField(max_length=200, blank=True)  # as asked; empty when not read yet
+    reason = models.CharField(max_length=64)  # the error's code, e.g. budget_exceeded
+    count = models.BigIntegerField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["period_start", "team", "key", "model", "reason"],
+                name="refusal_hourly_unique_group",
+                nulls_distinct=False,
+            ),
+            models.CheckConstraint(condition=Q(count__gte=0), name="refusal_hourly_count_gte_0"),
+        ]
+        indexes = [
+            models.Index(fields=["team", "period_start"]),
+            models.Index(fields=["organization", "period_start"]),
+        ]
+
+    def __str__(self):
+        return f"{self.reason} x{self.count} team {self.team_id} {self.period_start:%Y-%m-%d %H:00}"
+
+
+class RefusalBucketDrained(models.Model):
+    """A claimed Redis bucket of refusal counts whose counts are in RefusalHourly: inserted in
+    the same transaction as the counts, so a worker that dies after the commit and before the
+    bucket's deletion cannot add it again (billing.refusals). Kept past the buckets' expiry."""
+
+    bucket = models.CharField(max_length=200, unique=True)
+    drained_at = models.DateTimeField(db_index=True)
+
+    def __str__(self):
+        return self.bucket
+
+
 def key_settled_spend(team_id: int) -> dict[int, int]:
     """Micro-credits each of the team's keys has been charged, as settled in Postgres.
 

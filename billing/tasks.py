@@ -1,6 +1,6 @@
 from celery import shared_task
 
-from billing import partitions, reconcile, resets, rollups, settlement
+from billing import partitions, reconcile, refusals, resets, rollups, settlement
 
 
 def _periodic(*, soft: int, hard: int):
@@ -71,3 +71,11 @@ def prune_usage():
 def ensure_usage_partitions():
     """Create the raw call records' partitions for this month and the next ones (idempotent)."""
     return len(partitions.ensure_ahead())
+
+
+@_periodic(soft=50, hard=60)
+def roll_up_refusals():
+    """Move the gateways' closed minutes of refused-call counts from Redis into RefusalHourly
+    (each bucket claimed, recorded as drained with its counts in one transaction, deleted after
+    the commit: overlapping or repeated runs never add a bucket twice; see billing.refusals)."""
+    return refusals.refusals_roll_up()

@@ -37,6 +37,7 @@ from livestate.keys import (
     refusals_bucket,
     refusals_flush_mark,
 )
+from livestate.refusals import FLUSH, field
 from proxy import metrics
 from proxy.errors import GatewayError
 
@@ -54,30 +55,6 @@ MAX_PENDING_GROUPS = 100_000
 # A flush mark outlives any retry of its batch that could follow a lost answer (the next tick).
 MARK_TTL_SECONDS = 600
 UNAUTHENTICATED = "unauthenticated"  # the metric's team label when no key was recognised
-
-# KEYS: the minute's bucket, the list of buckets, the flush mark.
-# ARGV: the bucket's ttl (s), minute, the mark's ttl (s), then field, count, field, count...
-FLUSH = """
-if redis.call('SET', KEYS[3], 1, 'NX', 'EX', ARGV[3]) == false then
-    return 0
-end
-for i = 4, #ARGV, 2 do
-    redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1])
-end
-redis.call('EXPIRE', KEYS[1], ARGV[1])
-redis.call('ZADD', KEYS[2], ARGV[2], KEYS[1])
-return 1
-"""
-
-
-def field(team: int, key: int, reason: str, model: str) -> str:
-    """A bucket's field; the model goes last, so a '|' in it does not break the split."""
-    return f"{team}|{key}|{reason}|{model}"
-
-
-def parse_field(raw: str) -> tuple[int, int, str, str]:
-    team, key, reason, model = raw.split("|", 3)
-    return int(team), int(key), reason, model
 
 
 def asked(scope, request) -> None:

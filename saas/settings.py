@@ -328,6 +328,12 @@ CELERY_BEAT_SCHEDULE: dict = {
         "schedule": 60.0,
         "options": {"expires": 50},
     },
+    # Refused calls' closed minutes from Redis into RefusalHourly (the usage API's `refused`).
+    "roll-up-refusals": {
+        "task": "billing.tasks.roll_up_refusals",
+        "schedule": 30.0,
+        "options": {"expires": 25},
+    },
     # Months of raw call records created ahead (a record outside them lands in the default).
     "ensure-usage-partitions": {
         "task": "billing.tasks.ensure_usage_partitions",
