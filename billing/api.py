@@ -214,6 +214,14 @@ class UsageNumbers(serializers.Serializer):
     characters = serializers.IntegerField(help_text=COUNT_HELP["characters"])
     cost = MoneyField(source="cost_micros", help_text="Provider cost, USD.")
     price = MoneyField(source="price_micros", help_text="Charged, credits.")
+    refused = serializers.IntegerField(
+        allow_null=True,
+        help_text="Calls the gateway refused (answered with an error: a limit, a budget, a "
+        "key, a model not allowed, an upstream failure...), by the hours overlapping the range; "
+        "up to a minute or so behind. Null for groupings (model_group, status) and filters "
+        "(status) refusals do not have. Refused calls are not in requests or errors, except "
+        "an upstream failure after admission, which is also a settled call with an error.",
+    )
 
 
 class UsageRow(UsageNumbers):

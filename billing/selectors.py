@@ -7,7 +7,7 @@ from django.db.models import Count, Q, Sum
 from django.db.models.functions import TruncDay, TruncHour
 from django.utils import timezone
 
-from billing.models import USAGE_COUNTS, UsageRecord
+from billing.models import USAGE_COUNTS, RefusalHourly, UsageRecord
 from billing.periods import next_reset
 
 
@@ -281,7 +281,69 @@ def _ceil(moment: datetime, *, hour: bool) -> datetime:
     return floor + (timedelta(hours=1) if hour else timedelta(days=1))
 
 
+# Refused calls (RefusalHourly, billing/refusals.py) have these dimensions and filters only;
+# grouped by another (model_group, status) a row's `refused` is None, and filtered by another
+# (status) the totals' `refused` is None too. Their resolution is the hour: an hour is counted
+# when it overlaps [start, end). They arrive within a minute or so of the refusal (the gateway
+# flushes once a second, the roll-up runs every 30 s on closed minutes); nothing is read from
+# Redis here.
+REFUSAL_DIMENSIONS = {
+    "day": "_day",
+    "hour": "period_start",
+    "team": "team__public_id",
+    "key": "key__public_id",
+    "model": "model",
+}
+REFUSAL_FILTERS = {"team", "organization", "key", "model"}
+
+
+def _refused(*, scope: dict, start, end, dims: tuple[str, ...]):
+    """(total, {dimension values: count} or None) of calls refused in [start, end)."""
+    if not scope.keys() <= REFUSAL_FILTERS:
+        return None, None
+    start = start.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    qs = RefusalHourly.objects.filter(period_start__gte=start, period_start__lt=end, **scope)
+    total = qs.aggregate(n=Sum("count", default=0))["n"]
+    if not all(dim in REFUSAL_DIMENSIONS for dim in dims):
+        return total, None
+    fields = [REFUSAL_DIMENSIONS[dim] for dim in dims]
+    grouped = qs.annotate(_day=TruncDay("period_start", tzinfo=UTC)).values(*fields)
+    per_group = {}
+    for row in grouped.annotate(n=Sum("count")).order_by():
+        values = tuple(_shown(dim, row[field]) for dim, field in zip(dims, fields, strict=True))
+        per_group[values] = per_group.get(values, 0) + row["n"]
+    return total, per_group
+
+
+def _with_refused(result: dict, *, scope: dict, start, end, dims: tuple[str, ...]) -> dict:
+    """The summary with `refused` in its totals and rows; a group with refusals and no
+    settled call becomes a row of its own (every other number 0)."""
+    total, per_group = _refused(scope=scope, start=start, end=end, dims=dims)
+    result["totals"]["refused"] = total
+    rows = result["rows"]
+    if per_group is None:
+        for row in rows:
+            row["refused"] = None
+        return result
+    for row in rows:
+        row["refused"] = per_group.pop(tuple(row[dim] for dim in dims), 0)
+    if per_group:
+        zeros = dict.fromkeys(NUMBERS, 0)
+        for values, n in per_group.items():
+            rows.append({**dict(zip(dims, values, strict=True)), **zeros, "refused": n})
+        rows.sort(key=lambda row: tuple((row[dim] is None, row[dim] or "") for dim in dims))
+    return result
+
+
 def usage_summary(*, scope: dict, start, end, group_by) -> dict:
+    """Totals and rows for usage in [start, end), with the calls refused (`refused`, see
+    REFUSAL_DIMENSIONS), grouped by one or two dimensions; see _usage_summary."""
+    dims = grouping(group_by) if isinstance(group_by, str) else tuple(group_by)
+    result = _usage_summary(scope=scope, start=start, end=end, group_by=dims)
+    return _with_refused(result, scope=scope, start=start, end=end, dims=dims)
+
+
+def _usage_summary(*, scope: dict, start, end, group_by) -> dict:
     """Totals and rows for usage in [start, end), grouped by one or two dimensions (GROUPINGS;
     `group_by` as "day,model" or a tuple): exact, from the roll-ups plus the raw records of
     whatever is not rolled up yet.

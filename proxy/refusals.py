@@ -84,6 +84,8 @@ class Refusals:
         self._prefix = os.urandom(6).hex()
         self._task: asyncio.Task | None = None
         self._stopped = False
+        # One flush at a time: two would both send the oldest batch, then each drop one.
+        self._flushing = asyncio.Lock()
 
     def count(self, scope, exc: GatewayError) -> None:
         """One refused call: memory only, never I/O, never an exception."""
@@ -153,6 +155,10 @@ class Refusals:
     async def flush(self) -> int:
         """Send every batch waiting, oldest first; stops at the first Redis error (raised),
         keeping that batch and the rest for the next try. Returns the batches sent."""
+        async with self._flushing:
+            return await self._send()
+
+    async def _send(self) -> int:
         self._batch()
         sent = 0
         while self._pending:

@@ -219,6 +219,9 @@ GATEWAY_JOB_RETAIN_SECONDS = env.int("GATEWAY_JOB_RETAIN_SECONDS", default=7 * 8
 GATEWAY_CACHE_MAX_BYTES = env.int("GATEWAY_CACHE_MAX_BYTES", default=1024 * 1024)
 # Compliance logging: each logged body is cut at this size (the record says so).
 GATEWAY_LOG_MAX_BYTES = env.int("GATEWAY_LOG_MAX_BYTES", default=256 * 1024)
+# Refused calls (proxy/refusals.py): counted in memory, flushed to Redis this often (seconds);
+# closed minutes are rolled up into billing.RefusalHourly (billing/refusals.py).
+REFUSALS_FLUSH_SECONDS = env.float("REFUSALS_FLUSH_SECONDS", default=1.0)
 # Circuit breaker (proxy/breaker.py): this many consecutive failed attempts at a model in one
 # gateway process, or a probe marking it down, move it to the end of the fallback order for
 # the cooldown; then one request tries it again.
