@@ -19,11 +19,12 @@ from django.conf import settings
 from django.db.models import Sum
 from redis.cluster import key_slot
 
-from billing import reconcile, settlement
-from billing.models import LedgerEntry, UsageRecord
+from billing import reconcile, refusals, settlement
+from billing.models import LedgerEntry, RefusalHourly, UsageRecord
 from core.redis import ClusterConfig, cluster_config
 from core.redis import client as redis_client
 from livestate import leases, scripts
+from livestate import refusals as refusal_scripts
 from livestate.keys import (
     PREFIX,
     SHARD_RANGE,
@@ -186,6 +187,19 @@ def test_the_settler_drains_every_shard_on_every_node(cluster_live, mock_catalog
         assert redis_account(tenant.team)["pend"] == 0
     assert settlement.backlog(client).waiting == 0
     assert {shard_of(t.team.pk) for t in tenants} <= set(SHARD_RANGE)
+
+
+def test_refused_calls_are_counted_and_rolled_up_on_the_cluster(cluster_live, mock_catalog, gw_org):
+    # given: a team without credits
+    broke = GatewayTenant("broke", gw_org, [mock_catalog["groups"]["chat"]], 0)
+    # when: it is refused, and so is a call without a key; the gateway flushes; the roll-up runs
+    assert {r.status_code for r in fire(cluster_live, broke, n=20)} == {429}
+    assert httpx.post(f"{cluster_live.url}/v1/chat/completions", json=CHAT).status_code == 401
+    cluster_live.on_loop(cluster_live.gateway.refusals.flush())
+    refusals.refusals_roll_up(now=time.time() + 120)
+    # then
+    rows = {(r.team_id, r.reason): r.count for r in RefusalHourly.objects.all()}
+    assert rows == {(broke.team.pk, "insufficient_quota"): 20, (None, "missing_api_key"): 1}
 
 
 def test_jobs_reaping_and_key_retirement_work_on_the_cluster(cluster_live, mock_catalog, gw_org):
@@ -357,13 +371,17 @@ def test_every_script_touches_only_the_keys_it_declares_all_in_one_slot(live, mo
     keys_retire_due(
         now=key.revoked_at + timedelta(seconds=settings.GATEWAY_RETIRED_KEY_GRACE_SECONDS)
     )
+    # refused calls: a gateway's flush of their counts, a worker's claim of the closed minute
+    assert httpx.post(f"{live.url}/v1/chat/completions", json=CHAT).status_code == 401
+    live.on_loop(live.gateway.refusals.flush())
+    refusals.refusals_roll_up(now=time.time() + 120)
     client.flushdb()
     reconcile.reconcile_gateway_state()
     client.echo("watched-until-here")
     eventually(lambda: any(argv[:1] == [b"ECHO"] for _, argv in monitor.lines), what="the end")
     lines = monitor.stop()
     # then
-    every = {**scripts.ALL, **leases.ALL}
+    every = {**scripts.ALL, **leases.ALL, **refusal_scripts.ALL}
     names = {_sha(s.encode()).encode(): n for n, s in every.items()}
     runs = _script_runs(lines)
     seen = Counter(names.get(sha, sha) for sha, _, _ in runs)
@@ -384,13 +402,13 @@ _CALL = re.compile(r"redis\.call\(\s*'(\w+)'\s*,\s*([^,)]+)")
 _KEY_FIRST = {
     "HMGET", "HSET", "HDEL", "HINCRBY", "HGET", "HGETALL", "HEXISTS", "EXISTS", "ZCARD",
     "ZREMRANGEBYSCORE", "ZADD", "ZREM", "ZRANGE", "XADD", "XACK", "XLEN", "XRANGE",
-    "XPENDING", "PEXPIRE", "DEL", "ZSCORE", "ZRANGEBYSCORE",
+    "XPENDING", "PEXPIRE", "DEL", "ZSCORE", "ZRANGEBYSCORE", "SET", "EXPIRE", "RENAME",
 }  # fmt: skip
 _FROM_KEYS = re.compile(r"^(KEYS\[[^\]]+\]|hash|acct|stream|zset|t\.acct|account\[k\])$")
 
 
 def test_the_scripts_name_keys_only_through_keys():
-    for name, source in {**scripts.ALL, **leases.ALL}.items():
+    for name, source in {**scripts.ALL, **leases.ALL, **refusal_scripts.ALL}.items():
         for command, first in _CALL.findall(source):
             assert command.upper() in _KEY_FIRST | {"XINFO"}, (name, command)
             if command.upper() == "XINFO":
