@@ -6,7 +6,7 @@ Sources, read at scrape time:
 - the usage stream (length, pending, undelivered, dead letters, age of the oldest unsettled
   record) and the Celery queue length: Redis and the broker;
 - periodic task heartbeats (ops.heartbeats);
-- the gateway overhead histogram: in this process (proxy.metrics).
+- the gateway overhead histogram and the refused-calls counter: in this process (proxy.metrics).
 
 Authentication: with METRICS_TOKEN set, `Authorization: Bearer <token>` is required; unset, the
 endpoint is open with DEBUG on and refused otherwise, because it names teams and their spend.

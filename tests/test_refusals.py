@@ -2,6 +2,7 @@
 without a write per call, rolled up into RefusalHourly exactly once, and shown by the usage
 API (`refused`) and /metrics (tollgate_gateway_refusals_total)."""
 
+import asyncio
 import time
 from collections import Counter
 
@@ -9,6 +10,8 @@ import httpx
 import pytest
 from django.db.models import Sum
 from django.test import Client
+from redis.asyncio import Redis as AsyncRedis
+from redis.exceptions import RedisError
 
 from billing import refusals, settlement
 from billing.models import RefusalBucketDrained, RefusalHourly, UsageRecord
@@ -23,6 +26,8 @@ from livestate.keys import (
     usage_stream,
 )
 from livestate.refusals import FLUSH, field, parse_field
+from proxy import refusals as gateway_refusals
+from proxy.errors import GatewayError
 from teams.services import key_create, key_revoke, team_set_status
 from tests.helpers.api import MASTER, client_with
 from tests.helpers.gateway import concurrently, until_refused
@@ -280,3 +285,81 @@ def test_a_flush_after_the_claim_starts_a_new_bucket_rolled_up_later(counted, gw
     roll_up_now()
     # then: added to the same hour's row
     assert rolled_up()[(team, key, "budget_exceeded", "chat")] == 14
+
+
+class Scope(dict):
+    """A request's ASGI scope after authentication noted its key."""
+
+    def __init__(self, team: int, key: int, model: str = "chat"):
+        snapshot = type("Key", (), {"team": team, "id": key})()
+        super().__init__(
+            {gateway_refusals.SCOPE_KEY: snapshot, gateway_refusals.SCOPE_MODEL: model}
+        )
+
+
+REFUSED = GatewayError(429, "No credits.", "insufficient_quota", "insufficient_quota")
+
+
+def test_a_flush_redis_does_not_take_is_kept_and_sent_once_later(settings):
+    async def scenario():
+        down = AsyncRedis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
+        counter = gateway_refusals.Refusals(down, every=1)
+        for _ in range(3):
+            counter.count(Scope(7, 70), REFUSED)
+        with pytest.raises((RedisError, OSError)):
+            await counter.flush()
+        counter.count(Scope(7, 70), REFUSED)  # counted while Redis is away
+        up = AsyncRedis.from_url(settings.REDIS_URL)
+        counter._flush = up.register_script(FLUSH)  # Redis back
+        sent = await counter.flush()
+        again = await counter.flush()
+        await up.aclose()
+        await down.aclose()
+        return sent, again
+
+    sent, again = asyncio.run(scenario())
+    assert (sent, again) == (2, 0)  # the batch kept, then the one counted after it
+    assert in_redis() == {(7, 70, "insufficient_quota", "chat"): 4}
+
+
+def test_what_waits_for_redis_is_bounded_oldest_dropped_first(settings, monkeypatch):
+    monkeypatch.setattr(gateway_refusals, "MAX_PENDING_GROUPS", 2)
+
+    async def scenario():
+        down = AsyncRedis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
+        counter = gateway_refusals.Refusals(down, every=1)
+        counter.count(Scope(1, 10), REFUSED)
+        with pytest.raises((RedisError, OSError)):
+            await counter.flush()
+        counter.count(Scope(2, 20), REFUSED)
+        counter.count(Scope(3, 30), REFUSED)
+        with pytest.raises((RedisError, OSError)):
+            await counter.flush()
+        up = AsyncRedis.from_url(settings.REDIS_URL)
+        counter._flush = up.register_script(FLUSH)
+        await counter.flush()
+        await up.aclose()
+        await down.aclose()
+
+    asyncio.run(scenario())
+    assert in_redis() == {
+        (2, 20, "insufficient_quota", "chat"): 1,
+        (3, 30, "insufficient_quota", "chat"): 1,
+    }
+
+
+def test_a_caller_cycling_through_model_names_cannot_grow_a_batch(settings, monkeypatch):
+    monkeypatch.setattr(gateway_refusals, "MAX_BATCH_GROUPS", 3)
+
+    async def scenario():
+        up = AsyncRedis.from_url(settings.REDIS_URL)
+        counter = gateway_refusals.Refusals(up, every=1)
+        for i in range(10):
+            counter.count(Scope(5, 50, f"made-up-{i}"), REFUSED)
+        await counter.flush()
+        await up.aclose()
+
+    asyncio.run(scenario())
+    counts = in_redis()
+    assert sum(counts.values()) == 10
+    assert len(counts) == 4 and counts[(5, 50, "insufficient_quota", "")] == 7
