@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('billing', '0009_usage_counts_by_kind'),
+        ('billing', '0010_usage_end_user_and_tags'),
         ('orgs', '0002_organization_billing_email'),
         ('teams', '0004_virtualkey_retired_at'),
     ]
