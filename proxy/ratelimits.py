@@ -19,39 +19,37 @@ def _reset_at_ms(now_ms: int) -> int:
     return (now_ms // 60_000 + 2) * 60_000
 
 
+def _names(template: str) -> tuple[tuple[bytes, bytes, bytes], tuple[bytes, bytes, bytes]]:
+    """(limit, remaining, reset) header names for requests, then for tokens."""
+    return tuple(
+        tuple(template.format(unit=unit, what=what).encode() for what in WHATS)
+        for unit in ("requests", "tokens")
+    )
+
+
+WHATS = ("limit", "remaining", "reset")
+OPENAI_NAMES = _names("x-ratelimit-{what}-{unit}")
+ANTHROPIC_NAMES = _names("anthropic-ratelimit-{unit}-{what}")
+
+
+def _headers(headroom: Headroom, names, reset: bytes) -> list[tuple[bytes, bytes]]:
+    headers = []
+    for (limit_name, left_name, reset_name), limit, left in zip(
+        names,
+        (headroom.rpm, headroom.tpm),
+        (headroom.requests_left, headroom.tokens_left),
+        strict=True,
+    ):
+        if limit >= 0:  # only the limits set
+            headers += [(limit_name, b"%d" % limit), (left_name, b"%d" % left), (reset_name, reset)]
+    return headers
+
+
 def openai_headers(headroom: Headroom, now_ms: int) -> list[tuple[bytes, bytes]]:
     seconds = -(-(_reset_at_ms(now_ms) - now_ms) // 1000)
-    reset = f"{seconds // 60}m{seconds % 60}s".encode()
-    headers = []
-    if headroom.rpm >= 0:
-        headers += [
-            (b"x-ratelimit-limit-requests", b"%d" % headroom.rpm),
-            (b"x-ratelimit-remaining-requests", b"%d" % headroom.requests_left),
-            (b"x-ratelimit-reset-requests", reset),
-        ]
-    if headroom.tpm >= 0:
-        headers += [
-            (b"x-ratelimit-limit-tokens", b"%d" % headroom.tpm),
-            (b"x-ratelimit-remaining-tokens", b"%d" % headroom.tokens_left),
-            (b"x-ratelimit-reset-tokens", reset),
-        ]
-    return headers
+    return _headers(headroom, OPENAI_NAMES, f"{seconds // 60}m{seconds % 60}s".encode())
 
 
 def anthropic_headers(headroom: Headroom, now_ms: int) -> list[tuple[bytes, bytes]]:
     at = time.gmtime(_reset_at_ms(now_ms) // 1000)
-    reset = time.strftime("%Y-%m-%dT%H:%M:%SZ", at).encode()
-    headers = []
-    if headroom.rpm >= 0:
-        headers += [
-            (b"anthropic-ratelimit-requests-limit", b"%d" % headroom.rpm),
-            (b"anthropic-ratelimit-requests-remaining", b"%d" % headroom.requests_left),
-            (b"anthropic-ratelimit-requests-reset", reset),
-        ]
-    if headroom.tpm >= 0:
-        headers += [
-            (b"anthropic-ratelimit-tokens-limit", b"%d" % headroom.tpm),
-            (b"anthropic-ratelimit-tokens-remaining", b"%d" % headroom.tokens_left),
-            (b"anthropic-ratelimit-tokens-reset", reset),
-        ]
-    return headers
+    return _headers(headroom, ANTHROPIC_NAMES, time.strftime("%Y-%m-%dT%H:%M:%SZ", at).encode())
